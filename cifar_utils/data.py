@@ -1,0 +1,541 @@
+"""CIFAR-10 loading, splitting and `tf.data` pipelines.
+
+Where `load_cifar10` looks for the data, in order:
+
+1. the explicit `data_dir` argument;
+2. the environment variable `CIFAR10_DIR`;
+3. an extracted copy in the Keras cache left by an earlier
+   `keras.datasets.cifar10.load_data()` (`$KERAS_HOME/datasets` or
+   `~/.keras/datasets`);
+4. `keras.datasets.cifar10.load_data()` itself, which downloads when online.
+
+A folder is accepted when it holds the official python-version batch files
+(`data_batch_1` .. `data_batch_5`, `test_batch`) or a `cifar-10-batches-py/`
+sub-folder that does. The files are pickles; they are read with a restricted
+unpickler that can only rebuild numpy arrays, so a crafted file cannot run
+code.
+
+Pixels stay `uint8` until a batch is formed: `make_dataset` gathers a batch,
+casts it to float32 and calls `normalize_images`, the single place where
+pixel values are scaled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CLASS_NAMES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+IMAGE_SHAPE = (32, 32, 3)
+
+# Per-channel mean and standard deviation of the official training set, on
+# pixels scaled to [0, 1]. The offline copy measures (0.4913, 0.4821, 0.4465)
+# and (0.2452, 0.2428, 0.2606): close enough that one set of constants serves
+# both, and models trained on one work on the other.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+ENV_VAR = "CIFAR10_DIR"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILE = "test_batch"
+IMAGES_PER_BATCH = 10_000
+BATCH_DIRNAME = "cifar-10-batches-py"
+
+# sha256 of `test_batch` written by ../shared/data/build_cifar10.py (see its
+# SOURCE.md). Matching it means the pixels are the JPEG re-encoded offline copy,
+# and accuracies measured on it must say "offline copy".
+OFFLINE_COPY_TEST_SHA256 = "5e3224972afcab1476774de0e7182de467a4713abf3630ea5aab66a9d55c56a8"
+
+_FIX_HINT = (
+    "To fix it: point the environment variable CIFAR10_DIR (or `data_dir=`) at a "
+    "complete `cifar-10-batches-py` folder, rebuild the offline copy with "
+    "`python ../shared/data/build_cifar10.py DIR`, or go online and let Keras download it."
+)
+
+
+class CIFAR10DataError(ValueError):
+    """A CIFAR-10 file is corrupt, malicious, or has the wrong shape or labels."""
+
+
+class CIFAR10NotFoundError(CIFAR10DataError, FileNotFoundError):
+    """A CIFAR-10 folder or file is missing."""
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where the data was found.
+
+    Attributes:
+        kind: one of `"data_dir"`, `"env"`, `"keras_cache"`, `"keras_download"`.
+        path: the folder holding the batch files (None for a Keras download that
+            has not happened yet).
+    """
+
+    kind: str
+    path: Path | None
+
+    def describe(self) -> str:
+        """Returns a one-line description, e.g. for a notebook."""
+        where = {
+            "data_dir": "the folder given as data_dir",
+            "env": f"${ENV_VAR}",
+            "keras_cache": "the Keras dataset cache",
+            "keras_download": "keras.datasets.cifar10.load_data() (download)",
+        }[self.kind]
+        return f"{where}: {self.path}" if self.path is not None else where
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that can only rebuild numpy arrays.
+
+    The CIFAR-10 batch files are pickles of a dict of bytes, ints, lists and one
+    numpy array. Rebuilding the array needs exactly these globals; anything else
+    (`os.system`, `builtins.eval`, ...) is refused before it is looked up, so
+    nothing in a crafted file can run.
+    """
+
+    ALLOWED = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+        }
+    )
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refused to load global `{module}.{name}`: a CIFAR-10 batch holds only "
+            "numpy arrays, lists and strings"
+        )
+
+
+def _keras_cache_dirs() -> list[Path]:
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    datasets = home / "datasets"
+    # Keras 3 extracts to `cifar-10-batches-py-target/cifar-10-batches-py`,
+    # Keras 2 to `cifar-10-batches-py`.
+    return [datasets / "cifar-10-batches-py-target" / BATCH_DIRNAME, datasets / BATCH_DIRNAME]
+
+
+def _batch_folder(folder: Path) -> Path | None:
+    """Returns the folder holding the batch files, or None if there is none."""
+    for candidate in (folder, folder / BATCH_DIRNAME):
+        if (candidate / TRAIN_FILES[0]).exists() or (candidate / TEST_FILE).exists():
+            return candidate
+    return None
+
+
+def _resolve_given(folder: str | os.PathLike, kind: str) -> DataSource:
+    folder = Path(folder).expanduser()
+    label = "data_dir" if kind == "data_dir" else f"${ENV_VAR}"
+    if not folder.is_dir():
+        raise CIFAR10NotFoundError(f"{label} = {folder} is not a folder. {_FIX_HINT}")
+    found = _batch_folder(folder)
+    if found is None:
+        listing = sorted(p.name for p in folder.iterdir())[:10]
+        raise CIFAR10NotFoundError(
+            f"{label} = {folder} holds no CIFAR-10 batch files (expected data_batch_1..5 and "
+            f"test_batch, or a {BATCH_DIRNAME}/ folder with them; found {listing}). {_FIX_HINT}"
+        )
+    return DataSource(kind, found)
+
+
+def locate_cifar10(data_dir: str | os.PathLike | None = None) -> DataSource:
+    """Finds where CIFAR-10 will be loaded from, without reading it.
+
+    Args:
+        data_dir: a folder holding the batch files or a `cifar-10-batches-py/`
+            sub-folder. Defaults to None: use `$CIFAR10_DIR`, then the Keras
+            cache, then a Keras download.
+
+    Returns:
+        A `DataSource`. An explicit `data_dir` or `$CIFAR10_DIR` that holds no
+        batch files raises `CIFAR10NotFoundError` rather than falling through
+        to another source: the caller asked for that folder.
+    """
+    if data_dir is not None:
+        return _resolve_given(data_dir, "data_dir")
+    if os.environ.get(ENV_VAR):
+        return _resolve_given(os.environ[ENV_VAR], "env")
+    for cached in _keras_cache_dirs():
+        if (cached / TEST_FILE).exists():
+            return DataSource("keras_cache", cached)
+    return DataSource("keras_download", None)
+
+
+def _parse_batch(raw: bytes, path: Path, images_per_batch: int | None):
+    """Parses one batch file's bytes into `(images uint8 (N, 32, 32, 3), labels uint8 (N,))`."""
+    try:
+        batch = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except pickle.UnpicklingError as err:
+        if "refused to load global" in str(err):
+            raise CIFAR10DataError(
+                f"{path} was not loaded: {err}. The file is corrupt or was crafted to run "
+                f"code; delete it. {_FIX_HINT}"
+            ) from None
+        raise CIFAR10DataError(
+            f"{path} is truncated or corrupt ({err}). {_FIX_HINT}"
+        ) from None
+    except Exception as err:  # EOFError, ValueError, TypeError... from a damaged stream
+        raise CIFAR10DataError(
+            f"{path} is truncated or corrupt ({type(err).__name__}: {err}). {_FIX_HINT}"
+        ) from None
+    if not isinstance(batch, dict):
+        raise CIFAR10DataError(
+            f"{path} holds a {type(batch).__name__}, not a CIFAR-10 batch dict. {_FIX_HINT}"
+        )
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    data, labels = batch.get("data"), batch.get("labels")
+    if not isinstance(data, np.ndarray) or labels is None:
+        raise CIFAR10DataError(
+            f"{path} lacks the 'data' array or the 'labels' list "
+            f"(keys found: {sorted(batch)}). {_FIX_HINT}"
+        )
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise CIFAR10DataError(
+            f"{path}: 'data' has shape {data.shape} and dtype {data.dtype}; expected "
+            f"(N, 3072) uint8 rows of 1024 red, 1024 green and 1024 blue values. {_FIX_HINT}"
+        )
+    if images_per_batch is not None and data.shape[0] != images_per_batch:
+        raise CIFAR10DataError(
+            f"{path}: holds {data.shape[0]} images; an official batch holds "
+            f"{images_per_batch}. The file is incomplete. {_FIX_HINT}"
+        )
+    labels = np.asarray(labels)
+    if labels.shape != (data.shape[0],):
+        raise CIFAR10DataError(
+            f"{path}: {labels.size} labels for {data.shape[0]} images. {_FIX_HINT}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise CIFAR10DataError(
+            f"{path}: labels range from {labels.min()} to {labels.max()}; expected 0..9. "
+            f"{_FIX_HINT}"
+        )
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return images, labels.astype(np.uint8)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CIFAR10NotFoundError(
+            f"{path} is missing: a complete copy has {', '.join(TRAIN_FILES)} and "
+            f"{TEST_FILE} in {path.parent}. {_FIX_HINT}"
+        ) from None
+
+
+def read_batch(path: str | os.PathLike, images_per_batch: int | None = IMAGES_PER_BATCH):
+    """Reads one official python-version batch file safely.
+
+    Args:
+        path: the batch file (`data_batch_N` or `test_batch`).
+        images_per_batch: the number of images the file must hold. Defaults to
+            10,000, as in every official file; None accepts any number.
+
+    Returns:
+        `(images, labels)`: uint8 arrays of shapes `(N, 32, 32, 3)` and `(N,)`.
+
+    Raises:
+        CIFAR10NotFoundError: the file is missing.
+        CIFAR10DataError: the file is truncated, corrupt, tries to unpickle
+            anything but numpy arrays, or has the wrong shape or labels.
+    """
+    path = Path(path)
+    return _parse_batch(_read(path), path, images_per_batch)
+
+
+def is_offline_copy(folder: str | os.PathLike) -> bool:
+    """Returns True when `folder/test_batch` is the JPEG re-encoded offline copy."""
+    digest = hashlib.sha256(Path(folder, TEST_FILE).read_bytes()).hexdigest()
+    return digest == OFFLINE_COPY_TEST_SHA256
+
+
+def _load_folder(folder: Path, images_per_batch: int | None):
+    parts = [read_batch(folder / name, images_per_batch) for name in TRAIN_FILES]
+    n_train = sum(len(p[1]) for p in parts)
+    x_train = np.empty((n_train, *IMAGE_SHAPE), dtype=np.uint8)
+    y_train = np.empty((n_train, 1), dtype=np.uint8)
+    start = 0
+    for images, labels in parts:
+        x_train[start : start + len(labels)] = images  # one strided copy into NHWC
+        y_train[start : start + len(labels), 0] = labels
+        start += len(labels)
+    test_images, test_labels = read_batch(folder / TEST_FILE, images_per_batch)
+    x_test = np.ascontiguousarray(test_images)
+    y_test = test_labels.reshape(-1, 1)
+    return (x_train, y_train), (x_test, y_test)
+
+
+def load_cifar10(
+    data_dir: str | os.PathLike | None = None,
+    verbose: bool = True,
+    images_per_batch: int | None = IMAGES_PER_BATCH,
+):
+    """Loads CIFAR-10 like `keras.datasets.cifar10.load_data()`, offline first.
+
+    Args:
+        data_dir: a folder holding the batch files or a `cifar-10-batches-py/`
+            sub-folder. Defaults to None: `$CIFAR10_DIR`, then the Keras cache,
+            then `keras.datasets.cifar10.load_data()`.
+        verbose: print which source was used. Defaults to True.
+        images_per_batch: images each batch file must hold. Defaults to 10,000
+            (the official files); None accepts any number (small test files).
+
+    Returns:
+        `(x_train, y_train), (x_test, y_test)`: uint8 arrays of shapes
+        `(50000, 32, 32, 3)`, `(50000, 1)`, `(10000, 32, 32, 3)`, `(10000, 1)`,
+        C-contiguous, labels 0..9 in `CLASS_NAMES` order.
+
+    Raises:
+        CIFAR10NotFoundError: the folder asked for, or one of its files, is
+            missing, or the Keras download failed (offline).
+        CIFAR10DataError: a file is truncated, corrupt, malicious or has the
+            wrong shape or labels. No partial dataset is ever returned.
+    """
+    source = locate_cifar10(data_dir)
+    if source.kind == "keras_download":
+        import keras
+
+        try:
+            (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+        except Exception as err:
+            raise CIFAR10NotFoundError(
+                f"CIFAR-10 is not on this machine and the Keras download failed "
+                f"({type(err).__name__}: {err}). {_FIX_HINT}"
+            ) from None
+        data = (np.ascontiguousarray(x_train), y_train), (np.ascontiguousarray(x_test), y_test)
+        variant = "official files"
+    else:
+        data = _load_folder(source.path, images_per_batch)
+        variant = (
+            "offline copy, JPEG re-encoded"
+            if is_offline_copy(source.path)
+            else "official layout; not the known offline copy"
+        )
+    if verbose:
+        (x_train, _), (x_test, _) = data
+        print(
+            f"CIFAR-10 loaded from {source.describe()} ({variant}): "
+            f"{len(x_train):,} training and {len(x_test):,} test images"
+        )
+    return data
+
+
+def split_train_val(x_train, y_train, val_fraction=0.1, seed=0):
+    """Splits a stratified, seeded validation set off the training data.
+
+    The test set is never used for this: it is kept for the final evaluation.
+
+    Args:
+        x_train: images, shape `(N, H, W, C)`.
+        y_train: labels, shape `(N,)` or `(N, 1)`.
+        val_fraction: share of the training images held out, in (0, 1), or a
+            whole number of images. Defaults to 0.1 (5,000 of 50,000).
+        seed: random seed; the same seed gives the same split. Defaults to 0.
+
+    Returns:
+        `(x_train, y_train), (x_val, y_val)`, each class in the same proportion
+        in both parts.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if len(x_train) != len(y_train):
+        raise ValueError(
+            f"x_train has {len(x_train)} images but y_train has {len(y_train)} labels."
+        )
+    if isinstance(val_fraction, float) and not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1) or a whole count; received {val_fraction}.")
+    if isinstance(val_fraction, int) and not 0 < val_fraction < len(x_train):
+        raise ValueError(
+            f"val_fraction as a count must be in 1..{len(x_train) - 1}; received {val_fraction}."
+        )
+    x_tr, x_val, y_tr, y_val = train_test_split(
+        x_train, y_train, test_size=val_fraction, stratify=np.ravel(y_train), random_state=seed
+    )
+    return (x_tr, y_tr), (x_val, y_val)
+
+
+def stratified_subset(x, y, size, seed=0):
+    """Returns a seeded subset of `size` images with the class balance of `y`.
+
+    Used by quick mode (`CIFAR_QUICK=1`) to train on a few thousand images.
+
+    Args:
+        x: images, shape `(N, H, W, C)`.
+        y: labels, shape `(N,)` or `(N, 1)`.
+        size: images to keep; `size >= N` returns the inputs unchanged.
+        seed: random seed. Defaults to 0.
+
+    Returns:
+        `(x_subset, y_subset)`.
+    """
+    if size >= len(x):
+        return x, y
+    (_, _), (x_sub, y_sub) = split_train_val(x, y, val_fraction=int(size), seed=seed)
+    return x_sub, y_sub
+
+
+def class_counts(labels_by_split, class_names=CLASS_NAMES):
+    """Counts images per class for each split.
+
+    Args:
+        labels_by_split: mapping of split name to labels, e.g.
+            `{"train": y_train, "test": y_test}`.
+        class_names: names in label order. Defaults to `CLASS_NAMES`.
+
+    Returns:
+        A pandas DataFrame, one row per class, one column per split.
+    """
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            split: np.bincount(np.ravel(labels), minlength=len(class_names))
+            for split, labels in labels_by_split.items()
+        },
+        index=pd.Index(class_names, name="class"),
+    )
+
+
+def channel_stats(x, chunk=5_000):
+    """Per-channel mean and standard deviation of uint8 images, on [0, 1].
+
+    Computed in chunks with float64 sums, so no float copy of the whole array
+    is made.
+
+    Args:
+        x: uint8 images, shape `(N, H, W, C)`.
+        chunk: images per chunk. Defaults to 5,000.
+
+    Returns:
+        `(mean, std)`, each a float64 array of shape `(C,)`.
+    """
+    total = np.zeros(x.shape[-1])
+    total_sq = np.zeros(x.shape[-1])
+    for start in range(0, len(x), chunk):
+        block = x[start : start + chunk].astype(np.float64) / 255.0
+        total += block.sum(axis=(0, 1, 2))
+        total_sq += np.square(block).sum(axis=(0, 1, 2))
+    count = len(x) * x.shape[1] * x.shape[2]
+    mean = total / count
+    return mean, np.sqrt(total_sq / count - mean**2)
+
+
+def normalize_images(images):
+    """Scales pixel values: the one place where that happens.
+
+    `images / 255`, then minus the per-channel `CIFAR10_MEAN`, divided by
+    `CIFAR10_STD`, so each channel has mean about 0 and standard deviation
+    about 1 on the training set. Training pipelines (`make_dataset`),
+    evaluation and inference all call this function, so a model always sees
+    pixels scaled the same way.
+
+    Args:
+        images: a tensor or array of pixel values in [0, 255], channels last.
+
+    Returns:
+        A float32 tensor of the same shape.
+    """
+    import tensorflow as tf
+
+    images = tf.cast(images, tf.float32) / 255.0
+    return (images - tf.constant(CIFAR10_MEAN)) / tf.constant(CIFAR10_STD)
+
+
+def make_dataset(
+    x,
+    y,
+    batch_size=128,
+    shuffle=False,
+    seed=None,
+    augment=None,
+    normalize=True,
+    num_classes=None,
+    drop_remainder=False,
+):
+    """Builds a batched `tf.data.Dataset` that keeps the images as uint8.
+
+    The images are held once, as a uint8 tensor. Each step gathers a batch of
+    indices (shuffled with `seed` every epoch when `shuffle=True`), casts only
+    that batch to float32 in [0, 255], applies `augment`, then
+    `normalize_images`, and prefetches with AUTOTUNE.
+
+    Args:
+        x: uint8 images, shape `(N, H, W, C)`.
+        y: integer labels, shape `(N,)` or `(N, 1)`.
+        batch_size: images per batch. Defaults to 128.
+        shuffle: reshuffle the order every epoch. Defaults to False.
+        seed: shuffle seed; the same seed gives the same order. Defaults to None.
+        augment: optional callable `(images, labels) -> (images, labels)` run
+            on each float32 batch in [0, 255] before normalisation (labels are
+            one-hot when `num_classes` is set, so MixUp and CutMix can mix them).
+            Defaults to None.
+        normalize: apply `normalize_images`. Defaults to True; False yields
+            float32 pixels in [0, 255].
+        num_classes: one-hot encode the labels with this many classes. Defaults
+            to None: int32 class indices.
+        drop_remainder: drop a last, smaller batch. Defaults to False.
+
+    Returns:
+        A `tf.data.Dataset` of `(images, labels)` batches.
+    """
+    import tensorflow as tf
+
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim != 4:
+        raise ValueError(f"x must have shape (N, height, width, channels); received {x.shape}.")
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} images but y has {len(y)} labels.")
+    if len(x) == 0:
+        raise ValueError("x is empty: a dataset needs at least one image.")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; received {batch_size!r}.")
+    if x.dtype != np.uint8:
+        raise ValueError(
+            f"x must be uint8 pixels in [0, 255] (as load_cifar10 returns them); received "
+            f"{x.dtype}. Keeping uint8 saves memory: the pipeline casts one batch at a time."
+        )
+
+    images = tf.constant(x)
+    labels = tf.constant(np.ravel(y).astype(np.int32))
+
+    def load_batch(indices):
+        batch_x = tf.cast(tf.gather(images, indices), tf.float32)
+        batch_y = tf.gather(labels, indices)
+        if num_classes is not None:
+            batch_y = tf.one_hot(batch_y, num_classes)
+        if augment is not None:
+            batch_x, batch_y = augment(batch_x, batch_y)
+        if normalize:
+            batch_x = normalize_images(batch_x)
+        return batch_x, batch_y
+
+    ds = tf.data.Dataset.range(len(x))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,180 @@
+"""Device placement: one code path for the CPU, one GPU or several GPUs.
+
+`setup_devices()` is the one call a notebook makes before building a model:
+it turns on GPU memory growth, picks a `tf.distribute` strategy
+(`MirroredStrategy` over several GPUs, the default strategy otherwise), and
+chooses mixed precision only where the GPU has tensor cores for it. On a
+machine without a GPU everything stays float32 on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+import tensorflow as tf
+import keras
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    """What `setup_devices` chose.
+
+    Attributes:
+        strategy: the `tf.distribute.Strategy` to build and fit models under.
+        precision_policy: the Keras dtype policy now global ("float32",
+            "mixed_float16" or "mixed_bfloat16").
+        jit_compile: whether to compile models with XLA (True on a GPU).
+        description: one line naming the devices, for printing.
+    """
+
+    strategy: tf.distribute.Strategy
+    precision_policy: str
+    jit_compile: bool
+    description: str
+
+    @property
+    def num_replicas(self) -> int:
+        """Number of devices a batch is split across."""
+        return self.strategy.num_replicas_in_sync
+
+
+def _gpu_details(gpu) -> dict:
+    try:
+        return tf.config.experimental.get_device_details(gpu)
+    except (ValueError, RuntimeError):  # no details for this device type
+        return {}
+
+
+def describe_devices() -> str:
+    """Returns one line naming the CPU and GPUs TensorFlow can use.
+
+    Example: `"CPU: 2 cores (x86_64) | GPU: none | TensorFlow 2.21.0, Keras 3.15.1"`.
+    """
+    cpu = f"CPU: {os.cpu_count()} cores ({platform.machine()})"
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = []
+        for gpu in gpus:
+            details = _gpu_details(gpu)
+            name = details.get("device_name", gpu.name)
+            cc = details.get("compute_capability")
+            names.append(f"{name} (compute {cc[0]}.{cc[1]})" if cc else name)
+        gpu_text = f"GPU: {len(gpus)} x " + ", ".join(sorted(set(names)))
+    else:
+        gpu_text = "GPU: none"
+    return f"{cpu} | {gpu_text} | TensorFlow {tf.__version__}, Keras {keras.__version__}"
+
+
+def enable_memory_growth() -> int:
+    """Lets TensorFlow take GPU memory as needed instead of all at start-up.
+
+    Must run before the GPUs are first used; afterwards TensorFlow refuses and
+    the setting is left as it was.
+
+    Returns:
+        The number of GPUs now set to grow their memory.
+    """
+    done = 0
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+            done += 1
+        except RuntimeError:  # GPUs already initialised
+            pass
+    return done
+
+
+def mixed_precision_policy() -> str:
+    """Chooses the dtype policy the GPUs support best.
+
+    Returns:
+        "mixed_bfloat16" where every GPU has compute capability 8.0 or more
+        (Ampere, Hopper: bfloat16 needs no loss scaling), "mixed_float16" on
+        7.x (Volta, Turing tensor cores), "float32" otherwise, the CPU included
+        (mixed precision is slower there).
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "float32"
+    capabilities = [_gpu_details(g).get("compute_capability", (0, 0)) for g in gpus]
+    lowest = min(capabilities)
+    if lowest >= (8, 0):
+        return "mixed_bfloat16"
+    if lowest >= (7, 0):
+        return "mixed_float16"
+    return "float32"
+
+
+def choose_strategy(devices=None) -> tf.distribute.Strategy:
+    """Picks a distribution strategy.
+
+    Args:
+        devices: device names to replicate over, e.g. `["/gpu:0", "/gpu:1"]`.
+            Defaults to None: every logical GPU.
+
+    Returns:
+        A `MirroredStrategy` over two or more devices, a `OneDeviceStrategy`
+        for one explicitly named device, or the default strategy otherwise
+        (one GPU or the CPU, placed by TensorFlow).
+    """
+    if devices is None:
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+        if len(devices) < 2:
+            return tf.distribute.get_strategy()
+    devices = list(devices)
+    if len(devices) == 0:
+        raise ValueError("devices must name at least one device; received an empty list.")
+    if len(devices) == 1:
+        return tf.distribute.OneDeviceStrategy(devices[0])
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def setup_devices(mixed_precision="auto", memory_growth=True, devices=None, verbose=True):
+    """Configures TensorFlow for the hardware at hand.
+
+    Args:
+        mixed_precision: "auto" (the policy of `mixed_precision_policy()`),
+            True (same, but insist: ValueError without a suitable GPU), False
+            (float32), or a Keras policy name. Defaults to "auto".
+        memory_growth: enable GPU memory growth. Defaults to True.
+        devices: passed to `choose_strategy`. Defaults to None (all GPUs).
+        verbose: print the chosen setup. Defaults to True.
+
+    Returns:
+        A `DeviceSetup` with the strategy, the dtype policy (also set as Keras's
+        global policy), whether to use XLA, and a one-line description.
+    """
+    if memory_growth:
+        enable_memory_growth()
+    if mixed_precision == "auto" or mixed_precision is True:
+        policy = mixed_precision_policy()
+        if mixed_precision is True and policy == "float32":
+            raise ValueError(
+                "mixed_precision=True needs a GPU with compute capability 7.0 or more; "
+                f"received devices: {describe_devices()}. Use mixed_precision='auto'."
+            )
+    elif mixed_precision is False:
+        policy = "float32"
+    elif isinstance(mixed_precision, str):
+        policy = mixed_precision
+    else:
+        raise ValueError(
+            f"mixed_precision must be 'auto', True, False or a policy name; received {mixed_precision!r}."
+        )
+    keras.mixed_precision.set_global_policy(policy)
+    strategy = choose_strategy(devices)
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    setup = DeviceSetup(
+        strategy=strategy,
+        precision_policy=policy,
+        jit_compile=has_gpu,
+        description=describe_devices(),
+    )
+    if verbose:
+        print(
+            f"{setup.description}\nStrategy: {type(strategy).__name__} "
+            f"({setup.num_replicas} replica(s)) | precision: {policy} | XLA: {setup.jit_compile}"
+        )
+    return setup

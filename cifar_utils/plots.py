@@ -1,0 +1,186 @@
+"""Figures for exploring CIFAR-10.
+
+Every function returns the matplotlib `Figure`, so a notebook shows it and a
+script can save it; pass `save_to="figures/name.png"` to write it as well.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from cifar_utils.data import CLASS_NAMES
+
+
+def save_figure(fig, path) -> Path:
+    """Writes a figure as PNG (150 dpi, tight box), creating its folder.
+
+    Args:
+        fig: the matplotlib Figure.
+        path: file path; its folder is created when missing.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    return path
+
+
+def _finish(fig, save_to):
+    if save_to is not None:
+        save_figure(fig, save_to)
+    return fig
+
+
+def _check_images(x):
+    x = np.asarray(x)
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise ValueError(f"images must have shape (N, height, width, 1 or 3); received {x.shape}.")
+    return x
+
+
+def plot_samples_by_class(
+    x, y, class_names=CLASS_NAMES, per_class=8, seed=0, save_to=None
+):
+    """Draws a grid with one row of random examples per class.
+
+    Args:
+        x: uint8 images, shape `(N, H, W, 3)`.
+        y: labels, shape `(N,)` or `(N, 1)`.
+        class_names: names in label order. Defaults to `CLASS_NAMES`.
+        per_class: images per row. Defaults to 8.
+        seed: which images are drawn. Defaults to 0.
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    x = _check_images(x)
+    y = np.ravel(y)
+    if per_class < 1:
+        raise ValueError(f"per_class must be at least 1; received {per_class}.")
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(
+        len(class_names), per_class, figsize=(per_class * 1.1, len(class_names) * 1.15),
+        squeeze=False,
+    )
+    for row, name in enumerate(class_names):
+        members = np.flatnonzero(y == row)
+        picks = rng.choice(members, size=min(per_class, len(members)), replace=False)
+        for col, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if col < len(picks):
+                ax.imshow(x[picks[col]], interpolation="nearest")
+        axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
+    fig.suptitle("Random training images, one row per class", y=1.0)
+    fig.tight_layout()
+    return _finish(fig, save_to)
+
+
+def plot_class_distribution(labels_by_split, class_names=CLASS_NAMES, save_to=None):
+    """Draws images per class as grouped bars, one colour per split.
+
+    Args:
+        labels_by_split: a mapping of split name to labels, e.g.
+            `{"train": y_train, "val": y_val, "test": y_test}`, or one label array.
+        class_names: names in label order. Defaults to `CLASS_NAMES`.
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import seaborn as sns
+
+    from cifar_utils.data import class_counts
+
+    if not isinstance(labels_by_split, dict):
+        labels_by_split = {"all": labels_by_split}
+    counts = class_counts(labels_by_split, class_names)
+    long = counts.reset_index().melt(id_vars="class", var_name="split", value_name="count")
+    fig, ax = plt.subplots(figsize=(10, 4))
+    sns.barplot(data=long, x="class", y="count", hue="split", ax=ax)
+    for container in ax.containers:
+        ax.bar_label(container, fmt="{:,.0f}", fontsize=7, padding=1)
+    ax.set_title("Images per class")
+    ax.set_xlabel("")
+    ax.set_ylabel("images")
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    return _finish(fig, save_to)
+
+
+def plot_channel_histograms(x, bins=64, save_to=None):
+    """Draws the distribution of pixel values of each colour channel.
+
+    Args:
+        x: uint8 images, shape `(N, H, W, 3)`.
+        bins: histogram bins over 0..255. Defaults to 64.
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    x = _check_images(x)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    edges = np.linspace(0, 256, bins + 1)
+    for channel, colour in zip(range(x.shape[-1]), ("red", "green", "blue")):
+        # np.histogram on each channel's values; uint8 in, no float copy of all images.
+        counts, _ = np.histogram(x[..., channel], bins=edges)
+        share = counts / counts.sum()
+        ax.stairs(share, edges, color=colour, label=colour, linewidth=1.5)
+    ax.set_xlabel("pixel value")
+    ax.set_ylabel("share of pixels")
+    ax.set_xlim(0, 256)
+    ax.legend()
+    ax.set_title("Pixel values per colour channel")
+    fig.tight_layout()
+    return _finish(fig, save_to)
+
+
+def show_images(images, titles=None, ncols=4, size=2.5, save_to=None):
+    """Shows images large, without smoothing, so single pixels are visible.
+
+    Args:
+        images: uint8 images, shape `(N, H, W, 3)`.
+        titles: optional title per image. Defaults to None.
+        ncols: images per row. Defaults to 4.
+        size: inches per image. Defaults to 2.5.
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    images = _check_images(images)
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"{len(titles)} titles for {len(images)} images; give one per image.")
+    nrows = int(np.ceil(len(images) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i], interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i])
+    fig.tight_layout()
+    return _finish(fig, save_to)
+
+
+def figures_dir(default="../figures") -> Path:
+    """Returns where notebooks save figures: `$CIFAR_FIGURES_DIR` or `default`.
+
+    Tests set `CIFAR_FIGURES_DIR` to a temporary folder so that quick runs do
+    not overwrite the committed full-run figures.
+
+    Args:
+        default: the folder used when the variable is unset. Defaults to
+            "../figures" (relative to notebooks/).
+    """
+    return Path(os.environ.get("CIFAR_FIGURES_DIR") or default)

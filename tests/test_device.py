@@ -1,0 +1,86 @@
+"""cifar_utils.device on the CPU, the MirroredStrategy path with two logical CPUs."""
+
+import subprocess
+import sys
+import textwrap
+
+import keras
+import pytest
+import tensorflow as tf
+
+from cifar_utils import device
+
+NO_GPU = not tf.config.list_physical_devices("GPU")
+
+
+@pytest.fixture(autouse=True)
+def restore_policy():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_description_is_one_line():
+    text = device.describe_devices()
+    assert "\n" not in text and text.startswith("CPU: ") and f"TensorFlow {tf.__version__}" in text
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks the CPU-only behaviour")
+def test_cpu_only_setup_stays_float32_without_xla(capsys):
+    setup = device.setup_devices()
+    assert "GPU: none" in setup.description
+    assert setup.precision_policy == "float32" and not setup.jit_compile
+    assert setup.num_replicas == 1
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert "Strategy: " in capsys.readouterr().out
+    assert device.mixed_precision_policy() == "float32"
+    assert device.enable_memory_growth() == 0
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks the CPU-only behaviour")
+def test_insisting_on_mixed_precision_without_gpu_is_an_error():
+    with pytest.raises(ValueError, match="compute capability 7.0"):
+        device.setup_devices(mixed_precision=True, verbose=False)
+
+
+def test_explicit_policy_and_bad_value():
+    setup = device.setup_devices(mixed_precision="mixed_bfloat16", verbose=False)
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert setup.precision_policy == "mixed_bfloat16"
+    with pytest.raises(ValueError, match="received 3"):
+        device.setup_devices(mixed_precision=3, verbose=False)
+
+
+def test_one_named_device_and_empty_list():
+    assert isinstance(device.choose_strategy(["/cpu:0"]), tf.distribute.OneDeviceStrategy)
+    with pytest.raises(ValueError, match="empty list"):
+        device.choose_strategy([])
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
+    """Logical devices must be configured before TensorFlow starts: run in a fresh process."""
+    script = textwrap.dedent(
+        """
+        import numpy as np, tensorflow as tf, keras
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from cifar_utils import data, device
+        setup = device.setup_devices(devices=["/cpu:0", "/cpu:1"], verbose=False)
+        assert isinstance(setup.strategy, tf.distribute.MirroredStrategy), setup.strategy
+        assert setup.num_replicas == 2
+        x = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
+        y = np.arange(32) % 10
+        with setup.strategy.scope():
+            model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                                      keras.layers.Dense(10)])
+            model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        history = model.fit(data.make_dataset(x, y, batch_size=8), epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+        print("replicas", setup.num_replicas)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas 2" in result.stdout

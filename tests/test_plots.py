@@ -1,0 +1,64 @@
+"""cifar_utils.plots: each figure draws, returns a Figure and saves when asked."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from cifar_utils import plots  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def images():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), np.arange(60) % 10
+
+
+def test_samples_by_class(images, tmp_path):
+    x, y = images
+    fig = plots.plot_samples_by_class(x, y, per_class=4, save_to=tmp_path / "sub" / "grid.png")
+    assert isinstance(fig, Figure) and len(fig.axes) == 40
+    assert fig.axes[0].get_ylabel() == "airplane" and fig.axes[36].get_ylabel() == "truck"
+    assert (tmp_path / "sub" / "grid.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_class_distribution_counts_bars(images, tmp_path):
+    _, y = images
+    fig = plots.plot_class_distribution({"train": y, "test": y[:20]}, save_to=tmp_path / "d.png")
+    heights = sorted(p.get_height() for p in fig.axes[0].patches if p.get_height() > 0)
+    assert heights == [2] * 10 + [6] * 10
+    assert (tmp_path / "d.png").exists()
+    assert len(plots.plot_class_distribution(y).axes[0].patches) >= 10
+
+
+def test_channel_histograms(images, tmp_path):
+    x, _ = images
+    fig = plots.plot_channel_histograms(x, bins=16, save_to=tmp_path / "h.png")
+    labels = [line.get_label() for line in fig.axes[0].patches]
+    assert labels == ["red", "green", "blue"]
+    assert (tmp_path / "h.png").exists()
+
+
+def test_show_images(images):
+    x, _ = images
+    fig = plots.show_images(x[:3], titles=["a", "b", "c"], ncols=2)
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="2 titles for 3 images"):
+        plots.show_images(x[:3], titles=["a", "b"])
+
+
+def test_bad_image_shape():
+    with pytest.raises(ValueError, match=r"received \(5, 32, 32\)"):
+        plots.plot_samples_by_class(np.zeros((5, 32, 32), np.uint8), np.zeros(5))
+
+
+def test_figures_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("CIFAR_FIGURES_DIR", raising=False)
+    assert str(plots.figures_dir()) == "../figures"
+    monkeypatch.setenv("CIFAR_FIGURES_DIR", str(tmp_path))
+    assert plots.figures_dir() == tmp_path
