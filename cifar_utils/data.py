@@ -23,7 +23,6 @@ pixel values are scaled.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
 from dataclasses import dataclass
@@ -184,10 +183,10 @@ def locate_cifar10(data_dir: str | os.PathLike | None = None) -> DataSource:
     return DataSource("keras_download", None)
 
 
-def _parse_batch(raw: bytes, path: Path, images_per_batch: int | None):
-    """Parses one batch file's bytes into `(images uint8 (N, 32, 32, 3), labels uint8 (N,))`."""
+def _parse_batch(stream, path: Path, images_per_batch: int | None):
+    """Parses one open batch file into `(images uint8 (N, 32, 32, 3), labels uint8 (N,))`."""
     try:
-        batch = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        batch = _NumpyOnlyUnpickler(stream, encoding="bytes").load()
     except pickle.UnpicklingError as err:
         if "refused to load global" in str(err):
             raise CIFAR10DataError(
@@ -236,9 +235,9 @@ def _parse_batch(raw: bytes, path: Path, images_per_batch: int | None):
     return images, labels.astype(np.uint8)
 
 
-def _read(path: Path) -> bytes:
+def _open(path: Path):
     try:
-        return path.read_bytes()
+        return open(path, "rb")
     except FileNotFoundError:
         raise CIFAR10NotFoundError(
             f"{path} is missing: a complete copy has {', '.join(TRAIN_FILES)} and "
@@ -263,7 +262,8 @@ def read_batch(path: str | os.PathLike, images_per_batch: int | None = IMAGES_PE
             anything but numpy arrays, or has the wrong shape or labels.
     """
     path = Path(path)
-    return _parse_batch(_read(path), path, images_per_batch)
+    with _open(path) as stream:
+        return _parse_batch(stream, path, images_per_batch)
 
 
 def is_offline_copy(folder: str | os.PathLike) -> bool:

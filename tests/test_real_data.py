@@ -14,6 +14,8 @@ from cifar_utils import data
 pytestmark = pytest.mark.realdata
 
 if not os.environ.get("CIFAR10_DIR"):
+    if os.environ.get("CIFAR_REQUIRE_REAL_DATA") == "1":  # CI: skipping would hide a broken set-up
+        raise RuntimeError("CIFAR_REQUIRE_REAL_DATA=1 but CIFAR10_DIR is not set")
     pytest.skip(
         "CIFAR10_DIR is not set: build the offline copy with "
         "`python ../shared/data/build_cifar10.py DIR` and export "
