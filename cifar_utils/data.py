@@ -15,9 +15,10 @@ sub-folder that does. The files are pickles; they are read with a restricted
 unpickler that can only rebuild numpy arrays, so a crafted file cannot run
 code.
 
-Pixels stay `uint8` until a batch is formed: `make_dataset` gathers a batch,
-casts it to float32 and calls `normalize_images`, the single place where
-pixel values are scaled.
+Pixels stay `uint8` until a batch is formed: `make_dataset` gathers a batch
+and casts it to float32 in [0, 255]. Scaling is defined in one place,
+`normalization_layer()`: the models put it after their input, so they take
+raw pixels; `normalize_images` computes the same outside a model.
 """
 
 from __future__ import annotations
@@ -443,14 +444,46 @@ def channel_stats(x, chunk=5_000):
     return mean, np.sqrt(total_sq / count - mean**2)
 
 
-def normalize_images(images):
-    """Scales pixel values: the one place where that happens.
+def normalization_layer(channels=3, name="normalize"):
+    """Creates the layer that scales pixel values: the one place where that is defined.
 
-    `images / 255`, then minus the per-channel `CIFAR10_MEAN`, divided by
-    `CIFAR10_STD`, so each channel has mean about 0 and standard deviation
-    about 1 on the training set. Training pipelines (`make_dataset`),
-    evaluation and inference all call this function, so a model always sees
-    pixels scaled the same way.
+    It maps pixels in [0, 255] to `(pixels / 255 - CIFAR10_MEAN) / CIFAR10_STD`
+    per channel, so each channel has mean about 0 and standard deviation about
+    1 on the training set. Every builder in `cifar_utils.models` puts this
+    layer right after its input (and any augmentation), so models take raw
+    pixels and a saved model carries its own preprocessing into evaluation,
+    export and inference. `normalize_images` applies the same layer outside a
+    model.
+
+    Args:
+        channels: 3 for RGB images; 1 for greyscale, which uses the average of
+            the three channels' statistics. Defaults to 3.
+        name: the layer's name. Defaults to "normalize".
+
+    Returns:
+        A `keras.layers.Normalization` layer, ready to use (nothing to adapt).
+    """
+    import keras
+
+    if channels == 3:
+        means, stds = CIFAR10_MEAN, CIFAR10_STD
+    elif channels == 1:
+        means, stds = [float(np.mean(CIFAR10_MEAN))], [float(np.mean(CIFAR10_STD))]
+    else:
+        raise ValueError(f"channels must be 1 or 3; received {channels!r}.")
+    mean = [255.0 * m for m in means]
+    variance = [(255.0 * s) ** 2 for s in stds]
+    # float32 even under a mixed-precision policy: the scaled values feed the first
+    # convolution, which casts them itself.
+    return keras.layers.Normalization(mean=mean, variance=variance, dtype="float32", name=name)
+
+
+def normalize_images(images):
+    """Scales pixel values outside a model, exactly as `normalization_layer()` does.
+
+    For models that do not normalise inside (the builders of
+    `cifar_utils.models` do), e.g. through `make_dataset(..., normalize=True)`.
+    The test suite checks that both give the same numbers.
 
     Args:
         images: a tensor or array of pixel values in [0, 255], channels last.
@@ -471,7 +504,7 @@ def make_dataset(
     shuffle=False,
     seed=None,
     augment=None,
-    normalize=True,
+    normalize=False,
     num_classes=None,
     drop_remainder=False,
 ):
@@ -479,8 +512,11 @@ def make_dataset(
 
     The images are held once, as a uint8 tensor. Each step gathers a batch of
     indices (shuffled with `seed` every epoch when `shuffle=True`), casts only
-    that batch to float32 in [0, 255], applies `augment`, then
+    that batch to float32 in [0, 255], applies `augment`, optionally
     `normalize_images`, and prefetches with AUTOTUNE.
+
+    The models of `cifar_utils.models` take pixels in [0, 255] and normalise
+    inside (`normalization_layer`), so the default leaves pixels as they are.
 
     Args:
         x: uint8 images, shape `(N, H, W, C)`.
@@ -492,8 +528,8 @@ def make_dataset(
             on each float32 batch in [0, 255] before normalisation (labels are
             one-hot when `num_classes` is set, so MixUp and CutMix can mix them).
             Defaults to None.
-        normalize: apply `normalize_images`. Defaults to True; False yields
-            float32 pixels in [0, 255].
+        normalize: apply `normalize_images`, for a model that does not
+            normalise inside. Defaults to False: float32 pixels in [0, 255].
         num_classes: one-hot encode the labels with this many classes. Defaults
             to None: int32 class indices.
         drop_remainder: drop a last, smaller batch. Defaults to False.
@@ -527,10 +563,6 @@ def make_dataset(
         batch_y = tf.gather(labels, indices)
         if num_classes is not None:
             batch_y = tf.one_hot(batch_y, num_classes)
-        if augment is not None:
-            batch_x, batch_y = augment(batch_x, batch_y)
-        if normalize:
-            batch_x = normalize_images(batch_x)
         return batch_x, batch_y
 
     ds = tf.data.Dataset.range(len(x))
@@ -538,4 +570,14 @@ def make_dataset(
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if augment is not None:
+        # One batch at a time, in order: seeded random layers then draw their numbers
+        # in the same order every run, so a seed repeats the augmentation exactly.
+        ds = ds.map(augment)
+    if normalize:
+        ds = ds.map(
+            lambda batch_x, batch_y: (normalize_images(batch_x), batch_y),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -301,7 +301,7 @@ def test_pipeline_shapes_dtypes_and_normalisation():
     import tensorflow as tf
 
     x, y = _xy()
-    ds = data.make_dataset(x, y, batch_size=16)
+    ds = data.make_dataset(x, y, batch_size=16, normalize=True)
     batches = list(ds)
     assert [len(b[0]) for b in batches] == [16, 16, 16, 2]
     xb, yb = batches[0]
@@ -314,7 +314,7 @@ def test_pipeline_shapes_dtypes_and_normalisation():
 
 def test_pipeline_raw_pixels_and_one_hot():
     x, y = _xy()
-    xb, yb = next(iter(data.make_dataset(x, y, batch_size=8, normalize=False, num_classes=10)))
+    xb, yb = next(iter(data.make_dataset(x, y, batch_size=8, num_classes=10)))
     np.testing.assert_array_equal(xb.numpy(), x[:8].astype(np.float32))
     np.testing.assert_array_equal(yb.numpy(), np.eye(10)[y[:8, 0]])
 
@@ -373,3 +373,18 @@ def test_pipeline_rejects_float_images_and_mismatch():
         data.make_dataset(x, y[:49])
     with pytest.raises(ValueError, match=r"received \(50, 32, 32\)"):
         data.make_dataset(x[..., 0], y)
+
+
+def test_normalisation_layer_and_function_agree_under_mixed_precision():
+    import keras
+
+    x, _ = _xy(4)
+    expected = (x / 255.0 - np.array(data.CIFAR10_MEAN)) / np.array(data.CIFAR10_STD)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        layer = data.normalization_layer()
+        np.testing.assert_allclose(np.asarray(layer(x.astype("float32"))), expected, atol=1e-4)
+        np.testing.assert_allclose(data.normalize_images(x).numpy(), expected, atol=1e-4)
+        assert data.normalize_images(x).dtype.name == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
