@@ -1,0 +1,202 @@
+"""Named augmentation policies built from Keras preprocessing layers.
+
+A policy is a name, or names joined with "+":
+
+| name          | what it adds                                                          |
+|---------------|-----------------------------------------------------------------------|
+| "none"        | nothing                                                               |
+| "standard"    | horizontal flip + pad-and-crop (a random shift of up to 4 pixels,      |
+|               | borders reflected)                                                    |
+| "cutout"      | standard + one erased square of about 10-17 pixels a side             |
+| "randaugment" | standard + RandAugment (2 random photometric/geometric ops per image)  |
+| "mixup"       | standard + MixUp (blend two images and their labels)                  |
+| "cutmix"      | standard + CutMix (paste a patch of another image, mix labels by area) |
+
+So "cutout+mixup" is flip, crop, cutout and MixUp. Layers always run in the
+order flip, crop, randaugment, cutout, then mixup or cutmix.
+
+Every layer works on float pixels in [0, 255], before normalisation, and is
+seeded. Per-image layers can live inside the model (`build_augmentation`, so
+they run on the GPU) or in the `tf.data` pipeline (`pipeline_augment`); either
+way they are inactive at inference. MixUp and CutMix also mix the labels, so
+they need one-hot labels and run in the pipeline only.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from cifar_utils.data import CIFAR10_MEAN
+
+# Components in the order they are applied.
+COMPONENTS = ("flip", "crop", "randaugment", "cutout", "mixup", "cutmix")
+LABEL_MIXING = ("mixup", "cutmix")
+
+POLICIES = {
+    "none": (),
+    "standard": ("flip", "crop"),
+    "cutout": ("flip", "crop", "cutout"),
+    "randaugment": ("flip", "crop", "randaugment"),
+    "mixup": ("flip", "crop", "mixup"),
+    "cutmix": ("flip", "crop", "cutmix"),
+}
+
+DESCRIPTIONS = {
+    "none": "No augmentation: every epoch shows the same images.",
+    "standard": "Mirror left-right half the time and shift up to 4 pixels: the object "
+    "can appear anywhere, facing either way.",
+    "cutout": "Also erase a square of the image: the model cannot rely on one part "
+    "(a face, a wheel) alone.",
+    "randaugment": "Also apply two random changes (contrast, rotation, shear, "
+    "solarise, ...): robustness to lighting and viewpoint.",
+    "mixup": "Also blend pairs of images and their labels: softer decision "
+    "boundaries, better calibrated confidences.",
+    "cutmix": "Also paste a patch from another image, labels mixed by area: the "
+    "benefits of cutout without wasting pixels.",
+}
+
+# Pad-and-crop: a shift of up to 4 of 32 pixels each way, as in the ResNet paper.
+MAX_SHIFT_FRACTION = 4 / 32
+# Cutout: squares whose area is 10-30% of the image (sides of 10-17 pixels on 32 x 32),
+# about the 16 x 16 patch DeVries & Taylor found best on CIFAR-10; filled with the
+# mean pixel so that the erased area becomes 0 after normalisation.
+CUTOUT_AREA = (0.1, 0.3)
+MEAN_PIXEL = tuple(255.0 * m for m in CIFAR10_MEAN)
+RANDAUGMENT_OPS = 2  # ops per image
+RANDAUGMENT_FACTOR = 0.5  # strength, 0 to 1
+MIXUP_ALPHA = 0.2  # Beta(alpha, alpha) mixing weights; small alpha: mostly one image
+CUTMIX_FACTOR = 1.0  # Beta(1, 1) patch area: uniform
+
+
+def parse_policy(policy: str) -> tuple[str, ...]:
+    """Turns a policy name into its components, in the order they run.
+
+    Args:
+        policy: a name from `POLICIES`, or several joined with "+".
+
+    Returns:
+        A tuple of component names from `COMPONENTS`.
+    """
+    if not isinstance(policy, str) or not policy.strip():
+        raise ValueError(
+            f"policy must be a name such as 'standard' or 'cutout+mixup'; received {policy!r}. "
+            f"Known names: {', '.join(POLICIES)}."
+        )
+    wanted = set()
+    for part in policy.split("+"):
+        part = part.strip().lower()
+        if part not in POLICIES:
+            raise ValueError(
+                f"Unknown augmentation policy {part!r} in {policy!r}. "
+                f"Known names: {', '.join(POLICIES)} (join several with '+')."
+            )
+        wanted.update(POLICIES[part])
+    if set(LABEL_MIXING) <= wanted:
+        raise ValueError(f"policy {policy!r} asks for both MixUp and CutMix; choose one.")
+    return tuple(c for c in COMPONENTS if c in wanted)
+
+
+def _make_layer(component: str, seed):
+    if component == "flip":
+        return keras.layers.RandomFlip("horizontal", seed=seed, name="flip")
+    if component == "crop":
+        # Nearest-neighbour sampling keeps shifts whole pixels, so images stay sharp.
+        return keras.layers.RandomTranslation(
+            MAX_SHIFT_FRACTION, MAX_SHIFT_FRACTION, fill_mode="reflect",
+            interpolation="nearest", seed=seed, name="pad_and_crop",
+        )
+    if component == "randaugment":
+        return keras.layers.RandAugment(
+            value_range=(0, 255), num_ops=RANDAUGMENT_OPS, factor=RANDAUGMENT_FACTOR,
+            seed=seed, name="randaugment",
+        )
+    if component == "cutout":
+        return keras.layers.RandomErasing(
+            factor=(1.0, 1.0), scale=CUTOUT_AREA, fill_value=MEAN_PIXEL,
+            value_range=(0, 255), seed=seed, name="cutout",
+        )
+    if component == "mixup":
+        return keras.layers.MixUp(alpha=MIXUP_ALPHA, seed=seed, name="mixup")
+    if component == "cutmix":
+        return keras.layers.CutMix(factor=CUTMIX_FACTOR, seed=seed, name="cutmix")
+    raise ValueError(f"Unknown component {component!r}; known: {COMPONENTS}.")
+
+
+def augmentation_layers(policy: str, seed: int | None = None) -> list:
+    """Creates the Keras layers of a policy.
+
+    Args:
+        policy: a policy name, e.g. "standard" or "cutout+mixup".
+        seed: base seed; layer i gets `seed + i`, so the layers draw independent
+            random numbers and the whole policy repeats with the same seed.
+            Defaults to None (unseeded).
+
+    Returns:
+        A list of Keras preprocessing layers, in the order they run.
+    """
+    return [
+        _make_layer(component, None if seed is None else seed + i)
+        for i, component in enumerate(parse_policy(policy))
+    ]
+
+
+def build_augmentation(policy: str = "standard", seed: int | None = None, name="augmentation"):
+    """Builds a policy as a layer to put inside a model (runs on the GPU).
+
+    Active only while training (`model.fit`); `model.predict` and
+    `model(x, training=False)` pass images through unchanged.
+
+    Args:
+        policy: a policy without MixUp or CutMix, which need labels. Defaults to
+            "standard".
+        seed: base seed. Defaults to None.
+        name: the layer's name. Defaults to "augmentation".
+
+    Returns:
+        A `keras.Sequential` of the policy's layers (an `Identity` layer for "none").
+    """
+    components = parse_policy(policy)
+    mixing = [c for c in components if c in LABEL_MIXING]
+    if mixing:
+        raise ValueError(
+            f"policy {policy!r} includes {mixing[0]}, which mixes labels and so cannot run "
+            "inside the model; use pipeline_augment(policy) as make_dataset's augment= "
+            "(with num_classes set for one-hot labels)."
+        )
+    if not components:
+        return keras.layers.Identity(name=name)
+    return keras.Sequential(augmentation_layers(policy, seed), name=name)
+
+
+def pipeline_augment(policy: str = "standard", seed: int | None = None):
+    """Builds a policy as the `augment=` hook of `data.make_dataset`.
+
+    Args:
+        policy: any policy. With "mixup" or "cutmix" the dataset must have
+            one-hot labels (`make_dataset(..., num_classes=10)`).
+        seed: base seed. Defaults to None.
+
+    Returns:
+        A function `(images, labels) -> (images, labels)` for batches of float
+        pixels in [0, 255]; it always augments (use it for training data only).
+    """
+    layers = augmentation_layers(policy, seed)
+    mixes = any(layer.name in LABEL_MIXING for layer in layers)
+
+    def augment(images, labels):
+        if mixes and (labels.shape.rank != 2 or labels.dtype.is_integer):
+            raise ValueError(
+                f"policy {policy!r} mixes labels, which must be one-hot floats of shape "
+                f"(batch, num_classes); received {labels.dtype.name} labels of shape "
+                f"{labels.shape}. Pass num_classes=10 to make_dataset."
+            )
+        for layer in layers:
+            if layer.name in LABEL_MIXING:
+                mixed = layer({"images": images, "labels": labels}, training=True)
+                images, labels = mixed["images"], mixed["labels"]
+            else:
+                images = layer(images, training=True)
+        return images, labels
+
+    augment.policy = policy
+    return augment

@@ -1,0 +1,133 @@
+"""cifar_utils.augment: every policy keeps shape, dtype and range, repeats with a seed,
+is inactive at inference, and mixes labels into weights that sum to one."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cifar_utils import augment, data
+
+ALL_POLICIES = list(augment.POLICIES) + ["cutout+mixup", "randaugment+cutmix", "standard+cutout"]
+PER_IMAGE = [p for p in ALL_POLICIES if not set(augment.parse_policy(p)) & set(augment.LABEL_MIXING)]
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.integers(0, 256, (16, 32, 32, 3)).astype("float32"))
+    labels = tf.one_hot(np.arange(16) % 10, 10)
+    return images, labels
+
+
+@pytest.mark.parametrize("policy", ALL_POLICIES)
+def test_policy_keeps_shape_dtype_range_and_label_sums(policy, batch):
+    images, labels = batch
+    out_images, out_labels = augment.pipeline_augment(policy, seed=3)(images, labels)
+    assert out_images.shape == images.shape and out_images.dtype == tf.float32
+    assert float(tf.reduce_min(out_images)) >= 0.0 and float(tf.reduce_max(out_images)) <= 255.0
+    assert out_labels.shape == labels.shape
+    np.testing.assert_allclose(tf.reduce_sum(out_labels, axis=1).numpy(), 1.0, atol=1e-5)
+    assert float(tf.reduce_min(out_labels)) >= 0.0
+
+
+@pytest.mark.parametrize("policy", ALL_POLICIES)
+def test_policy_repeats_with_a_seed(policy, batch):
+    images, labels = batch
+    first = augment.pipeline_augment(policy, seed=5)(images, labels)
+    again = augment.pipeline_augment(policy, seed=5)(images, labels)
+    np.testing.assert_array_equal(first[0].numpy(), again[0].numpy())
+    np.testing.assert_array_equal(first[1].numpy(), again[1].numpy())
+    if policy != "none":
+        other = augment.pipeline_augment(policy, seed=6)(images, labels)
+        assert not np.array_equal(first[0].numpy(), other[0].numpy())
+
+
+def test_seeded_policy_repeats_through_the_pipeline():
+    x = np.random.default_rng(1).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(40) % 10
+
+    def epoch(seed):
+        ds = data.make_dataset(
+            x, y, batch_size=8, shuffle=True, seed=seed, num_classes=10,
+            augment=augment.pipeline_augment("cutout+mixup", seed=seed),
+        )
+        return np.concatenate([b[0].numpy() for b in ds])
+
+    np.testing.assert_array_equal(epoch(2), epoch(2))
+
+
+@pytest.mark.parametrize("policy", PER_IMAGE)
+def test_in_model_policy_is_identity_at_inference(policy, batch):
+    images, _ = batch
+    layer = augment.build_augmentation(policy, seed=1)
+    np.testing.assert_array_equal(layer(images, training=False).numpy(), images.numpy())
+
+
+@pytest.mark.parametrize("component", augment.LABEL_MIXING)
+def test_label_mixing_layers_are_identity_at_inference(component, batch):
+    images, labels = batch
+    layer = augment.augmentation_layers(component, seed=1)[-1]
+    out = layer({"images": images, "labels": labels}, training=False)
+    np.testing.assert_array_equal(out["images"].numpy(), images.numpy())
+    np.testing.assert_array_equal(out["labels"].numpy(), labels.numpy())
+
+
+def test_standard_moves_pixels_but_keeps_them_whole(batch):
+    images, labels = batch
+    out, _ = augment.pipeline_augment("standard", seed=0)(images, labels)
+    # Flip and whole-pixel shifts with reflected borders only rearrange values.
+    assert not np.array_equal(out.numpy(), images.numpy())
+    assert set(np.unique(out.numpy())) <= set(np.unique(images.numpy()))
+
+
+def test_cutout_fills_with_the_mean_pixel(batch):
+    images, labels = batch
+    out, _ = augment.pipeline_augment("cutout", seed=0)(images, labels)
+    filled = np.all(np.isclose(out.numpy(), augment.MEAN_PIXEL, atol=1e-3), axis=-1)
+    per_image = filled.mean(axis=(1, 2))
+    assert np.all(per_image > 0.05), per_image  # every image has an erased patch
+
+
+def test_mixup_blends_two_labels_per_image(batch):
+    images, labels = batch
+    _, mixed = augment.pipeline_augment("mixup", seed=0)(images, labels)
+    nonzero = (mixed.numpy() > 1e-6).sum(axis=1)
+    assert np.all(nonzero <= 2) and np.any(nonzero == 2)
+
+
+def test_parse_policy_order_and_errors():
+    assert augment.parse_policy("mixup+cutout") == ("flip", "crop", "cutout", "mixup")
+    assert augment.parse_policy("none") == ()
+    with pytest.raises(ValueError, match=r"Unknown augmentation policy 'sharpen' in 'standard\+sharpen'"):
+        augment.parse_policy("standard+sharpen")
+    with pytest.raises(ValueError, match="both MixUp and CutMix"):
+        augment.parse_policy("mixup+cutmix")
+    with pytest.raises(ValueError, match="received ''"):
+        augment.parse_policy("")
+    with pytest.raises(ValueError, match="received None"):
+        augment.parse_policy(None)
+
+
+def test_label_mixing_cannot_go_inside_a_model():
+    with pytest.raises(ValueError, match="mixup, which mixes labels.*pipeline_augment"):
+        augment.build_augmentation("cutout+mixup")
+
+
+def test_label_mixing_needs_one_hot_labels(batch):
+    images, _ = batch
+    with pytest.raises(ValueError, match="received int32 labels of shape"):
+        augment.pipeline_augment("cutmix")(images, tf.zeros((16,), tf.int32))
+
+
+def test_every_policy_is_described():
+    assert set(augment.DESCRIPTIONS) == set(augment.POLICIES)
+
+
+def test_in_model_augmentation_serialises(tmp_path, batch):
+    images, _ = batch
+    model = keras.Sequential([keras.Input((32, 32, 3)), augment.build_augmentation("randaugment+cutout", seed=1)])
+    model.save(tmp_path / "aug.keras")
+    loaded = keras.saving.load_model(tmp_path / "aug.keras", safe_mode=True)
+    np.testing.assert_array_equal(loaded(images, training=False).numpy(), images.numpy())
+    assert [layer.name for layer in loaded.layers[0].layers] == ["flip", "pad_and_crop", "randaugment", "cutout"]
