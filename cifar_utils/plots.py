@@ -184,3 +184,102 @@ def figures_dir(default="../figures") -> Path:
             "../figures" (relative to notebooks/).
     """
     return Path(os.environ.get("CIFAR_FIGURES_DIR") or default)
+
+
+def _label_text(weights, class_names):
+    """'cat' for a one-hot label, 'cat .72 / dog .28' for a mixed one."""
+    order = np.argsort(weights)[::-1]
+    if weights[order[1]] < 0.01:
+        return class_names[order[0]]
+    return " / ".join(f"{class_names[i]} {weights[i]:.2f}".replace(" 0.", " .") for i in order[:2])
+
+
+def _augmented(x, y, indices, policy, seed, repeats):
+    """Runs a policy `repeats` times over the batch `x[indices]`, one-hot labels."""
+    import tensorflow as tf
+
+    from cifar_utils.augment import pipeline_augment
+
+    images = tf.constant(np.asarray(x)[indices].astype("float32"))
+    labels = tf.one_hot(np.ravel(y)[indices], 10)
+    run = pipeline_augment(policy, seed=seed)
+    return [tuple(t.numpy() for t in run(images, labels)) for _ in range(repeats)]
+
+
+def plot_augmentations(
+    x, y, policies, image_index=0, n=6, seed=0, class_names=CLASS_NAMES, save_to=None
+):
+    """One image under each policy: a row per policy, `n` random draws per row.
+
+    MixUp and CutMix blend the image with others from `x`; the titles then show
+    the mixed label weights.
+
+    Args:
+        x: uint8 images, shape `(N, 32, 32, 3)`, N >= 8.
+        y: labels, shape `(N,)` or `(N, 1)`.
+        policies: policy names, e.g. `list(augment.POLICIES)`.
+        image_index: which image to show. Defaults to 0.
+        n: random draws per policy. Defaults to 6.
+        seed: seed of the draws and of the mixing partners. Defaults to 0.
+        class_names: names in label order. Defaults to `CLASS_NAMES`.
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    x = _check_images(x)
+    if len(x) < 8:
+        raise ValueError(f"x must hold at least 8 images (mixing partners); received {len(x)}.")
+    if not 0 <= image_index < len(x):
+        raise ValueError(f"image_index must be in 0..{len(x) - 1}; received {image_index}.")
+    rng = np.random.default_rng(seed)
+    others = rng.choice(np.delete(np.arange(len(x)), image_index), size=7, replace=False)
+    indices = np.concatenate([[image_index], others])
+    fig, axes = plt.subplots(
+        len(policies), n + 1, figsize=((n + 1) * 1.6, len(policies) * 1.85), squeeze=False
+    )
+    for row, policy in enumerate(policies):
+        draws = _augmented(x, y, indices, policy, seed, n)
+        axes[row, 0].imshow(x[image_index], interpolation="nearest")
+        axes[row, 0].set_title("original", fontsize=8)
+        axes[row, 0].set_ylabel(policy, fontsize=10)
+        for col, (images, labels) in enumerate(draws, start=1):
+            axes[row, col].imshow(np.clip(images[0] / 255.0, 0, 1), interpolation="nearest")
+            axes[row, col].set_title(_label_text(labels[0], class_names), fontsize=7)
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("One image, several random draws of each policy", y=1.0)
+    fig.tight_layout()
+    return _finish(fig, save_to)
+
+
+def plot_augmented_grid(x, y, policy, n=16, ncols=8, seed=0, class_names=CLASS_NAMES, save_to=None):
+    """The first `n` images after one pass of a policy, titled with their labels.
+
+    Args:
+        x: uint8 images, shape `(N, 32, 32, 3)`.
+        y: labels, shape `(N,)` or `(N, 1)`.
+        policy: a policy name.
+        n: images shown. Defaults to 16.
+        ncols: images per row. Defaults to 8.
+        seed: seed of the policy. Defaults to 0.
+        class_names: names in label order. Defaults to `CLASS_NAMES`.
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    x = _check_images(x)
+    n = min(n, len(x))
+    ((images, labels),) = _augmented(x, y, np.arange(n), policy, seed, 1)
+    fig = show_images(
+        np.clip(images / 255.0, 0, 1),
+        titles=[_label_text(w, class_names) for w in labels],
+        ncols=ncols,
+        size=1.5,
+    )
+    for ax in fig.axes:
+        ax.title.set_fontsize(7)
+    fig.suptitle(f"Policy '{policy}'", y=1.02)
+    return _finish(fig, save_to)

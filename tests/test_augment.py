@@ -131,3 +131,12 @@ def test_in_model_augmentation_serialises(tmp_path, batch):
     loaded = keras.saving.load_model(tmp_path / "aug.keras", safe_mode=True)
     np.testing.assert_array_equal(loaded(images, training=False).numpy(), images.numpy())
     assert [layer.name for layer in loaded.layers[0].layers] == ["flip", "pad_and_crop", "randaugment", "cutout"]
+
+
+def test_measure_throughput_counts_images_per_second():
+    x = np.zeros((64, 32, 32, 3), np.uint8)
+    y = np.arange(64) % 10
+    rate = augment.measure_throughput("standard", x, y, batch_size=16, batches=2)
+    assert rate > 0
+    with pytest.raises(ValueError, match="received 0"):
+        augment.measure_throughput("standard", x, y, batches=0)

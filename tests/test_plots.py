@@ -62,3 +62,23 @@ def test_figures_dir(monkeypatch, tmp_path):
     assert str(plots.figures_dir()) == "../figures"
     monkeypatch.setenv("CIFAR_FIGURES_DIR", str(tmp_path))
     assert plots.figures_dir() == tmp_path
+
+
+def test_augmentation_figures(images, tmp_path):
+    x, y = images
+    fig = plots.plot_augmentations(x, y, ["none", "cutout", "mixup"], image_index=2, n=3,
+                                   save_to=tmp_path / "a.png")
+    assert len(fig.axes) == 3 * 4
+    assert [fig.axes[i].get_ylabel() for i in (0, 4, 8)] == ["none", "cutout", "mixup"]
+    assert fig.axes[1].get_title() == "bird"  # 'none' keeps the label of image 2
+    assert (tmp_path / "a.png").exists()
+    grid = plots.plot_augmented_grid(x, y, "standard", n=6, ncols=3)
+    assert [ax.get_title() for ax in grid.axes[:3]] == ["airplane", "automobile", "bird"]
+    with pytest.raises(ValueError, match="received 60"):
+        plots.plot_augmentations(x, y, ["none"], image_index=60)
+
+
+def test_mixed_label_text():
+    weights = np.zeros(10)
+    weights[[3, 5]] = [0.25, 0.75]
+    assert plots._label_text(weights, plots.CLASS_NAMES) == "dog .75 / cat .25"
