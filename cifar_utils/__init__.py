@@ -6,8 +6,13 @@ One module per concern:
 - `cifar_utils.augment`: named augmentation policies from Keras preprocessing layers.
 - `cifar_utils.layers`: keras-io style layer stacks.
 - `cifar_utils.models`: model builders, parameters and FLOPs.
+- `cifar_utils.recipes`: every training recipe as one dictionary of hyperparameters.
+- `cifar_utils.training`: compile and train a recipe in one call; the `cifar-train` command.
+- `cifar_utils.evaluation`: predictions, metrics, confusion matrices, calibration, Grad-CAM.
+- `cifar_utils.tuning`: KerasTuner search and regularisation ablations.
+- `cifar_utils.storage`: atomic writes of models and histories.
 - `cifar_utils.device`: CPU/GPU detection, distribution strategy, mixed precision.
-- `cifar_utils.plots`: figures for exploring the data.
+- `cifar_utils.plots`: figures for data, augmentation, training and evaluation.
 - `cifar_utils.repro`: seeds, quick mode, and the run facts recorded with each result.
 
 Importing the package is cheap; TensorFlow loads when a module that needs it does.

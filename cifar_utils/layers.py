@@ -14,6 +14,39 @@ from cifar_utils.augment import build_augmentation
 from cifar_utils.data import normalization_layer
 
 
+@keras.saving.register_keras_serializable(package="cifar_utils")
+class ScaledBias(keras.layers.Layer):
+    """Adds a learned per-channel bias, stored divided by `scale`.
+
+    `y = x + scale * b`. The optimiser updates `b`, so the bias itself moves
+    `scale**2` times faster than a plain bias would at the same learning rate.
+    airbench trains batch-norm biases 64 times faster than the weights; with
+    `scale=8` one optimiser does the same.
+
+    Args:
+        scale: the multiplier. Defaults to 8.0.
+        **kwargs: standard layer arguments (name, dtype...).
+    """
+
+    def __init__(self, scale=8.0, **kwargs):
+        super().__init__(**kwargs)
+        if not scale > 0:
+            raise ValueError(f"scale must be positive; received {scale!r}.")
+        self.scale = float(scale)
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(name="bias", shape=(input_shape[-1],), initializer="zeros")
+
+    def call(self, inputs):
+        return inputs + self.scale * keras.ops.cast(self.bias, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
 def _sub(name, suffix):
     """The name of a sub-layer, or None (Keras picks one) when the stack has none."""
     return f"{name}_{suffix}" if name else None

@@ -13,6 +13,7 @@ found by name.
 | `build_vgg`          | VGG style: blocks of 3x3 convolutions, pooling, dropout      |
 | `build_resnet`       | ResNet-20/32/56 (6n+2 layers) for 32x32 images              |
 | `build_resnet9`      | the wide, shallow ResNet-9 of the DAWNBench speed runs      |
+| `build_fast_net`     | the speed-run network of the "fast" recipe (after airbench)  |
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from cifar_utils.data import IMAGE_SHAPE, NUM_CLASSES
 from cifar_utils.layers import (
+    ScaledBias,
     classifier_head,
     conv_bn_act,
     preprocessing,
@@ -241,11 +243,201 @@ def build_resnet9(
     return keras.Model(inputs, outputs, name=name)
 
 
+def build_fast_net(
+    input_shape=IMAGE_SHAPE,
+    num_classes=NUM_CLASSES,
+    widths=(64, 256, 256),
+    batch_norm_momentum=0.6,
+    logit_scale=1 / 9,
+    bias_scale=1.0,
+    whitening_sample=None,
+    augmentation=None,
+    seed=None,
+    name="fast_net",
+):
+    """The network of the "fast" recipe, after airbench (Jordan, 2024).
+
+    Built for time-to-accuracy: a frozen 2x2 whitening convolution (24
+    filters, set from the training images' patch statistics), then three
+    groups of (3x3 convolution, 2x2 max pooling, batch norm, ReLU, 3x3
+    convolution, batch norm, ReLU), global max pooling, one bias-free dense
+    layer and a fixed 1/9 scale on the logits. Differences from airbench94:
+    ReLU instead of GELU (twice as fast on a CPU) and no per-group learning
+    rates, lookahead or whitening-bias schedule.
+
+    Args:
+        input_shape: `(height, width, channels)`. Defaults to (32, 32, 3).
+        num_classes: number of classes. Defaults to 10.
+        widths: channels of the three groups. Defaults to (64, 256, 256).
+        batch_norm_momentum: Keras momentum of the moving statistics; 0.6
+            follows the fast-changing weights of a short run. Defaults to 0.6.
+        logit_scale: multiplies the logits; a small scale keeps early
+            predictions soft. Defaults to 1/9.
+        bias_scale: batch-norm shifts are `ScaledBias` layers with this scale,
+            so they learn `bias_scale**2` times faster than the weights
+            (airbench: 64 times, `bias_scale=8`). Defaults to 1: plain batch-norm
+            shifts, which did better in our short CPU runs.
+        whitening_sample: uint8 training images to set the whitening filters
+            from (a few thousand suffice). Defaults to None: He-initialised,
+            still frozen; call `init_whitening(model, images)` before training.
+        augmentation: in-model augmentation. Defaults to None.
+        seed: seed of the augmentation. Defaults to None.
+        name: the model's name. Defaults to "fast_net".
+
+    Returns:
+        A `keras.Model` from images to class probabilities.
+    """
+    shape = _check(input_shape, num_classes, 3, "build_fast_net")
+    inputs = keras.Input(shape=shape, name="image")
+    x = preprocessing(inputs, augmentation, seed)
+    x = keras.layers.Conv2D(
+        2 * shape[2] * 4, 2, padding="valid", trainable=False, name="whiten",
+        kernel_initializer="he_normal",
+    )(x)
+    x = keras.layers.Activation("relu", name="whiten_relu")(x)
+    for i, width in enumerate(widths):
+        prefix = f"group{i + 1}"
+        x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{prefix}_conv1")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"{prefix}_pool")(x)
+        for j in (1, 2):
+            if j == 2:
+                x = keras.layers.Conv2D(
+                    width, 3, padding="same", use_bias=False, name=f"{prefix}_conv2"
+                )(x)
+            # Scale fixed at 1 (as in airbench): only the shift is learned.
+            x = keras.layers.BatchNormalization(
+                momentum=batch_norm_momentum, epsilon=1e-5, scale=False,
+                center=bias_scale == 1, name=f"{prefix}_bn{j}",
+            )(x)
+            if bias_scale != 1:
+                x = ScaledBias(bias_scale, name=f"{prefix}_shift{j}")(x)
+            x = keras.layers.Activation("relu", name=f"{prefix}_relu{j}")(x)
+    x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
+    x = keras.layers.Dense(num_classes, use_bias=False, name="fc")(x)
+    x = keras.layers.Rescaling(logit_scale, name="logits")(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name=name)
+    if whitening_sample is not None:
+        init_whitening(model, whitening_sample)
+    return model
+
+
+def init_whitening(model, images, eps=5e-4):
+    """Sets the "whiten" layer's filters so its outputs are decorrelated.
+
+    Takes every 2x2 patch of the (normalised) images, computes their 12x12
+    covariance, and uses its eigenvectors scaled by 1/sqrt(eigenvalue) as
+    filters, each with its negative (24 filters). The first layer then hands
+    the network uncorrelated inputs of equal variance, which speeds up early
+    training.
+
+    Args:
+        model: a model with a 2x2 Conv2D layer named "whiten" after "normalize".
+        images: uint8 training images, shape `(N, H, W, C)`; never test images.
+        eps: added to the eigenvalues to keep the scale finite. Defaults to 5e-4.
+
+    Returns:
+        The model, for chaining.
+    """
+    from cifar_utils.data import normalize_images
+
+    layer = model.get_layer("whiten")
+    k_h, k_w, channels, filters = layer.kernel.shape
+    x = np.asarray(normalize_images(np.asarray(images)))
+    patches = np.lib.stride_tricks.sliding_window_view(x, (k_h, k_w), axis=(1, 2))
+    # (N, H', W', C, k_h, k_w) -> rows ordered (k_h, k_w, C) like a Keras kernel
+    patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(-1, k_h * k_w * channels)
+    if filters != 2 * patches.shape[1]:
+        raise ValueError(
+            f"the whitening layer needs 2 x {patches.shape[1]} filters; received {filters}."
+        )
+    covariance = patches.T.astype(np.float64) @ patches / len(patches)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    scaled = eigenvectors.T / np.sqrt(eigenvalues + eps)[:, None]  # one filter per row
+    kernel = np.concatenate([scaled, -scaled]).reshape(filters, k_h, k_w, channels)
+    layer.kernel.assign(kernel.transpose(1, 2, 3, 0).astype("float32"))
+    return model
+
+
+TRANSFER_BASES = {
+    # name -> (keras.applications constructor, (scale, offset) of its expected input
+    # from pixels in [0, 255], smallest input side). A Rescaling layer does what the
+    # base's preprocess_input does, so the model loads in safe mode (no Lambda layer).
+    "mobilenet_v2": ("MobileNetV2", (1 / 127.5, -1.0), 32),  # to [-1, 1]
+    "efficientnet_b0": ("EfficientNetB0", (1.0, 0.0), 32),  # normalises inside itself
+}
+
+
+def build_transfer(
+    input_shape=IMAGE_SHAPE,
+    num_classes=NUM_CLASSES,
+    base="mobilenet_v2",
+    weights="imagenet",
+    image_size=96,
+    trainable_base=False,
+    dropout=0.2,
+    augmentation=None,
+    seed=None,
+    name=None,
+):
+    """A keras.applications network pretrained on ImageNet with a new CIFAR-10 head.
+
+    The 32x32 images are enlarged to `image_size` (ImageNet networks expect
+    larger objects), passed through the base network's own preprocessing
+    (not `data.normalization_layer`: the base learned on its own scaling),
+    pooled, and classified by a new dense layer. With `trainable_base=False`
+    only the head learns; unfreeze later to fine-tune.
+
+    Args:
+        input_shape: `(height, width, 3)`. Defaults to (32, 32, 3).
+        num_classes: number of classes. Defaults to 10.
+        base: a key of `TRANSFER_BASES`. Defaults to "mobilenet_v2".
+        weights: "imagenet" (downloaded once into the Keras cache; needs
+            internet the first time) or None (random weights, to test the code
+            path offline). Defaults to "imagenet".
+        image_size: side the images are resized to. Defaults to 96.
+        trainable_base: let the base network learn too. Defaults to False.
+        dropout: dropout before the head. Defaults to 0.2.
+        augmentation: in-model augmentation. Defaults to None.
+        seed: seed of the augmentation. Defaults to None.
+        name: the model's name. Defaults to None: "transfer_{base}".
+
+    Returns:
+        A `keras.Model` from images to class probabilities. Downloading the
+        weights offline raises the Keras error (`OSError` or `Exception` from
+        its download); `notebooks/06` catches it and says so.
+    """
+    shape = _check(input_shape, num_classes, 0, "build_transfer")
+    if base not in TRANSFER_BASES:
+        raise ValueError(f"build_transfer: base must be one of {', '.join(TRANSFER_BASES)}; received {base!r}.")
+    if shape[2] != 3:
+        raise ValueError(f"build_transfer: ImageNet networks need RGB images; received input_shape={input_shape!r}.")
+    constructor, (scale, offset), smallest = TRANSFER_BASES[base]
+    if image_size < smallest:
+        raise ValueError(f"build_transfer: image_size must be at least {smallest}; received {image_size}.")
+    application = getattr(keras.applications, constructor)(
+        include_top=False, weights=weights, input_shape=(image_size, image_size, 3), pooling="avg"
+    )
+    application.trainable = trainable_base
+    inputs = keras.Input(shape=shape, name="image")
+    x = inputs
+    if augmentation is not None:
+        from cifar_utils.augment import build_augmentation
+
+        x = build_augmentation(augmentation, seed=seed)(x) if isinstance(augmentation, str) else augmentation(x)
+    x = keras.layers.Resizing(image_size, image_size, name="resize")(x)
+    x = keras.layers.Rescaling(scale, offset, name="base_preprocess")(x)
+    x = application(x, training=False)  # keep the base's batch-norm statistics fixed
+    outputs = classifier_head(x, num_classes, dropout=dropout)
+    return keras.Model(inputs, outputs, name=name or f"transfer_{base}")
+
+
 BUILDERS = {
     "baseline_cnn": build_baseline_cnn,
     "vgg": build_vgg,
     "resnet": build_resnet,
     "resnet9": build_resnet9,
+    "fast_net": build_fast_net,
 }
 
 

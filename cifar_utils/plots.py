@@ -283,3 +283,188 @@ def plot_augmented_grid(x, y, policy, n=16, ncols=8, seed=0, class_names=CLASS_N
         ax.title.set_fontsize(7)
     fig.suptitle(f"Policy '{policy}'", y=1.02)
     return _finish(fig, save_to)
+
+
+def plot_history(history, title=None, save_to=None):
+    """Learning curves: loss and accuracy per epoch, training against validation.
+
+    Args:
+        history: a dict of per-epoch lists with "loss", "accuracy" and
+            optionally "val_loss", "val_accuracy" (`TrainResult.history`, or
+            Keras's `History.history`).
+        title: a title above both panels. Defaults to None.
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    missing = [k for k in ("loss", "accuracy") if k not in history]
+    if missing:
+        raise ValueError(f"history lacks {missing}; received keys {sorted(history)}.")
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, history[metric], marker=".", label="training")
+        if f"val_{metric}" in history:
+            ax.plot(epochs, history[f"val_{metric}"], marker=".", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_title("loss (lower is better)")
+    axes[1].set_title("accuracy (higher is better)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _finish(fig, save_to)
+
+
+def plot_schedules(schedules, total_steps, save_to=None):
+    """Learning rate against training step for one or more schedules.
+
+    Args:
+        schedules: a mapping of label to a Keras schedule (or a float).
+        total_steps: steps to draw.
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    steps = np.arange(total_steps + 1)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for label, schedule in schedules.items():
+        values = [float(schedule(s)) if callable(schedule) else float(schedule) for s in steps]
+        ax.plot(steps, values, label=label)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("learning rate")
+    ax.set_title("Learning-rate schedules")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _finish(fig, save_to)
+
+
+def plot_confusion_matrix(matrix, class_names=CLASS_NAMES, normalized=False, title=None, save_to=None):
+    """Draws a confusion matrix as a seaborn heatmap with class names.
+
+    Args:
+        matrix: `(num_classes, num_classes)`, rows true classes, columns
+            predictions (`evaluation.confusion_matrix`).
+        class_names: names in label order. Defaults to `CLASS_NAMES`.
+        normalized: the rows are shares (formats cells as percentages).
+            Defaults to False (counts).
+        title: the title. Defaults to None: a description of the matrix.
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import seaborn as sns
+
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(class_names):
+        raise ValueError(
+            f"matrix must be square with one row per class ({len(class_names)}); received {matrix.shape}."
+        )
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    sns.heatmap(
+        matrix * 100 if normalized else matrix, annot=True, fmt=".0f" if normalized else "d",
+        cmap="Blues", xticklabels=class_names, yticklabels=class_names, square=True, ax=ax,
+        cbar_kws={"label": "% of the true class" if normalized else "images"},
+    )
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or ("Confusion matrix, % of each true class" if normalized else "Confusion matrix, counts"))
+    fig.tight_layout()
+    return _finish(fig, save_to)
+
+
+def plot_misclassified(x, y, probs, indices, class_names=CLASS_NAMES, ncols=6, save_to=None):
+    """A gallery of mistakes: each image with its true label, prediction and confidence.
+
+    Args:
+        x: the evaluated images, uint8, shape `(N, 32, 32, 3)`.
+        y: their labels.
+        probs: the model's probabilities, shape `(N, num_classes)`.
+        indices: which images to show, in order (`evaluation.misclassified`).
+        class_names: names in label order. Defaults to `CLASS_NAMES`.
+        ncols: images per row. Defaults to 6.
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    y = np.ravel(y)
+    probs = np.asarray(probs)
+    indices = np.asarray(indices, dtype=int)
+    if len(indices) == 0:
+        raise ValueError("indices is empty: there is nothing to show.")
+    titles = [
+        f"true: {class_names[y[i]]}\npred: {class_names[probs[i].argmax()]} {probs[i].max():.0%}"
+        for i in indices
+    ]
+    fig = show_images(np.asarray(x)[indices], titles=titles, ncols=ncols, size=1.9)
+    for ax in fig.axes:
+        ax.title.set_fontsize(8)
+    return _finish(fig, save_to)
+
+
+def plot_reliability(bins, ece, save_to=None):
+    """Reliability diagram: accuracy against confidence per bin, with the ECE.
+
+    Args:
+        bins: the DataFrame of `evaluation.calibration`.
+        ece: the expected calibration error.
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    fig, (ax, ax_count) = plt.subplots(
+        2, 1, figsize=(5.5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    ax.plot(bins["confidence"], bins["accuracy"], marker="o", label="model")
+    ax.fill_between(bins["confidence"], bins["accuracy"], bins["confidence"], alpha=0.2, color="tab:red",
+                    label="gap")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title(f"Reliability diagram (ECE = {ece:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left")
+    ax_count.bar(bins["confidence"], bins["count"], width=0.05, color="tab:blue")
+    ax_count.set_xlabel("confidence (top probability)")
+    ax_count.set_ylabel("predictions")
+    fig.tight_layout()
+    return _finish(fig, save_to)
+
+
+def plot_grad_cam(images, heatmaps, titles=None, ncols=4, alpha=0.45, save_to=None):
+    """Images with their Grad-CAM heatmaps laid over them.
+
+    Args:
+        images: uint8 images, shape `(N, H, W, 3)`.
+        heatmaps: values in [0, 1], shape `(N, H, W)` (`evaluation.grad_cam`).
+        titles: optional title per image. Defaults to None.
+        ncols: images per row. Defaults to 4.
+        alpha: opacity of the heatmap. Defaults to 0.45.
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    images = _check_images(images)
+    heatmaps = np.asarray(heatmaps)
+    if heatmaps.shape != images.shape[:3]:
+        raise ValueError(f"heatmaps must have shape {images.shape[:3]}; received {heatmaps.shape}.")
+    nrows = int(np.ceil(len(images) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 2.2, nrows * 2.3), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(images[i], interpolation="nearest")
+            ax.imshow(heatmaps[i], cmap="jet", alpha=alpha, vmin=0, vmax=1, interpolation="bilinear")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=8)
+    fig.tight_layout()
+    return _finish(fig, save_to)

@@ -52,6 +52,16 @@ def expected_resnet(depth=20, width=16, classes=10):
     return total + dense(c_in, classes)
 
 
+def expected_fast_net(widths=(64, 256, 256), classes=10, bias_scale=1.0):
+    total, c_in = conv(2, 3, 24, bias=True), 24  # frozen whitening layer
+    for w in widths:
+        total += conv(3, c_in, w) + conv(3, w, w)
+        # batch norm without scale: moving mean and variance, plus the shift
+        total += 2 * (3 * w if bias_scale == 1 else 2 * w + w)
+        c_in = w
+    return total + c_in * classes
+
+
 def expected_resnet9(width=64, classes=10):
     total = conv(3, 3, width) + bn(width)
     c_in = width
@@ -71,6 +81,8 @@ CASES = [
     ("resnet", {}, expected_resnet(20)),
     ("resnet", {"depth": 32, "width": 8}, expected_resnet(32, 8)),
     ("resnet9", {}, expected_resnet9()),
+    ("fast_net", {}, expected_fast_net()),
+    ("fast_net", {"widths": (16, 32, 32), "bias_scale": 8.0}, expected_fast_net((16, 32, 32), bias_scale=8.0)),
 ]
 
 
@@ -95,6 +107,7 @@ SMALL = {
     "vgg": {"widths": (8, 16), "dense_units": 16},
     "resnet": {"depth": 8, "width": 8},
     "resnet9": {"width": 8},
+    "fast_net": {"widths": (8, 16, 16)},
 }
 
 
@@ -201,3 +214,36 @@ def test_model_stats_table():
     assert list(table.index) == ["resnet20", "baseline_cnn"]
     assert table.loc["resnet20", "parameters"] == expected_resnet(20)
     assert table.loc["baseline_cnn", "MFLOPs per image"] > 0
+
+
+def test_whitening_decorrelates_patches():
+    rng = np.random.default_rng(0)
+    # Correlated, smooth images: neighbouring pixels and channels move together.
+    base = rng.normal(size=(200, 8, 8, 1))
+    images = np.clip(128 + 40 * np.kron(base, np.ones((1, 4, 4, 3))) + rng.normal(0, 5, (200, 32, 32, 3)), 0, 255)
+    images = images.astype(np.uint8)
+    model = models.build_fast_net(widths=(8, 8, 8), whitening_sample=images)
+    layer = model.get_layer("whiten")
+    assert not layer.trainable
+    features = keras.Model(model.input, layer.output).predict(images[:50], verbose=0)
+    cov = np.cov(features.reshape(-1, 24)[:, :12].T)
+    # the eigen-directions with variance well above eps come out with unit variance
+    assert np.max(np.abs(np.diag(cov)[-6:] - 1)) < 0.1
+    off_diagonal = cov - np.diag(np.diag(cov))
+    assert np.abs(off_diagonal).max() < 0.1
+
+
+def test_scaled_bias_learns_faster_and_serialises(tmp_path):
+    from cifar_utils.layers import ScaledBias
+
+    layer = ScaledBias(8.0, name="shift")
+    model = keras.Sequential([keras.Input((3,)), layer])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    model.fit(np.zeros((4, 3)), np.ones((4, 3)), epochs=1, batch_size=4, verbose=0)
+    # one SGD step: b moves by lr * 8 * grad, the output by 8 * that = 64x a plain bias step
+    np.testing.assert_allclose(model.predict(np.zeros((1, 3)), verbose=0), 0.01 * 64 * 2, rtol=1e-4)
+    model.save(tmp_path / "s.keras")
+    loaded = keras.saving.load_model(tmp_path / "s.keras", safe_mode=True)
+    assert loaded.get_layer("shift").scale == 8.0
+    with pytest.raises(ValueError, match="received 0"):
+        ScaledBias(0)

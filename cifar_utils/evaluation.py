@@ -1,0 +1,288 @@
+"""Evaluating a trained model: predictions, accuracy, test-time augmentation.
+
+Models of this package take raw pixels (uint8 or float in [0, 255]) and
+normalise inside, so evaluation feeds the images as they are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def predict_proba(model, x, batch_size=512, tta=False):
+    """Class probabilities for images.
+
+    Args:
+        model: a Keras model ending in probabilities.
+        x: images, shape `(N, H, W, C)`, pixels in [0, 255].
+        batch_size: images per prediction step. Defaults to 512.
+        tta: test-time augmentation: average the probabilities of each image
+            and its mirror image. Defaults to False.
+
+    Returns:
+        A float32 array of shape `(N, num_classes)`.
+    """
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"x must have shape (N, height, width, channels); received {x.shape}.")
+    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    if tta:
+        probs = (probs + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+    return probs.astype(np.float32)
+
+
+def accuracy(model, x, y, batch_size=512, tta=False) -> float:
+    """Share of images whose most probable class is the label.
+
+    Args:
+        model: a Keras model ending in probabilities.
+        x: images, shape `(N, H, W, C)`.
+        y: labels, shape `(N,)` or `(N, 1)`.
+        batch_size: images per prediction step. Defaults to 512.
+        tta: average with the mirror image. Defaults to False.
+
+    Returns:
+        The accuracy, between 0 and 1.
+    """
+    if len(np.ravel(y)) != len(x):
+        raise ValueError(f"x has {len(x)} images but y has {len(np.ravel(y))} labels.")
+    return accuracy_from_probs(predict_proba(model, x, batch_size=batch_size, tta=tta), y)
+
+
+def _labels(y, n):
+    y = np.ravel(y).astype(int)
+    if len(y) != n:
+        raise ValueError(f"{n} predictions but {len(y)} labels.")
+    return y
+
+
+def top_k_accuracy(probs, y, k=5) -> float:
+    """Share of images whose label is among the `k` most probable classes.
+
+    Args:
+        probs: probabilities, shape `(N, num_classes)`.
+        y: labels, shape `(N,)` or `(N, 1)`.
+        k: how many guesses count. Defaults to 5.
+
+    Returns:
+        The top-k accuracy, between 0 and 1 (scikit-learn's `top_k_accuracy_score`).
+    """
+    from sklearn.metrics import top_k_accuracy_score
+
+    probs = np.asarray(probs)
+    y = _labels(y, len(probs))
+    if not 1 <= k <= probs.shape[1]:
+        raise ValueError(f"k must be in 1..{probs.shape[1]}; received {k}.")
+    return float(top_k_accuracy_score(y, probs, k=k, labels=np.arange(probs.shape[1])))
+
+
+def classification_report(probs, y, class_names=None):
+    """Per-class precision, recall, F1 and support, with macro and weighted averages.
+
+    Args:
+        probs: probabilities, shape `(N, num_classes)`.
+        y: labels.
+        class_names: names in label order. Defaults to None: `data.CLASS_NAMES`.
+
+    Returns:
+        A pandas DataFrame from scikit-learn's `classification_report`.
+    """
+    import pandas as pd
+    from sklearn.metrics import classification_report as sk_report
+
+    from cifar_utils.data import CLASS_NAMES
+
+    names = list(class_names or CLASS_NAMES)
+    probs = np.asarray(probs)
+    y = _labels(y, len(probs))
+    report = sk_report(
+        y, probs.argmax(axis=1), labels=np.arange(len(names)), target_names=names,
+        output_dict=True, zero_division=0,
+    )
+    table = pd.DataFrame(report).T
+    table["support"] = table["support"].astype(int)
+    return table
+
+
+def confusion_matrix(probs, y, normalize=None, num_classes=None):
+    """Counts of (true class, predicted class) pairs.
+
+    Args:
+        probs: probabilities, shape `(N, num_classes)`.
+        y: labels.
+        normalize: None for counts, "true" to divide each row by its total
+            (each row then shows where the images of one class went).
+            Defaults to None.
+        num_classes: the matrix size. Defaults to None: `probs.shape[1]`.
+
+    Returns:
+        A `(num_classes, num_classes)` array from scikit-learn; rows are true
+        classes, columns predictions.
+    """
+    from sklearn.metrics import confusion_matrix as sk_confusion
+
+    probs = np.asarray(probs)
+    y = _labels(y, len(probs))
+    if normalize not in (None, "true"):
+        raise ValueError(f"normalize must be None or 'true'; received {normalize!r}.")
+    labels = np.arange(num_classes or probs.shape[1])
+    return sk_confusion(y, probs.argmax(axis=1), labels=labels, normalize=normalize)
+
+
+def most_confused_pairs(probs, y, top=5, class_names=None):
+    """The (true, predicted) class pairs with the most mistakes.
+
+    Args:
+        probs: probabilities, shape `(N, num_classes)`.
+        y: labels.
+        top: how many pairs. Defaults to 5.
+        class_names: names in label order. Defaults to `data.CLASS_NAMES`.
+
+    Returns:
+        A pandas DataFrame with columns "true", "predicted", "count" and
+        "share of true class", most mistakes first.
+    """
+    import pandas as pd
+
+    from cifar_utils.data import CLASS_NAMES
+
+    names = list(class_names or CLASS_NAMES)
+    counts = confusion_matrix(probs, y)
+    off_diagonal = counts * (1 - np.eye(len(counts), dtype=counts.dtype))
+    order = np.argsort(off_diagonal, axis=None)[::-1][:top]
+    rows = []
+    for flat in order:
+        t, p = np.unravel_index(flat, counts.shape)
+        if off_diagonal[t, p] == 0:
+            break
+        rows.append({"true": names[t], "predicted": names[p], "count": int(counts[t, p]),
+                     "share of true class": counts[t, p] / counts[t].sum()})
+    return pd.DataFrame(rows, columns=["true", "predicted", "count", "share of true class"])
+
+
+def misclassified(probs, y, sort="confidence"):
+    """Indices of the wrongly classified images.
+
+    Args:
+        probs: probabilities, shape `(N, num_classes)`.
+        y: labels.
+        sort: "confidence" (the most confident mistakes first) or "index".
+            Defaults to "confidence".
+
+    Returns:
+        An int array of indices into the evaluated images.
+    """
+    probs = np.asarray(probs)
+    y = _labels(y, len(probs))
+    wrong = np.flatnonzero(probs.argmax(axis=1) != y)
+    if sort == "confidence":
+        return wrong[np.argsort(-probs[wrong].max(axis=1), kind="stable")]
+    if sort == "index":
+        return wrong
+    raise ValueError(f"sort must be 'confidence' or 'index'; received {sort!r}.")
+
+
+def calibration(probs, y, n_bins=15):
+    """Reliability of the confidences: per-bin accuracy against confidence, and ECE.
+
+    The confidence of a prediction is its top probability. Predictions are put
+    in `n_bins` equal-width confidence bins; a calibrated model's accuracy in
+    each bin equals the bin's mean confidence. The expected calibration error
+    (ECE) is the gap between the two, averaged over bins weighted by how many
+    predictions fall in each.
+
+    Args:
+        probs: probabilities, shape `(N, num_classes)`.
+        y: labels.
+        n_bins: number of confidence bins. Defaults to 15.
+
+    Returns:
+        `(ece, bins)`: the ECE (0 is perfect) and a pandas DataFrame with one
+        row per non-empty bin: "confidence", "accuracy", "count".
+    """
+    import pandas as pd
+
+    probs = np.asarray(probs)
+    y = _labels(y, len(probs))
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1; received {n_bins}.")
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y).astype(float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        members = which == b
+        if members.any():
+            rows.append({"confidence": confidence[members].mean(), "accuracy": correct[members].mean(),
+                         "count": int(members.sum())})
+    bins = pd.DataFrame(rows, columns=["confidence", "accuracy", "count"])
+    ece = float(np.sum(bins["count"] / len(y) * np.abs(bins["accuracy"] - bins["confidence"])))
+    return ece, bins
+
+
+def last_conv_layer(model) -> str:
+    """Name of the last layer with a spatial (4-D) output: Grad-CAM's default layer."""
+    for layer in reversed(model.layers):
+        shape = getattr(layer, "output", None)
+        if shape is not None and len(layer.output.shape) == 4 and not layer.name.startswith(("augment", "normalize")):
+            return layer.name
+    raise ValueError(f"model {model.name!r} has no layer with a 4-D (image-like) output.")
+
+
+def grad_cam(model, images, layer_name=None, class_index=None):
+    """Grad-CAM heatmaps: where in each image the evidence for a class lies.
+
+    Gradients of the class score (the "logits" layer when the model has one,
+    else the output) with respect to a convolutional layer's feature maps are
+    averaged over space to weight each map; the weighted sum, through a ReLU,
+    is upsampled to the image size and scaled to [0, 1] (Selvaraju et al., 2017).
+
+    Args:
+        model: a Keras model taking images.
+        images: images, shape `(N, H, W, C)`, pixels in [0, 255].
+        layer_name: the convolutional layer. Defaults to None: `last_conv_layer`.
+        class_index: the class to explain, an int or one per image. Defaults to
+            None: each image's predicted class.
+
+    Returns:
+        A float32 array of heatmaps, shape `(N, H, W)`, values in [0, 1].
+    """
+    import keras
+    import tensorflow as tf
+
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (N, height, width, channels); received {images.shape}.")
+    layer_name = layer_name or last_conv_layer(model)
+    try:
+        feature_layer = model.get_layer(layer_name)
+    except ValueError:
+        raise ValueError(f"model {model.name!r} has no layer named {layer_name!r}.") from None
+    if len(feature_layer.output.shape) != 4:
+        raise ValueError(f"layer {layer_name!r} has output shape {feature_layer.output.shape}; Grad-CAM needs a 4-D one.")
+    names = [layer.name for layer in model.layers]
+    score_output = model.get_layer("logits").output if "logits" in names else model.output
+    probe = keras.Model(model.inputs, [feature_layer.output, score_output])
+    x = tf.constant(images)
+    with tf.GradientTape() as tape:
+        features, scores = probe(x, training=False)
+        scores = tf.cast(scores, tf.float32)
+        if class_index is None:
+            targets = tf.argmax(scores, axis=1)
+        else:
+            targets = tf.constant(np.broadcast_to(np.asarray(class_index), (len(images),)), tf.int64)
+        chosen = tf.gather(scores, targets, axis=1, batch_dims=1)
+    grads = tf.cast(tape.gradient(chosen, features), tf.float32)
+    features = tf.cast(features, tf.float32)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[..., None]
+    cam = tf.image.resize(cam, images.shape[1:3], method="bilinear")[..., 0]
+    peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
+    return (cam / tf.maximum(peak, 1e-12)).numpy().astype(np.float32)
+
+
+def accuracy_from_probs(probs, y) -> float:
+    """Accuracy of precomputed probabilities (see `predict_proba`)."""
+    probs = np.asarray(probs)
+    return float(np.mean(probs.argmax(axis=1) == _labels(y, len(probs))))

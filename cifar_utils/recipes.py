@@ -1,0 +1,171 @@
+"""Training recipes: every hyperparameter of a run in one dictionary, with units and why.
+
+`get_recipe(name, **overrides)` returns a validated `Recipe`; `training.train`
+runs it. Learning rates are per step for the batch size given; when you change
+`batch_size`, scale `learning_rate` in proportion (the linear scaling rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+RECIPES = {
+    # The classic CNN of notebook 03: Adam needs little tuning, which suits a first model.
+    "baseline_cnn": dict(
+        arch="baseline_cnn",
+        model_kwargs={},
+        epochs=30,  # passes over the training split; accuracy levels off by about 25
+        batch_size=128,  # images per step
+        optimizer="adamw",  # Adam with decoupled weight decay
+        learning_rate=2e-3,  # peak step size
+        momentum=0.9,  # unused by Adam(W); kept for a switch to SGD
+        nesterov=False,
+        weight_decay=5e-4,  # decoupled, per step, times the learning rate
+        schedule="warmup_cosine",  # linear warm-up, then cosine decay to 0
+        warmup_fraction=0.05,  # share of the steps spent warming up (1.5 of 30 epochs)
+        label_smoothing=0.1,  # target 0.91 for the true class, 0.01 for the others
+        augmentation="standard",  # flip + pad-and-crop
+        tta=False,  # average with the mirrored image at test time
+    ),
+    # VGG with batch norm and dropout: SGD with momentum, the classic recipe of the papers.
+    "vgg": dict(
+        arch="vgg",
+        model_kwargs={},
+        epochs=40,
+        batch_size=128,
+        optimizer="sgd",
+        learning_rate=0.05,  # peak step size for batches of 128
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        schedule="one_cycle",  # linear up to the peak, then down to 0
+        warmup_fraction=0.25,  # the peak comes after a quarter of the steps
+        label_smoothing=0.1,
+        augmentation="standard",
+        tta=True,
+    ),
+    # ResNet-20 of He et al.: their recipe, shortened with a one-cycle schedule.
+    "resnet": dict(
+        arch="resnet",
+        model_kwargs={"depth": 20},
+        epochs=60,
+        batch_size=128,
+        optimizer="sgd",
+        learning_rate=0.1,  # He et al. use 0.1 for batches of 128
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        schedule="one_cycle",
+        warmup_fraction=0.25,
+        label_smoothing=0.1,
+        augmentation="standard",
+        tta=True,
+    ),
+    # Built for time-to-accuracy, after airbench94 (Jordan, 2024) and "How to train your
+    # ResNet" (Page, 2018): a frozen whitening layer, three wide conv groups, big batches,
+    # Nesterov SGD with a short triangular schedule, heavy label smoothing, flip-and-shift
+    # augmentation and flip test-time augmentation.
+    "fast": dict(
+        arch="fast_net",
+        model_kwargs={},
+        # airbench94 trains 9.9 epochs with tricks left out here (lookahead, per-group
+        # learning rates, whitening-bias schedule); 17 epochs make up for them and fit in
+        # about 50 minutes on two CPU cores.
+        epochs=17,
+        batch_size=256,  # twice airbench's steps per epoch: better for a short run on a CPU
+        optimizer="sgd",
+        # airbench's 11.5 per 1,024 images on a summed loss, with momentum 0.85, is a step
+        # of 1.5 on a mean loss for 1,024 images: 0.375 for 256 (linear scaling).
+        learning_rate=0.375,
+        momentum=0.85,  # short runs want short memory
+        nesterov=True,
+        # airbench's decay (0.0153 per 1,024 images, coupled, so amplified 1/(1 - 0.85)
+        # times by momentum) as Keras's decoupled rate: each step shrinks weights by lr x this.
+        weight_decay=1.3e-5,
+        schedule="triangle",  # 0.2x -> 1x -> 0.07x at the end
+        warmup_fraction=0.23,  # the peak comes after 23% of the steps (airbench)
+        label_smoothing=0.2,  # heavy smoothing: short runs overfit the noisy labels fast
+        augmentation="standard",
+        tta=True,
+    ),
+}
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "warmup_cosine", "one_cycle", "triangle")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated training recipe. See `RECIPES` for what each field means."""
+
+    name: str
+    arch: str
+    model_kwargs: dict = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    learning_rate: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "one_cycle"
+    warmup_fraction: float = 0.1
+    label_smoothing: float = 0.0
+    augmentation: str = "standard"
+    tta: bool = False
+
+    def __post_init__(self):
+        from cifar_utils.augment import parse_policy
+        from cifar_utils.models import BUILDERS
+
+        def bad(what, expected):
+            raise ValueError(
+                f"recipe {self.name!r}: {what} must be {expected}; received {getattr(self, what)!r}."
+            )
+
+        if self.arch not in BUILDERS:
+            bad("arch", f"one of {', '.join(BUILDERS)}")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            bad("epochs", "a whole number >= 1")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            bad("batch_size", "a whole number >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", f"one of {', '.join(OPTIMIZERS)}")
+        if not self.learning_rate > 0:
+            bad("learning_rate", "a positive number")
+        if not 0 <= self.momentum < 1:
+            bad("momentum", "in [0, 1)")
+        if not self.weight_decay >= 0:
+            bad("weight_decay", "a number >= 0")
+        if self.schedule not in SCHEDULES:
+            bad("schedule", f"one of {', '.join(SCHEDULES)}")
+        if not 0 <= self.warmup_fraction < 1:
+            bad("warmup_fraction", "in [0, 1)")
+        if not 0 <= self.label_smoothing < 1:
+            bad("label_smoothing", "in [0, 1)")
+        parse_policy(self.augmentation)  # raises with the policy names
+
+    def to_dict(self) -> dict:
+        """The recipe as a plain dict (for JSON and model cards)."""
+        return asdict(self)
+
+
+def get_recipe(name, **overrides) -> Recipe:
+    """Returns a recipe by name, with fields overridden.
+
+    Args:
+        name: a key of `RECIPES`.
+        **overrides: fields to change, e.g. `epochs=5`.
+
+    Returns:
+        A validated `Recipe`.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"Unknown recipe {name!r}; known: {', '.join(RECIPES)}.")
+    recipe = Recipe(name=name, **RECIPES[name])
+    unknown = set(overrides) - set(recipe.to_dict())
+    if unknown:
+        raise ValueError(
+            f"Unknown recipe field(s) {sorted(unknown)}; fields: {', '.join(recipe.to_dict())}."
+        )
+    return replace(recipe, **overrides)

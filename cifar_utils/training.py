@@ -1,0 +1,573 @@
+"""Compile and train a recipe in one call, on the CPU, one GPU or several.
+
+    result = training.train("fast", x_train, y_train, x_val, y_val, output_dir="runs/fast")
+
+`train` sets the seed, picks the device strategy (`device.setup_devices`),
+builds and compiles the recipe's model inside the strategy's scope (mixed
+precision and XLA on a GPU, float32 on the CPU), streams the data through
+`data.make_dataset` with the recipe's augmentation, and fits with these
+callbacks, writing into `output_dir`:
+
+- `best.keras`: the model with the best validation accuracy so far, saved
+  atomically (a temporary name, then a rename);
+- `history.csv`: one row per epoch, appended as training goes;
+- `backup/`: `BackupAndRestore` state, so a run killed mid-epoch resumes from
+  its last completed epoch when `train` is called again with the same folder;
+- `history.json` and `final.keras` at the end, both written atomically;
+- `tensorboard/` when asked for.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import inspect
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from cifar_utils import data as data_lib
+from cifar_utils import device, repro
+from cifar_utils.augment import pipeline_augment
+from cifar_utils.models import BUILDERS
+from cifar_utils.recipes import Recipe, get_recipe
+from cifar_utils.storage import atomic_save_model, atomic_write_json
+
+OUTPUT_ENV_VAR = "CIFAR_OUTPUT_DIR"
+# The fast-recipe model committed to the repository (see models/MODEL_CARD.md).
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "fast_net.keras"
+
+
+def runs_dir(default="../runs") -> Path:
+    """Where notebooks write models and histories: `$CIFAR_OUTPUT_DIR` or `default`.
+
+    Args:
+        default: used when the variable is unset. Defaults to "../runs"
+            (the repository's runs/ folder, seen from notebooks/).
+    """
+    return Path(os.environ.get(OUTPUT_ENV_VAR) or default)
+
+
+def find_trained_model(runs=None):
+    """The model later notebooks and tools should use, and where it came from.
+
+    Looks for the fast model that notebook 04 saved (`runs/fast/best.keras`),
+    then the baseline's, then the model shipped in the repository's models/.
+
+    Args:
+        runs: the runs folder. Defaults to None: `runs_dir()`.
+
+    Returns:
+        `(path, description)`, or `(None, reason)` when there is none (for
+        example a package installed without the repository); the caller then
+        trains a small model.
+    """
+    runs = Path(runs) if runs is not None else runs_dir()
+    for name in ("fast", "baseline_cnn"):
+        candidate = runs / name / "best.keras"
+        if candidate.exists():
+            return candidate, f"trained by notebook 04 ({candidate})"
+    if SHIPPED_MODEL.exists():
+        return SHIPPED_MODEL, f"shipped with the repository ({SHIPPED_MODEL})"
+    return None, f"no trained model in {runs} and none shipped at {SHIPPED_MODEL}"
+
+
+@keras.saving.register_keras_serializable(package="cifar_utils")
+class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning rate that moves in straight lines between (step, value) points.
+
+    Before the first point it holds the first value, after the last the last.
+    One-cycle and triangular schedules are three points.
+
+    Args:
+        boundaries: increasing step numbers, at least two.
+        values: the learning rate at each boundary.
+        name: optional name. Defaults to None.
+    """
+
+    def __init__(self, boundaries, values, name=None):
+        boundaries = [float(b) for b in boundaries]
+        values = [float(v) for v in values]
+        if len(boundaries) < 2 or len(boundaries) != len(values):
+            raise ValueError(
+                f"boundaries and values need the same length, at least 2; received "
+                f"{len(boundaries)} boundaries and {len(values)} values."
+            )
+        if any(b1 <= b0 for b0, b1 in zip(boundaries, boundaries[1:])):
+            raise ValueError(f"boundaries must increase; received {boundaries}.")
+        if any(v < 0 for v in values):
+            raise ValueError(f"values must be >= 0; received {values}.")
+        self.boundaries = boundaries
+        self.values = values
+        self.name = name
+
+    def __call__(self, step):
+        b = ops.convert_to_tensor(self.boundaries, dtype="float32")
+        v = ops.convert_to_tensor(self.values, dtype="float32")
+        step = ops.clip(ops.cast(step, "float32"), b[0], b[-1])
+        # Segment i holds boundaries[i] <= step < boundaries[i + 1].
+        i = ops.sum(ops.cast(step >= b[1:-1], "int32"))
+        b0, b1 = ops.take(b, i), ops.take(b, i + 1)
+        v0, v1 = ops.take(v, i), ops.take(v, i + 1)
+        return v0 + (v1 - v0) * (step - b0) / (b1 - b0)
+
+    def get_config(self):
+        return {"boundaries": self.boundaries, "values": self.values, "name": self.name}
+
+
+def make_schedule(recipe: Recipe, steps_per_epoch: int):
+    """The recipe's learning-rate schedule over its steps.
+
+    Args:
+        recipe: a `Recipe`.
+        steps_per_epoch: optimiser steps per epoch.
+
+    Returns:
+        A float (constant) or a `keras.optimizers.schedules.LearningRateSchedule`:
+        "warmup_cosine": linear from 0 to `learning_rate` over the first
+        `warmup_fraction` of the steps, then cosine to 0; "one_cycle": linear
+        0.1x -> 1x, then linear to 0; "triangle": 0.2x -> 1x -> 0.07x (airbench).
+    """
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1; received {steps_per_epoch}.")
+    lr = recipe.learning_rate
+    total = recipe.epochs * steps_per_epoch
+    warmup = int(round(recipe.warmup_fraction * total))
+    if recipe.schedule == "constant":
+        return lr
+    if recipe.schedule == "warmup_cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0, decay_steps=max(total - warmup, 1), alpha=0.0,
+            warmup_target=lr, warmup_steps=warmup,
+        )
+    warmup = min(max(warmup, 1), total - 1) if total > 1 else 1
+    start, end = {"one_cycle": (0.1, 0.0), "triangle": (0.2, 0.07)}[recipe.schedule]
+    return PiecewiseLinear([0, warmup, max(total, warmup + 1)], [start * lr, lr, end * lr])
+
+
+def make_optimizer(recipe: Recipe, steps_per_epoch: int):
+    """The recipe's Keras optimiser, with its schedule and weight decay.
+
+    Weight decay is decoupled (Keras's `weight_decay`) and skips biases and
+    batch-norm parameters, whose size carries no overfitting risk.
+
+    Args:
+        recipe: a `Recipe`.
+        steps_per_epoch: optimiser steps per epoch.
+
+    Returns:
+        A `keras.optimizers.Optimizer`.
+    """
+    schedule = make_schedule(recipe, steps_per_epoch)
+    decay = recipe.weight_decay or None
+    if recipe.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(
+            schedule, momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=decay
+        )
+    elif recipe.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(schedule, weight_decay=decay)
+    else:
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay)
+    if recipe.weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+def compile_model(model, recipe: Recipe, steps_per_epoch: int, jit_compile=False):
+    """Compiles a model with the recipe's optimiser and a label-smoothed loss.
+
+    Labels are one-hot (so MixUp and CutMix can mix them); the metric is
+    reported as "accuracy".
+
+    Args:
+        model: a `keras.Model` ending in probabilities.
+        recipe: a `Recipe`.
+        steps_per_epoch: optimiser steps per epoch.
+        jit_compile: compile with XLA (on a GPU). Defaults to False.
+
+    Returns:
+        The model, compiled.
+    """
+    model.compile(
+        optimizer=make_optimizer(recipe, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Saves the model whenever the monitored value improves, atomically.
+
+    Unlike `keras.callbacks.ModelCheckpoint`, which writes in place, a kill
+    during the save leaves the previous best file intact.
+
+    Args:
+        path: the `.keras` file to keep the best model in.
+        monitor: the log entry to watch. Defaults to "val_accuracy".
+        mode: "max" or "min". Defaults to "max".
+    """
+
+    def __init__(self, path, monitor="val_accuracy", mode="max"):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min'; received {mode!r}.")
+        self.path = Path(path)
+        self.monitor = monitor
+        self.mode = mode
+        self.best = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if better:
+            self.best = value
+            atomic_save_model(self.model, self.path)
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Adds the epoch's wall time (s) and learning rate to the logs.
+
+    Put it before `CSVLogger` so both columns reach the CSV file.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        logs["epoch_seconds"] = time.perf_counter() - self._start
+        lr = self.model.optimizer.learning_rate
+        logs["learning_rate"] = float(np.asarray(lr))
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns.
+
+    Attributes:
+        model: the trained model (weights of the last epoch).
+        history: per-epoch lists ("loss", "accuracy", "val_loss",
+            "val_accuracy", "epoch_seconds", "learning_rate"), complete even
+            when the run resumed from a backup.
+        recipe: the `Recipe` that was run.
+        output_dir: where the files went.
+        run: hardware, versions, seed, epochs and wall time of the run.
+    """
+
+    model: keras.Model
+    history: dict
+    recipe: Recipe
+    output_dir: Path
+    run: dict = field(default_factory=dict)
+
+    @property
+    def best_model_path(self) -> Path:
+        return self.output_dir / "best.keras"
+
+    @property
+    def final_model_path(self) -> Path:
+        return self.output_dir / "final.keras"
+
+
+def read_history(path) -> dict:
+    """Reads a `history.csv` written during training into per-epoch lists."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    history = {}
+    for row in rows:
+        for key, value in row.items():
+            history.setdefault(key, []).append(float(value) if key != "epoch" else int(value))
+    return history
+
+
+def _build(recipe: Recipe, x_train, seed):
+    builder = BUILDERS[recipe.arch]
+    kwargs = dict(recipe.model_kwargs)
+    if "whitening_sample" in inspect.signature(builder).parameters:
+        rng = np.random.default_rng(seed)
+        kwargs["whitening_sample"] = x_train[rng.choice(len(x_train), min(5000, len(x_train)), replace=False)]
+    return builder(**kwargs)
+
+
+def train(
+    recipe,
+    x_train,
+    y_train,
+    x_val,
+    y_val,
+    output_dir,
+    seed=0,
+    setup=None,
+    verbose=2,
+    tensorboard=False,
+    early_stopping_patience=None,
+    callbacks=(),
+):
+    """Trains a recipe end to end and writes its model and history.
+
+    Calling it again with the same `output_dir` after an interruption resumes
+    from the last completed epoch; after a finished run it starts afresh.
+
+    Args:
+        recipe: a recipe name (see `recipes.RECIPES`) or a `Recipe`.
+        x_train: uint8 training images, shape `(N, 32, 32, 3)`.
+        y_train: their labels, shape `(N,)` or `(N, 1)`.
+        x_val: uint8 validation images, split from the training set.
+        y_val: their labels.
+        output_dir: folder for the model files, history and backup.
+        seed: seed of weights, shuffling and augmentation. Defaults to 0.
+        setup: a `device.DeviceSetup`. Defaults to None: `setup_devices()`.
+        verbose: Keras's fit verbosity; 2 prints one line per epoch.
+            Defaults to 2.
+        tensorboard: also write TensorBoard logs. Defaults to False.
+        early_stopping_patience: stop after this many epochs without a better
+            validation accuracy. Defaults to None (never).
+        callbacks: more Keras callbacks. Defaults to ().
+
+    Returns:
+        A `TrainResult`.
+    """
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    if not isinstance(recipe, Recipe):
+        raise ValueError(f"recipe must be a name or a Recipe; received {type(recipe).__name__}.")
+    if len(x_train) < 1 or len(x_val) < 1:
+        raise ValueError(
+            f"need training and validation images; received {len(x_train)} and {len(x_val)}."
+        )
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    backup_dir = output_dir / "backup"
+    history_csv = output_dir / "history.csv"
+    resuming = backup_dir.exists() and any(backup_dir.iterdir())
+    if not resuming:
+        history_csv.unlink(missing_ok=True)  # a finished earlier run: start a new log
+
+    setup = setup or device.setup_devices(verbose=False)
+    # Bit-for-bit repeatable on the CPU; on a GPU, deterministic kernels would cost speed.
+    repro.set_seed(seed, deterministic=not setup.jit_compile)
+    batch_size = recipe.batch_size
+    drop = len(x_train) >= batch_size  # equal-sized steps, unless the data is tiny
+    steps_per_epoch = len(x_train) // batch_size if drop else 1
+    train_ds = data_lib.make_dataset(
+        x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed,
+        augment=pipeline_augment(recipe.augmentation, seed=seed) if recipe.augmentation != "none" else None,
+        num_classes=data_lib.NUM_CLASSES, drop_remainder=drop,
+    )
+    val_ds = data_lib.make_dataset(x_val, y_val, batch_size=batch_size, num_classes=data_lib.NUM_CLASSES)
+
+    with setup.strategy.scope():
+        model = _build(recipe, x_train, seed)
+        compile_model(model, recipe, steps_per_epoch, jit_compile=setup.jit_compile)
+
+    all_callbacks = [
+        EpochLogger(),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        AtomicCheckpoint(output_dir / "best.keras"),
+        keras.callbacks.BackupAndRestore(str(backup_dir)),
+    ]
+    if early_stopping_patience is not None:
+        all_callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=early_stopping_patience)
+        )
+    if tensorboard:
+        all_callbacks.append(keras.callbacks.TensorBoard(str(output_dir / "tensorboard")))
+    all_callbacks.extend(callbacks)
+
+    start = time.perf_counter()
+    model.fit(
+        train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=all_callbacks,
+        verbose=verbose, shuffle=False,  # the dataset shuffles itself, with the seed
+    )
+    session_seconds = time.perf_counter() - start
+    shutil.rmtree(backup_dir, ignore_errors=True)
+
+    history = read_history(history_csv)
+    atomic_save_model(model, output_dir / "final.keras")
+    run = repro.run_info(
+        seed=seed,
+        recipe=recipe.name,
+        epochs=len(history.get("epoch", [])),
+        train_seconds=float(sum(history.get("epoch_seconds", []))),
+        last_session_seconds=session_seconds,
+        train_images=len(x_train),
+        val_images=len(x_val),
+        precision=setup.precision_policy,
+        replicas=setup.num_replicas,
+        best_val_accuracy=max(history.get("val_accuracy", [float("nan")])),
+    )
+    atomic_write_json(output_dir / "history.json", {"recipe": recipe.to_dict(), "run": run, "history": history})
+    return TrainResult(model=model, history=history, recipe=recipe, output_dir=output_dir, run=run)
+
+
+def fine_tune(model, x_train, y_train, x_val, y_val, learning_rate=1e-3, epochs=2, batch_size=256,
+              label_smoothing=0.1, augmentation="standard", seed=0, verbose=2):
+    """Continues training a trained model at a small, constant learning rate.
+
+    Recompiles the model with Nesterov SGD (momentum 0.9, no weight decay) so
+    that the saved optimiser state of the first run plays no part.
+
+    Args:
+        model: a trained model ending in probabilities.
+        x_train: uint8 training images.
+        y_train: their labels.
+        x_val: uint8 validation images.
+        y_val: their labels.
+        learning_rate: the step size, typically 10-100 times below the first
+            run's peak. Defaults to 1e-3.
+        epochs: passes over `x_train`. Defaults to 2.
+        batch_size: images per step. Defaults to 256.
+        label_smoothing: as in the recipes. Defaults to 0.1.
+        augmentation: a policy for the pipeline. Defaults to "standard".
+        seed: seed of shuffling and augmentation. Defaults to 0.
+        verbose: Keras's fit verbosity. Defaults to 2.
+
+    Returns:
+        The Keras `History.history` dict of the fine-tuning epochs.
+    """
+    if not learning_rate > 0 or epochs < 1:
+        raise ValueError(
+            f"learning_rate must be positive and epochs >= 1; received {learning_rate} and {epochs}."
+        )
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    train_ds = data_lib.make_dataset(
+        x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed,
+        augment=pipeline_augment(augmentation, seed=seed) if augmentation != "none" else None,
+        num_classes=data_lib.NUM_CLASSES,
+    )
+    val_ds = data_lib.make_dataset(x_val, y_val, batch_size=batch_size, num_classes=data_lib.NUM_CLASSES)
+    return model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False).history
+
+
+def write_model_card(run_dir, model_path, test_accuracy, test_accuracy_tta, data_variant, command):
+    """Writes MODEL_CARD.md next to a shipped model, from the run's history.json.
+
+    Args:
+        run_dir: the training output folder (holds history.json).
+        model_path: the shipped `.keras` file.
+        test_accuracy: accuracy on the 10,000 test images, no TTA.
+        test_accuracy_tta: the same with flip test-time augmentation.
+        data_variant: "offline copy" or "official".
+        command: the command that reproduces the model.
+
+    Returns:
+        The card's path.
+    """
+    from cifar_utils.storage import atomic_write_text
+
+    saved = json.loads((Path(run_dir) / "history.json").read_text())
+    run, recipe = saved["run"], saved["recipe"]
+    model_path = Path(model_path)
+    size_mb = model_path.stat().st_size / 1e6
+    card = f"""# {model_path.name}
+
+The best model of the "{recipe['name']}" recipe ({recipe['arch']}), shipped so that notebooks
+05-07 and `cifar-predict` work without training first.
+
+| | |
+|---|---|
+| input | RGB images, 32 x 32, raw pixels 0-255 (the model normalises inside) |
+| output | probabilities over {', '.join(data_lib.CLASS_NAMES)} |
+| test accuracy ({data_variant}) | {test_accuracy:.4f} (with flip TTA: {test_accuracy_tta:.4f}) |
+| best validation accuracy | {run['best_val_accuracy']:.4f} on {run['val_images']:,} images split from the training set |
+| training data | {run['train_images']:,} CIFAR-10 training images ({data_variant}) |
+| epochs, training time | {run['epochs']}, {run['train_seconds']:.0f} s |
+| hardware | {run['cpu']} ({run['cpu_cores']} cores), GPUs: {', '.join(run['gpus']) or 'none'}, precision {run['precision']} |
+| versions | Python {run['python']}, TensorFlow {run['tensorflow']}, Keras {run['keras']}, NumPy {run['numpy']} |
+| seed | {run['seed']} |
+| file size | {size_mb:.1f} MB |
+| date | {run['date']} |
+
+Reproduce: `{command}`
+
+The test set was used once, after training, for the accuracies above; the
+validation images chose nothing but the saved epoch. The offline copy's pixels are
+JPEG re-encoded, so accuracy on the official test set will differ slightly.
+
+Recipe:
+
+```json
+{json.dumps(recipe, indent=2)}
+```
+"""
+    return atomic_write_text(model_path.parent / "MODEL_CARD.md", card)
+
+
+def ship_model(model, run_dir, ship_dir, x_test, y_test, data_variant, command):
+    """Copies a trained model into `ship_dir` with a model card.
+
+    The test set is used here once, after training, for the card's accuracy.
+
+    Args:
+        model: the trained model (its run's history.json is in `run_dir`).
+        run_dir: the training output folder.
+        ship_dir: where the model and MODEL_CARD.md go, e.g. "models".
+        x_test: the test images.
+        y_test: the test labels.
+        data_variant: "offline copy" or "official".
+        command: the command that reproduces the model.
+
+    Returns:
+        The shipped model's path.
+    """
+    from cifar_utils import evaluation
+
+    recipe = json.loads((Path(run_dir) / "history.json").read_text())["recipe"]
+    target = Path(ship_dir) / f"{recipe['arch']}.keras"
+    # An uncompiled copy: the optimiser's state (as large as the weights) is not shipped.
+    shipped = keras.Model.from_config(model.get_config())
+    shipped.set_weights(model.get_weights())
+    atomic_save_model(shipped, target)
+    acc = evaluation.accuracy(model, x_test, y_test)
+    acc_tta = evaluation.accuracy(model, x_test, y_test, tta=True)
+    write_model_card(run_dir, target, acc, acc_tta, data_variant, command)
+    return target
+
+
+def main(argv=None):
+    """`cifar-train`: train a recipe from the command line, optionally ship the model."""
+    import argparse
+    import sys
+
+    from cifar_utils.recipes import RECIPES
+
+    parser = argparse.ArgumentParser(prog="cifar-train", description="Train a CIFAR-10 recipe.")
+    parser.add_argument("--recipe", default="fast", choices=sorted(RECIPES))
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--data-dir", default=None, help="defaults to $CIFAR10_DIR, then Keras")
+    parser.add_argument("--output-dir", default=None, help="defaults to runs/RECIPE")
+    parser.add_argument("--ship", default=None, metavar="DIR",
+                        help="copy the final model to DIR/ARCH.keras with a model card, "
+                             "after one evaluation on the test set")
+    args = parser.parse_args(argv)
+    overrides = {} if args.epochs is None else {"epochs": args.epochs}
+    recipe = get_recipe(args.recipe, **overrides)
+    output_dir = Path(args.output_dir or Path("runs") / args.recipe)
+    (x, y), (x_test, y_test) = data_lib.load_cifar10(args.data_dir)
+    (x_train, y_train), (x_val, y_val) = data_lib.split_train_val(x, y, args.val_fraction, seed=args.seed)
+    result = train(recipe, x_train, y_train, x_val, y_val, output_dir=output_dir, seed=args.seed)
+    print(f"trained {recipe.name}: best validation accuracy {result.run['best_val_accuracy']:.4f}, "
+          f"{result.run['train_seconds']:.0f} s; files in {output_dir}")
+    if args.ship:
+        source = data_lib.locate_cifar10(args.data_dir)
+        variant = "offline copy" if source.path and data_lib.is_offline_copy(source.path) else "official"
+        command = " ".join(["cifar-train"] + list(argv if argv is not None else sys.argv[1:]))
+        target = ship_model(result.model, output_dir, args.ship, x_test, y_test, variant, command)
+        print(f"shipped {target}; see {target.parent / 'MODEL_CARD.md'}")
+    return 0

@@ -1,0 +1,181 @@
+"""Hyperparameter search with KerasTuner, and regularisation ablations.
+
+The search space (`SEARCH_SPACE`) covers the knobs a learner meets first:
+learning rate, weight decay, dropout, network width and augmentation
+strength, on the baseline CNN. Trials are scored on the validation split;
+the test set is not touched here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cifar_utils.data import NUM_CLASSES, make_dataset
+from cifar_utils.models import build_baseline_cnn
+
+# name -> (kind, arguments). Ranges in the units the optimiser and builder take.
+SEARCH_SPACE = {
+    "learning_rate": ("log", 3e-4, 1e-2),  # AdamW step size
+    "weight_decay": ("log", 1e-5, 1e-2),  # decoupled, per step, times the learning rate
+    "dropout": ("linear", 0.0, 0.5),  # after each stage and before the output
+    "width": ("choice", [16, 32, 48]),  # channels of the first stage; later stages 2x and 4x
+    "augmentation": ("choice", ["none", "standard", "cutout"]),  # increasing strength
+}
+
+
+def build_candidate(learning_rate=1e-3, weight_decay=1e-4, dropout=0.3, width=32,
+                    augmentation="standard", num_classes=NUM_CLASSES, seed=None):
+    """The baseline CNN with the searched hyperparameters, compiled.
+
+    Augmentation runs inside the model, so each candidate carries its own.
+
+    Args:
+        learning_rate: AdamW step size. Defaults to 1e-3.
+        weight_decay: decoupled weight decay. Defaults to 1e-4.
+        dropout: dropout rate. Defaults to 0.3.
+        width: channels of the first stage. Defaults to 32.
+        augmentation: a per-image policy name. Defaults to "standard".
+        num_classes: number of classes. Defaults to 10.
+        seed: seed of the augmentation. Defaults to None.
+
+    Returns:
+        A compiled `keras.Model` (one-hot labels, metric "accuracy").
+    """
+    model = build_baseline_cnn(
+        num_classes=num_classes, filters=(width, 2 * width, 4 * width), dropout=dropout,
+        augmentation=None if augmentation == "none" else augmentation, seed=seed,
+    )
+    optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    model.compile(optimizer, keras.losses.CategoricalCrossentropy(),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    return model
+
+
+def _hyperparameters(hp, space):
+    values = {}
+    for name, (kind, *args) in space.items():
+        if kind == "log":
+            values[name] = hp.Float(name, args[0], args[1], sampling="log")
+        elif kind == "linear":
+            values[name] = hp.Float(name, args[0], args[1])
+        elif kind == "choice":
+            values[name] = hp.Choice(name, args[0])
+        else:
+            raise ValueError(f"search space entry {name!r} has unknown kind {kind!r}.")
+    return values
+
+
+def search(x_train, y_train, x_val, y_val, max_trials=10, epochs=5, batch_size=128,
+           directory="tuning", project_name="baseline_cnn", seed=0, space=None, overwrite=True):
+    """Random search over `SEARCH_SPACE` with KerasTuner, scored on validation accuracy.
+
+    Args:
+        x_train: uint8 training images.
+        y_train: their labels.
+        x_val: uint8 validation images (from the training set).
+        y_val: their labels.
+        max_trials: the budget: how many settings to try. Defaults to 10.
+        epochs: epochs per trial. Defaults to 5.
+        batch_size: images per step. Defaults to 128.
+        directory: where KerasTuner keeps its trials. Defaults to "tuning".
+        project_name: sub-folder of the search. Defaults to "baseline_cnn".
+        seed: seed of the sampled settings and of training. Defaults to 0.
+        space: a search space like `SEARCH_SPACE`. Defaults to None (that one).
+        overwrite: start afresh instead of resuming an earlier search.
+            Defaults to True.
+
+    Returns:
+        `(tuner, results)`: the `keras_tuner.RandomSearch` and a pandas
+        DataFrame with one row per trial, best first.
+    """
+    import keras_tuner as kt
+
+    if max_trials < 1 or epochs < 1:
+        raise ValueError(f"max_trials and epochs must be >= 1; received {max_trials} and {epochs}.")
+    space = space or SEARCH_SPACE
+    keras.utils.set_random_seed(seed)
+
+    def hypermodel(hp):
+        return build_candidate(**_hyperparameters(hp, space), seed=seed)
+
+    tuner = kt.RandomSearch(
+        hypermodel, objective=kt.Objective("val_accuracy", direction="max"), max_trials=max_trials,
+        seed=seed, directory=str(Path(directory)), project_name=project_name, overwrite=overwrite,
+    )
+    train_ds = make_dataset(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed,
+                            num_classes=NUM_CLASSES)
+    val_ds = make_dataset(x_val, y_val, batch_size=batch_size, num_classes=NUM_CLASSES)
+    tuner.search(train_ds, validation_data=val_ds, epochs=epochs, verbose=0)
+    return tuner, results_table(tuner)
+
+
+def results_table(tuner):
+    """One row per finished trial: its hyperparameters and best validation accuracy, best first."""
+    import pandas as pd
+
+    rows = []
+    for trial in tuner.oracle.get_best_trials(num_trials=len(tuner.oracle.trials)):
+        if trial.score is None:
+            continue
+        rows.append({"trial": trial.trial_id, **trial.hyperparameters.values, "val_accuracy": trial.score})
+    return pd.DataFrame(rows).set_index("trial") if rows else pd.DataFrame()
+
+
+ABLATIONS = {
+    "full": {},
+    "no batch norm": {"batch_norm": False},
+    "no dropout": {"dropout": 0.0},
+    "no augmentation": {"augmentation": None},
+}
+
+
+def ablation(x_train, y_train, x_val, y_val, epochs=10, batch_size=128, learning_rate=1e-3,
+             weight_decay=1e-4, seed=0, variants=None):
+    """Trains the baseline CNN with one regulariser removed at a time.
+
+    Args:
+        x_train: uint8 training images.
+        y_train: their labels.
+        x_val: uint8 validation images.
+        y_val: their labels.
+        epochs: epochs per variant. Defaults to 10.
+        batch_size: images per step. Defaults to 128.
+        learning_rate: AdamW step size. Defaults to 1e-3.
+        weight_decay: decoupled weight decay. Defaults to 1e-4.
+        seed: seed of every variant. Defaults to 0.
+        variants: name -> builder arguments changed from the full model.
+            Defaults to None: `ABLATIONS`.
+
+    Returns:
+        `(table, histories)`: a DataFrame (final training and validation
+        accuracy, the gap between them, best validation accuracy) and the
+        per-epoch histories by variant.
+    """
+    import pandas as pd
+
+    variants = variants or ABLATIONS
+    train_ds = make_dataset(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed,
+                            num_classes=NUM_CLASSES)
+    val_ds = make_dataset(x_val, y_val, batch_size=batch_size, num_classes=NUM_CLASSES)
+    rows, histories = [], {}
+    for name, changes in variants.items():
+        keras.utils.set_random_seed(seed)
+        kwargs = {"augmentation": "standard", "seed": seed, **changes}
+        model = build_baseline_cnn(**kwargs)
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+        model.compile(optimizer, keras.losses.CategoricalCrossentropy(),
+                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0).history
+        histories[name] = history
+        rows.append({
+            "variant": name,
+            "train accuracy": history["accuracy"][-1],
+            "val accuracy": history["val_accuracy"][-1],
+            "gap (train - val)": history["accuracy"][-1] - history["val_accuracy"][-1],
+            "best val accuracy": float(np.max(history["val_accuracy"])),
+        })
+    return pd.DataFrame(rows).set_index("variant"), histories

@@ -1,0 +1,323 @@
+"""cifar_utils.training, recipes and storage: schedules, errors, outputs, determinism,
+atomic saves, and resuming a real process killed mid-epoch."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from cifar_utils import recipes, storage, training
+
+TINY = dict(
+    arch="baseline_cnn", model_kwargs={"filters": [8, 16], "dense_units": 16},
+    batch_size=16, augmentation="standard",
+)
+
+
+def tiny_recipe(**overrides):
+    return recipes.get_recipe("baseline_cnn", **{**TINY, "epochs": 2, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(96) % 10
+    return x[:64], y[:64], x[64:], y[64:]
+
+
+# --- schedules --------------------------------------------------------------------------
+
+
+def test_piecewise_linear_values_and_serialisation():
+    schedule = training.PiecewiseLinear([0, 10, 30], [0.1, 1.0, 0.0])
+    values = [float(schedule(s)) for s in (0, 5, 10, 20, 30, 99)]
+    np.testing.assert_allclose(values, [0.1, 0.55, 1.0, 0.5, 0.0, 0.0], atol=1e-6)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert isinstance(again, training.PiecewiseLinear) and float(again(20)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [(([0], [1.0]), "at least 2"), (([0, 0], [1, 1]), "must increase"), (([0, 1], [1, -1]), ">= 0")],
+)
+def test_piecewise_linear_rejects_nonsense(args, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        training.PiecewiseLinear(*args)
+
+
+@pytest.mark.parametrize(
+    "schedule, start, peak, end",
+    [("one_cycle", 0.01, 0.1, 0.0), ("triangle", 0.02, 0.1, 0.007), ("warmup_cosine", 0.0, 0.1, 0.0)],
+)
+def test_schedules_start_peak_end(schedule, start, peak, end):
+    recipe = recipes.get_recipe("vgg", epochs=10, learning_rate=0.1, schedule=schedule, warmup_fraction=0.2)
+    lr = training.make_schedule(recipe, steps_per_epoch=10)
+    assert float(lr(0)) == pytest.approx(start, abs=1e-6)
+    assert float(lr(20)) == pytest.approx(peak, rel=1e-5)
+    assert float(lr(100)) == pytest.approx(end, abs=1e-6)
+    assert training.make_schedule(recipes.get_recipe("vgg", schedule="constant"), 10) == 0.05
+
+
+def test_optimisers_and_weight_decay():
+    sgd = training.make_optimizer(recipes.get_recipe("fast"), 10)
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov and sgd.momentum == 0.85
+    assert sgd.weight_decay == pytest.approx(1.3e-5)
+    assert float(sgd.learning_rate) == pytest.approx(0.2 * 0.375)  # triangle starts at 0.2x
+    adamw = training.make_optimizer(recipes.get_recipe("baseline_cnn"), 10)
+    assert isinstance(adamw, keras.optimizers.AdamW)
+    adam = training.make_optimizer(recipes.get_recipe("baseline_cnn", optimizer="adam", weight_decay=0.0), 10)
+    assert type(adam) is keras.optimizers.Adam
+
+
+# --- recipes ----------------------------------------------------------------------------
+
+
+def test_every_recipe_is_valid_and_builds():
+    from cifar_utils.models import BUILDERS
+
+    for name in recipes.RECIPES:
+        recipe = recipes.get_recipe(name)
+        assert recipe.name == name and recipe.arch in BUILDERS
+        json.dumps(recipe.to_dict())
+
+
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        ({"learning_rate": -0.1}, "learning_rate must be a positive number; received -0.1"),
+        ({"batch_size": 0}, "batch_size must be a whole number >= 1; received 0"),
+        ({"epochs": 0}, "epochs must be a whole number >= 1; received 0"),
+        ({"epochs": 2.5}, "received 2.5"),
+        ({"optimizer": "rmsprop"}, "optimizer must be one of sgd, adam, adamw; received 'rmsprop'"),
+        ({"schedule": "exp"}, "received 'exp'"),
+        ({"momentum": 1.0}, r"momentum must be in \[0, 1\); received 1.0"),
+        ({"label_smoothing": 1.5}, "received 1.5"),
+        ({"augmentation": "wobble"}, "Unknown augmentation policy 'wobble'"),
+        ({"arch": "alexnet"}, "received 'alexnet'"),
+        ({"learning_rat": 0.1}, r"Unknown recipe field\(s\) \['learning_rat'\]"),
+    ],
+)
+def test_nonsense_hyperparameters_are_refused(overrides, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        recipes.get_recipe("fast", **overrides)
+
+
+def test_unknown_recipe():
+    with pytest.raises(ValueError, match="Unknown recipe 'turbo'"):
+        recipes.get_recipe("turbo")
+
+
+# --- storage ------------------------------------------------------------------------------
+
+
+def test_atomic_json_replaces_whole_file(tmp_path):
+    path = tmp_path / "sub" / "h.json"
+    storage.atomic_write_json(path, {"a": np.float32(1.5), "b": np.arange(3)})
+    assert json.loads(path.read_text()) == {"a": 1.5, "b": [0, 1, 2]}
+    assert os.listdir(path.parent) == ["h.json"]
+
+
+def test_interrupted_model_save_keeps_the_old_file(tmp_path, tiny_data):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    path = tmp_path / "m.keras"
+    storage.atomic_save_model(model, path)
+    before = path.read_bytes()
+
+    class Broken(keras.Sequential):
+        def save(self, filepath, *args, **kwargs):
+            with open(filepath, "wb") as f:
+                f.write(b"half a model")
+            raise KeyboardInterrupt("killed during save")
+
+    broken = Broken([keras.Input((4,)), keras.layers.Dense(2)])
+    with pytest.raises(KeyboardInterrupt):
+        storage.atomic_save_model(broken, path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.keras"]  # no temporary file left behind
+    with pytest.raises(ValueError, match="must end in .keras; received"):
+        storage.atomic_save_model(model, tmp_path / "m.h5")
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def test_train_writes_models_and_history(tmp_path, tiny_data):
+    x, y, xv, yv = tiny_data
+    result = training.train(tiny_recipe(), x, y, xv, yv, output_dir=tmp_path, verbose=0)
+    assert result.history["epoch"] == [0, 1]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds", "learning_rate"):
+        assert len(result.history[key]) == 2, key
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["recipe"]["epochs"] == 2 and saved["run"]["seed"] == 0
+    assert saved["run"]["epochs"] == 2 and saved["run"]["train_seconds"] > 0
+    assert not (tmp_path / "backup").exists()
+    for name in ("best.keras", "final.keras"):
+        loaded = keras.saving.load_model(tmp_path / name, safe_mode=True)
+        assert loaded.output_shape == (None, 10)
+    np.testing.assert_array_equal(
+        keras.saving.load_model(result.final_model_path).predict(xv, verbose=0),
+        result.model.predict(xv, verbose=0),
+    )
+
+
+def test_train_accepts_mixing_policies(tmp_path, tiny_data):
+    x, y, xv, yv = tiny_data
+    result = training.train(tiny_recipe(epochs=1, augmentation="cutmix"), x, y, xv, yv,
+                            output_dir=tmp_path, verbose=0)
+    assert np.isfinite(result.history["loss"][0])
+
+
+def test_two_seeded_runs_give_identical_weights(tmp_path, tiny_data):
+    x, y, xv, yv = tiny_data
+    runs = [
+        training.train(tiny_recipe(augmentation="cutout+mixup"), x, y, xv, yv,
+                       output_dir=tmp_path / str(i), seed=7, verbose=0)
+        for i in range(2)
+    ]
+    for a, b in zip(runs[0].model.get_weights(), runs[1].model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    other = training.train(tiny_recipe(), x, y, xv, yv, output_dir=tmp_path / "other", seed=8, verbose=0)
+    assert not all(np.array_equal(a, b) for a, b in zip(runs[0].model.get_weights(), other.model.get_weights()))
+
+
+def test_train_refuses_bad_inputs(tmp_path, tiny_data):
+    x, y, xv, yv = tiny_data
+    with pytest.raises(ValueError, match="received 64 and 0"):
+        training.train(tiny_recipe(), x, y, xv[:0], yv[:0], output_dir=tmp_path)
+    with pytest.raises(ValueError, match="Unknown recipe"):
+        training.train("nope", x, y, xv, yv, output_dir=tmp_path)
+
+
+def test_atomic_checkpoint_keeps_the_best(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    callback = training.AtomicCheckpoint(tmp_path / "best.keras")
+    callback.set_model(model)
+    callback.on_epoch_end(0, {"val_accuracy": 0.5})
+    first = (tmp_path / "best.keras").stat().st_mtime_ns
+    time.sleep(0.01)
+    callback.on_epoch_end(1, {"val_accuracy": 0.4})  # worse: not saved
+    assert (tmp_path / "best.keras").stat().st_mtime_ns == first and callback.best == 0.5
+    callback.on_epoch_end(2, {"val_accuracy": 0.6})
+    assert callback.best == 0.6
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import keras, numpy as np
+    from cifar_utils import recipes, training
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            print(f"EPOCH_END {epoch}", flush=True)
+        def on_train_batch_end(self, batch, logs=None):
+            time.sleep(0.05)  # long enough epochs to be killed in the middle of one
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (256, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(256) % 10
+    recipe = recipes.get_recipe(
+        "baseline_cnn", arch="baseline_cnn", epochs=5, batch_size=16, augmentation="standard",
+        model_kwargs={"filters": [8, 16], "dense_units": 16})
+    result = training.train(recipe, x, y, x[:32], y[:32], output_dir=sys.argv[1], seed=0,
+                            verbose=0, callbacks=[Progress()])
+    print("DONE", result.history["epoch"], flush=True)
+    """
+)
+
+
+def test_killed_run_resumes_without_losing_epochs(tmp_path):
+    script = tmp_path / "train_tiny.py"
+    script.write_text(KILL_SCRIPT)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env=env)
+    seen = []
+    for line in first.stdout:
+        seen.append(line.strip())
+        if line.startswith("EPOCH_END 1"):
+            break
+    time.sleep(0.4)  # into the third epoch
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=60)
+    assert first.returncode == -signal.SIGKILL
+    assert seen[-2:] == ["EPOCH_END 0", "EPOCH_END 1"]
+    assert [int(r.split(",")[0]) for r in (out / "history.csv").read_text().splitlines()[1:]] == [0, 1]
+
+    second = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    lines = second.stdout.split("\n")
+    assert [ln for ln in lines if ln.startswith("EPOCH_END")] == [f"EPOCH_END {i}" for i in (2, 3, 4)]
+    assert "DONE [0, 1, 2, 3, 4]" in second.stdout
+    saved = json.loads((out / "history.json").read_text())
+    assert saved["history"]["epoch"] == [0, 1, 2, 3, 4]
+    assert not (out / "backup").exists()
+
+
+def test_ship_model_writes_model_and_card(tmp_path, tiny_data):
+    x, y, xv, yv = tiny_data
+    result = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path / "run", verbose=0)
+    target = training.ship_model(result.model, tmp_path / "run", tmp_path / "models", xv, yv,
+                                 "offline copy", "cifar-train --recipe baseline_cnn")
+    assert target == tmp_path / "models" / "baseline_cnn.keras"
+    card = (tmp_path / "models" / "MODEL_CARD.md").read_text()
+    for needed in ("test accuracy (offline copy)", "cifar-train --recipe baseline_cnn", "seed | 0",
+                   "TensorFlow", "training time", '"arch": "baseline_cnn"'):
+        assert needed in card, needed
+    loaded = keras.saving.load_model(target, safe_mode=True)
+    np.testing.assert_array_equal(loaded.predict(xv, verbose=0), result.model.predict(xv, verbose=0))
+
+
+def test_find_trained_model_prefers_notebook_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "SHIPPED_MODEL", tmp_path / "models" / "fast_net.keras")
+    path, why = training.find_trained_model(tmp_path / "runs")
+    assert path is None and "no trained model" in why
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "fast_net.keras").write_bytes(b"x")
+    assert training.find_trained_model(tmp_path / "runs")[0] == tmp_path / "models" / "fast_net.keras"
+    (tmp_path / "runs" / "fast").mkdir(parents=True)
+    (tmp_path / "runs" / "fast" / "best.keras").write_bytes(b"x")
+    path, why = training.find_trained_model(tmp_path / "runs")
+    assert path == tmp_path / "runs" / "fast" / "best.keras" and "notebook 04" in why
+
+
+def test_fine_tune_continues_from_trained_weights(tmp_path, tiny_data):
+    x, y, xv, yv = tiny_data
+    result = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path, verbose=0)
+    before = [w.copy() for w in result.model.get_weights()]
+    history = training.fine_tune(result.model, x, y, xv, yv, learning_rate=1e-3, epochs=2,
+                                 batch_size=16, verbose=0)
+    assert len(history["val_accuracy"]) == 2
+    assert any(not np.array_equal(a, b) for a, b in zip(before, result.model.get_weights()))
+    with pytest.raises(ValueError, match="received -1 and 2"):
+        training.fine_tune(result.model, x, y, xv, yv, learning_rate=-1, epochs=2)
+
+
+def test_shipped_model_leaves_the_optimiser_behind(tmp_path, tiny_data):
+    import zipfile
+
+    x, y, xv, yv = tiny_data
+    result = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path / "run", verbose=0)
+    target = training.ship_model(result.model, tmp_path / "run", tmp_path / "models", xv, yv, "offline copy", "c")
+    with zipfile.ZipFile(target) as z:
+        import h5py, io
+
+        weights = h5py.File(io.BytesIO(z.read("model.weights.h5")), "r")
+        assert "optimizer" not in weights
+    assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

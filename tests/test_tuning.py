@@ -1,0 +1,71 @@
+"""cifar_utils.tuning (KerasTuner search, ablations) and transfer learning, on tiny data."""
+
+import keras
+import numpy as np
+import pytest
+
+from cifar_utils import models, tuning
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (80, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(80) % 10
+    return x[:64], y[:64], x[64:], y[64:]
+
+
+def test_one_trial_search_runs(tiny, tmp_path):
+    x, y, xv, yv = tiny
+    space = {"learning_rate": ("log", 1e-3, 1e-2), "width": ("choice", [8]),
+             "augmentation": ("choice", ["none", "standard"])}
+    tuner, table = tuning.search(x, y, xv, yv, max_trials=1, epochs=1, batch_size=32,
+                                 directory=tmp_path, space=space)
+    assert len(table) == 1
+    assert set(table.columns) == {"learning_rate", "width", "augmentation", "val_accuracy"}
+    assert 1e-3 <= table["learning_rate"].iloc[0] <= 1e-2
+    assert 0.0 <= table["val_accuracy"].iloc[0] <= 1.0
+    best = tuner.get_best_hyperparameters(1)[0].values
+    model = tuning.build_candidate(**{k: v for k, v in best.items()})
+    assert model.output_shape == (None, 10)
+
+
+def test_search_rejects_no_budget(tiny, tmp_path):
+    x, y, xv, yv = tiny
+    with pytest.raises(ValueError, match="received 0 and 1"):
+        tuning.search(x, y, xv, yv, max_trials=0, epochs=1, directory=tmp_path)
+
+
+def test_bad_search_space(tiny, tmp_path):
+    x, y, xv, yv = tiny
+    with pytest.raises(ValueError, match="unknown kind 'normal'"):
+        tuning.search(x, y, xv, yv, max_trials=1, epochs=1, directory=tmp_path,
+                      space={"dropout": ("normal", 0, 1)})
+
+
+def test_ablation_table(tiny):
+    x, y, xv, yv = tiny
+    variants = {"full": {"filters": (8, 16)}, "no dropout": {"filters": (8, 16), "dropout": 0.0}}
+    table, histories = tuning.ablation(x, y, xv, yv, epochs=2, batch_size=32, variants=variants)
+    assert list(table.index) == ["full", "no dropout"]
+    assert len(histories["full"]["val_accuracy"]) == 2
+    np.testing.assert_allclose(table["gap (train - val)"], table["train accuracy"] - table["val accuracy"])
+
+
+def test_transfer_model_code_path_offline(tmp_path):
+    model = models.build_transfer(weights=None, image_size=32)
+    assert model.output_shape == (None, 10)
+    base = [layer for layer in model.layers if isinstance(layer, keras.Model)][0]
+    assert not base.trainable
+    assert len(model.trainable_weights) == 2  # only the new head learns
+    probs = model.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    model.save(tmp_path / "t.keras")
+    keras.saving.load_model(tmp_path / "t.keras", safe_mode=True)  # no Lambda: loads safely
+
+
+def test_transfer_errors():
+    with pytest.raises(ValueError, match="received 'vgg16'"):
+        models.build_transfer(base="vgg16", weights=None)
+    with pytest.raises(ValueError, match="received 16"):
+        models.build_transfer(weights=None, image_size=16)
