@@ -264,16 +264,25 @@ def grad_cam(model, images, layer_name=None, class_index=None):
     names = [layer.name for layer in model.layers]
     score_output = model.get_layer("logits").output if "logits" in names else model.output
     probe = keras.Model(model.inputs, [feature_layer.output, score_output])
-    x = tf.constant(images)
-    with tf.GradientTape() as tape:
-        features, scores = probe(x, training=False)
-        scores = tf.cast(scores, tf.float32)
-        if class_index is None:
-            targets = tf.argmax(scores, axis=1)
-        else:
-            targets = tf.constant(np.broadcast_to(np.asarray(class_index), (len(images),)), tf.int64)
-        chosen = tf.gather(scores, targets, axis=1, batch_dims=1)
-    grads = tf.cast(tape.gradient(chosen, features), tf.float32)
+    if class_index is None:
+        targets = None
+    else:
+        targets = tf.constant(np.broadcast_to(np.asarray(class_index), (len(images),)), tf.int64)
+
+    # In a tf.function: eager gradients through some oneDNN CPU kernels of TF 2.21
+    # crashed the process (ResNet blocks); the traced graph runs them safely.
+    @tf.function
+    def features_and_grads(x, targets):
+        with tf.GradientTape() as tape:
+            features, scores = probe(x, training=False)
+            scores = tf.cast(scores, tf.float32)
+            if targets is None:
+                targets = tf.argmax(scores, axis=1)
+            chosen = tf.reduce_sum(scores * tf.one_hot(targets, tf.shape(scores)[-1]), axis=1)
+        return features, tape.gradient(chosen, features)
+
+    features, grads = features_and_grads(tf.constant(images), targets)
+    grads = tf.cast(grads, tf.float32)
     features = tf.cast(features, tf.float32)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[..., None]

@@ -110,7 +110,12 @@ def search(x_train, y_train, x_val, y_val, max_trials=10, epochs=5, batch_size=1
                             num_classes=NUM_CLASSES)
     val_ds = make_dataset(x_val, y_val, batch_size=batch_size, num_classes=NUM_CLASSES)
     tuner.search(train_ds, validation_data=val_ds, epochs=epochs, verbose=0)
-    return tuner, results_table(tuner)
+    results = results_table(tuner)
+    if results.empty:  # KerasTuner records a failing trial and moves on: say why instead
+        messages = [getattr(t, "message", None) for t in tuner.oracle.trials.values()]
+        detail = next((m for m in messages if m), "no trial finished")
+        raise RuntimeError(f"every trial of the search failed; the first error was:\n{detail}")
+    return tuner, results
 
 
 def results_table(tuner):

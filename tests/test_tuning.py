@@ -69,3 +69,15 @@ def test_transfer_errors():
         models.build_transfer(base="vgg16", weights=None)
     with pytest.raises(ValueError, match="received 16"):
         models.build_transfer(weights=None, image_size=16)
+
+
+def test_search_reports_when_every_trial_fails(tiny, tmp_path, monkeypatch):
+    x, y, xv, yv = tiny
+
+    def broken(**kwargs):
+        raise ValueError("broken candidate")
+
+    monkeypatch.setattr(tuning, "build_candidate", broken)
+    # KerasTuner builds one candidate up front, so the error can also come straight through
+    with pytest.raises((RuntimeError, ValueError), match="broken candidate"):
+        tuning.search(x, y, xv, yv, max_trials=1, epochs=1, directory=tmp_path)
