@@ -82,3 +82,36 @@ def test_mixed_label_text():
     weights = np.zeros(10)
     weights[[3, 5]] = [0.25, 0.75]
     assert plots._label_text(weights, plots.CLASS_NAMES) == "dog .75 / cat .25"
+
+
+def test_training_figures(tmp_path):
+    history = {"loss": [2.0, 1.5], "accuracy": [0.3, 0.5], "val_loss": [1.8, 1.6], "val_accuracy": [0.35, 0.45]}
+    fig = plots.plot_history(history, title="t", save_to=tmp_path / "h.png")
+    assert [len(ax.lines) for ax in fig.axes] == [2, 2] and (tmp_path / "h.png").exists()
+    with pytest.raises(ValueError, match="lacks \\['accuracy'\\]"):
+        plots.plot_history({"loss": [1.0]})
+    fig = plots.plot_schedules({"a": lambda s: 0.1 * s, "b": 0.5}, total_steps=10)
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata()[-1], 1.0)
+
+
+def test_evaluation_figures(images, tmp_path):
+    import pandas as pd
+
+    x, y = images
+    counts = np.diag(np.full(10, 5))
+    fig = plots.plot_confusion_matrix(counts, save_to=tmp_path / "c.png")
+    assert fig.axes[0].get_xlabel() == "predicted class" and (tmp_path / "c.png").exists()
+    with pytest.raises(ValueError, match=r"received \(3, 3\)"):
+        plots.plot_confusion_matrix(np.eye(3))
+    probs = np.eye(10)[(y + 1) % 10]
+    fig = plots.plot_misclassified(x, y, probs, [0, 1], ncols=2)
+    assert fig.axes[0].get_title() == "true: airplane\npred: automobile 100%"
+    with pytest.raises(ValueError, match="nothing to show"):
+        plots.plot_misclassified(x, y, probs, [])
+    bins = pd.DataFrame({"confidence": [0.55, 0.95], "accuracy": [0.5, 0.9], "count": [10, 30]})
+    fig = plots.plot_reliability(bins, 0.05)
+    assert "ECE = 0.050" in fig.axes[0].get_title()
+    fig = plots.plot_grad_cam(x[:2], np.zeros((2, 32, 32)), titles=["a", "b"], ncols=2)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["a", "b"]
+    with pytest.raises(ValueError, match=r"received \(2, 8, 8\)"):
+        plots.plot_grad_cam(x[:2], np.zeros((2, 8, 8)))
