@@ -1,0 +1,275 @@
+"""Classifier, image loading of every kind, and the cifar-predict command."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifar_utils import inference, models, training
+from cifar_utils.data import CLASS_NAMES
+from cifar_utils.inference import Classifier, ImageError, load_image
+
+RNG = np.random.default_rng(0)
+PICTURE = RNG.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)  # a non-square RGB picture
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    keras.utils.set_random_seed(0)
+    return models.build_baseline_cnn(filters=(4, 8, 8), dense_units=8)
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tiny_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    tiny_model.save(path)
+    return path
+
+
+def save(image, path, **kwargs):
+    image.save(path, **kwargs)
+    return path
+
+
+# ----------------------------------------------------------------------------- load_image
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I", "I;16", "F", "YCbCr"])
+def test_every_pil_mode_becomes_32x32_rgb(mode):
+    image = Image.fromarray(PICTURE).convert(mode) if mode not in ("I;16", "I", "F") else None
+    if image is None:  # 16/32-bit and float greyscale, with values beyond 255
+        values = PICTURE[..., 0].astype(np.uint16) * 200
+        image = Image.fromarray(values) if mode == "I;16" else Image.fromarray(values.astype(
+            np.int32 if mode == "I" else np.float32))
+    assert image.mode == mode
+    out = load_image(image)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    assert out.std() > 10  # the content survived: not one flat colour
+
+
+def test_sixteen_bit_is_stretched_not_clipped():
+    values = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    out = load_image(Image.fromarray(values))
+    assert out.min() == 0 and out.max() == 255  # PIL's own convert("L") would give mostly 255
+    assert np.all(np.diff(out[..., 0].ravel().astype(int)) >= 0)
+
+
+def test_transparency_becomes_white():
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[:16, :, :] = (255, 0, 0, 255)  # opaque red top half, transparent bottom half
+    out = load_image(Image.fromarray(rgba, "RGBA"))
+    assert tuple(out[0, 0]) == (255, 0, 0)
+    assert tuple(out[-1, 0]) == (255, 255, 255)
+    palette = Image.fromarray(rgba, "RGBA").convert("P")  # palette with a transparent entry
+    assert load_image(palette).shape == (32, 32, 3)
+    assert np.array_equal(load_image(rgba), out)  # (H, W, 4) arrays go the same way
+
+
+def test_non_square_is_centre_cropped():
+    wide = np.zeros((32, 96, 3), np.uint8)
+    wide[:, 32:64] = 255  # white square in the middle, black sides
+    assert load_image(wide).min() == 255  # crop keeps just the middle
+    squashed = load_image(wide, crop=False)
+    assert squashed[:, 0].max() < 30 and squashed[:, 16].min() > 200
+
+
+def test_cifar_arrays_pass_through_unchanged():
+    x = RNG.integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
+    assert np.array_equal(inference.load_images(x), x)
+    assert np.array_equal(load_image(x[0].astype(np.float32)), x[0])
+
+
+@pytest.mark.parametrize("array", [
+    np.full((40, 40), 7, np.uint8),
+    np.full((40, 40, 1), 7, np.uint8),
+    np.full((40, 40, 3), 7 * 257, np.uint16),
+    np.full((40, 40, 3), 7.0, np.float64),
+    np.full((40, 40, 3), 7, np.int64),
+])
+def test_arrays_of_any_layout(array):
+    out = load_image(array)
+    assert out.shape == (32, 32, 3)
+    assert np.all(out == 7)
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((32, 32, 2), np.uint8), "shape"),
+    (np.zeros((2, 2, 32, 32, 3), np.uint8), "shape"),
+    (np.zeros((0, 32, 3), np.uint8), "empty"),
+    (np.full((32, 32, 3), 300.0), "0-255"),
+    (np.full((32, 32, 3), -1.0), "0-255"),
+    (np.full((32, 32, 3), np.nan), "NaN"),
+    (np.zeros((32, 32, 3), np.complex64), "dtype"),
+])
+def test_bad_arrays_say_what_is_wrong(array, message):
+    with pytest.raises(ImageError, match=message):
+        load_image(array)
+
+
+def test_zero_to_one_floats_warn():
+    with pytest.warns(UserWarning, match="0-255"):
+        load_image(np.full((32, 32, 3), 0.5))
+
+
+def test_paths_bytes_and_file_objects(tmp_path):
+    png = save(Image.fromarray(PICTURE), tmp_path / "a.png")
+    expected = load_image(png)
+    assert np.array_equal(load_image(str(png)), expected)
+    assert np.array_equal(load_image(png.read_bytes()), expected)
+    assert np.array_equal(load_image(io.BytesIO(png.read_bytes())), expected)
+
+
+def test_very_large_jpeg_loads(tmp_path):
+    big = Image.fromarray(PICTURE).resize((6000, 4500))  # 27 megapixels
+    path = save(big, tmp_path / "big.jpg", quality=70)
+    out = load_image(path)
+    assert out.shape == (32, 32, 3)
+    assert np.abs(out.astype(int) - load_image(PICTURE).astype(int)).mean() < 12
+
+
+def test_too_many_pixels_is_refused(tmp_path, monkeypatch):
+    path = save(Image.fromarray(PICTURE), tmp_path / "a.png")
+    monkeypatch.setattr(inference, "MAX_PIXELS", 1000)
+    with pytest.raises(ImageError, match="limit"):
+        load_image(path)
+
+
+def bad_files(tmp_path):
+    png = Image.fromarray(PICTURE)
+    good = save(png, tmp_path / "good.png")
+    truncated = tmp_path / "truncated.jpg"
+    buf = io.BytesIO()
+    png.save(buf, "JPEG")
+    truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not a picture\n")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    return {
+        "good": good,
+        "truncated": (truncated, "damaged or truncated"),
+        "text": (text, "not an image"),
+        "empty": (empty, "empty"),
+        "missing": (tmp_path / "missing.png", "no such file"),
+        "folder": (tmp_path, "folder"),
+    }
+
+
+def test_bad_files_raise_image_errors_with_reasons(tmp_path):
+    for name, value in bad_files(tmp_path).items():
+        if name == "good":
+            continue
+        path, reason = value
+        with pytest.raises(ImageError, match=reason):
+            load_image(path)
+
+
+# ----------------------------------------------------------------------------- Classifier
+
+
+def test_classifier_matches_the_keras_model(tiny_model, tiny_path):
+    x = RNG.integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
+    expected = tiny_model.predict(x.astype("float32"), verbose=0)
+    for clf in (Classifier(tiny_path, batch_size=16), Classifier(tiny_model)):
+        probs = clf.predict_proba(x)
+        np.testing.assert_allclose(probs, expected, atol=1e-5)
+    top = clf.predict(x[:3], top_k=4)
+    assert len(top) == 3 and all(len(t) == 4 for t in top)
+    for row, preds in zip(expected[:3], top):
+        assert [p.class_index for p in preds] == list(np.argsort(-row)[:4])
+        assert preds[0].label == CLASS_NAMES[preds[0].class_index]
+        assert preds[0].confidence == pytest.approx(float(row.max()), abs=1e-5)
+
+
+def test_classifier_refuses_what_it_should(tmp_path, tiny_path):
+    legacy = tmp_path / "model.h5"
+    legacy.write_bytes(b"\x89HDF\r\n\x1a\n")
+    with pytest.raises(ValueError, match="safe mode"):
+        Classifier(legacy)
+    with pytest.raises(ValueError, match="no model at"):
+        Classifier(tmp_path / "nothing.keras")
+    with pytest.raises(ValueError, match="saved_model.pb"):
+        Classifier(tmp_path)
+    odd = tmp_path / "model.pkl"
+    odd.write_bytes(b"x")
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        Classifier(odd)
+    with pytest.raises(ValueError, match="top_k"):
+        Classifier(tiny_path).predict(PICTURE, top_k=11)
+    with pytest.raises(ValueError, match="batch_size"):
+        Classifier(tiny_path, batch_size=0)
+
+
+def test_safe_mode_blocks_lambda_layers(tmp_path):
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(x))
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ValueError, match="(?i)safe"):
+        Classifier(path)
+
+
+def test_predict_files_reports_each_bad_file_and_keeps_the_rest(tmp_path, tiny_path):
+    files = bad_files(tmp_path)
+    order = ["truncated", "good", "text", "empty", "missing", "folder", "good"]
+    paths = [files[n] if n == "good" else files[n][0] for n in order]
+    results = Classifier(tiny_path).predict_files(paths, top_k=2)
+    assert [r.path for r in results] == [str(p) for p in paths]
+    for name, result in zip(order, results):
+        if name == "good":
+            assert result.ok and len(result.predictions) == 2
+        else:
+            assert not result.ok and files[name][1] in result.error
+    assert results[1].predictions == results[-1].predictions
+
+
+def test_default_model_is_the_trained_or_shipped_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("CIFAR_OUTPUT_DIR", str(tmp_path / "empty_runs"))
+    if not training.SHIPPED_MODEL.exists():
+        pytest.skip("no shipped model in this checkout")
+    clf = Classifier()
+    assert clf.path == training.SHIPPED_MODEL and clf.format == "keras"
+
+
+# ----------------------------------------------------------------------------- cifar-predict
+
+
+def run_cli(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "cifar_utils.inference", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_cli_classifies_good_files_and_reports_bad_ones(tmp_path, tiny_path):
+    files = bad_files(tmp_path)
+    good, (text, _), (missing, _) = files["good"], files["text"], files["missing"]
+    done = run_cli("--model", tiny_path, "--top-k", "2", good, text, missing)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.startswith(f"{good}: ") and done.stdout.count("%") == 2
+    assert f"{text}: ERROR not an image" in done.stderr
+    assert f"{missing}: ERROR no such file" in done.stderr
+    assert "2 of 3 files could not be classified" in done.stderr
+
+    done = run_cli("--model", tiny_path, "--json", good, text)
+    assert done.returncode == 1
+    doc = json.loads(done.stdout)
+    assert doc["format"] == "keras"
+    assert len(doc["results"][0]["predictions"]) == 3 and "error" in doc["results"][1]
+
+    done = run_cli("--model", tiny_path, good, good)
+    assert done.returncode == 0 and done.stdout.count(str(good)) == 2
+
+
+def test_cli_bad_model_exits_2(tmp_path):
+    legacy = tmp_path / "m.h5"
+    legacy.write_bytes(b"x")
+    image = save(Image.fromarray(PICTURE), tmp_path / "a.png")
+    done = run_cli("--model", legacy, image)
+    assert done.returncode == 2 and "safe mode" in done.stderr
