@@ -1,0 +1,207 @@
+"""A small local web page: upload a picture, see the model's top-k classes as bars.
+
+Start it with one command (`cifar-demo`, installed by `pip install -e .`):
+
+    cifar-demo                           # the trained or shipped model, http://127.0.0.1:8000
+    cifar-demo --model exports/model_int8.tflite --port 8080 --max-upload-mb 5
+
+Why a small ASGI app (Starlette, served by uvicorn) rather than Gradio: the
+whole demo is one page and two endpoints, so this file is all there is to
+read; it installs three small packages instead of Gradio's hundred-odd; the
+page works offline (no scripts or fonts from the internet); and every
+behaviour the tests check (the upload limit, the error text) is ours to set.
+
+Endpoints:
+
+- `GET /`: the page (plain HTML, CSS and a few lines of JavaScript);
+- `POST /api/predict`: the image file as the request body; answers
+  `{"predictions": [{"label", "class_index", "confidence"}, ...]}`, or
+  `{"error": "..."}` with status 400 (not an image) or 413 (too large);
+- `GET /healthz`: `{"status": "ok", "model": ...}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import sys
+
+from cifar_utils.inference import Classifier, ImageError
+
+DEFAULT_MAX_UPLOAD_MB = 10.0
+# Stop reading an oversized upload here; up to it we read and discard the rest,
+# so the browser gets the 413 message instead of a reset connection.
+DRAIN_LIMIT_BYTES = 64 * 2**20
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>CIFAR-10 classifier</title>
+<style>
+  body {{ font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem; }}
+  #preview {{ max-width: 12rem; max-height: 12rem; image-rendering: pixelated; display: none; margin: 1rem 0; }}
+  .row {{ display: grid; grid-template-columns: 7rem 1fr 4rem; gap: .5rem; align-items: center; margin: .3rem 0; }}
+  .bar {{ background: #1f77b4; height: 1.1rem; border-radius: 3px; }}
+  .track {{ background: #eee; border-radius: 3px; }}
+  #error {{ color: #b00020; font-weight: 600; }}
+  small {{ color: #666; }}
+</style>
+</head>
+<body>
+<h1>What is in this picture?</h1>
+<p>Upload a photo: the model answers with its {top_k} most likely CIFAR-10 classes
+({classes}). Files up to {max_mb:g} MB.</p>
+<input type="file" id="file" accept="image/*">
+<img id="preview" alt="your picture">
+<div id="status" role="status"></div>
+<div id="error" role="alert"></div>
+<div id="result"></div>
+<p><small>Model: {model}</small></p>
+<script>
+const file = document.getElementById("file");
+const result = document.getElementById("result");
+const error = document.getElementById("error");
+const status = document.getElementById("status");
+const preview = document.getElementById("preview");
+file.addEventListener("change", async () => {{
+  const f = file.files[0];
+  result.innerHTML = ""; error.textContent = "";
+  if (!f) return;
+  preview.src = URL.createObjectURL(f); preview.style.display = "block";
+  status.textContent = "Classifying " + f.name + "...";
+  try {{
+    const response = await fetch("api/predict", {{
+      method: "POST", body: f,
+      headers: {{"Content-Type": "application/octet-stream", "X-Filename": encodeURIComponent(f.name)}},
+    }});
+    const answer = await response.json();
+    status.textContent = "";
+    if (!response.ok) {{
+      preview.style.display = "none";
+      error.textContent = answer.error || ("Error " + response.status);
+      return;
+    }}
+    for (const p of answer.predictions) {{
+      const pct = (100 * p.confidence).toFixed(1);
+      const row = document.createElement("div");
+      row.className = "row prediction";
+      row.innerHTML = '<span class="label"></span><div class="track"><div class="bar"></div></div>'
+        + '<span class="pct"></span>';
+      row.querySelector(".label").textContent = p.label;
+      row.querySelector(".bar").style.width = pct + "%";
+      row.querySelector(".pct").textContent = pct + "%";
+      result.appendChild(row);
+    }}
+  }} catch (e) {{
+    status.textContent = "";
+    error.textContent = "The server did not answer: " + e;
+  }}
+}});
+</script>
+</body>
+</html>
+"""
+
+
+def create_app(classifier=None, model=None, top_k=5, max_upload_mb=DEFAULT_MAX_UPLOAD_MB):
+    """The demo as an ASGI application.
+
+    Args:
+        classifier: a ready `inference.Classifier`. Defaults to None: one is
+            loaded from `model`.
+        model: a model path for `Classifier`. Defaults to None: the trained
+            or shipped model.
+        top_k: classes shown per image. Defaults to 5.
+        max_upload_mb: the largest upload accepted, in megabytes (10^6 bytes).
+            Defaults to 10.
+
+    Returns:
+        A `starlette.applications.Starlette` app; serve it with uvicorn.
+    """
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.routing import Route
+
+    if max_upload_mb <= 0:
+        raise ValueError(f"max_upload_mb must be positive; received {max_upload_mb}")
+    clf = classifier if classifier is not None else Classifier(model)
+    if not 1 <= top_k <= clf.num_classes:
+        raise ValueError(f"top_k must be between 1 and {clf.num_classes}; received {top_k}")
+    max_bytes = int(max_upload_mb * 1e6)
+    too_large = (
+        f"The file is larger than the {max_upload_mb:g} MB limit. Shrink it or choose another "
+        "picture (the model only looks at 32 x 32 pixels anyway)."
+    )
+    page = PAGE.format(
+        top_k=top_k,
+        classes=html.escape(", ".join(clf.class_names)),
+        max_mb=max_upload_mb,
+        model=html.escape(f"{clf.format}, {clf.path or 'in memory'}"),
+    )
+
+    async def index(request):
+        return HTMLResponse(page)
+
+    async def health(request):
+        return JSONResponse({"status": "ok", "model": str(clf.path), "format": clf.format})
+
+    async def predict(request):
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > DRAIN_LIMIT_BYTES:
+            return JSONResponse({"error": too_large}, status_code=413)
+        body, size = bytearray(), 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size <= max_bytes:
+                body += chunk
+            elif size > DRAIN_LIMIT_BYTES:
+                break
+        if size > max_bytes:
+            return JSONResponse({"error": too_large}, status_code=413)
+        if size == 0:
+            return JSONResponse({"error": "The upload was empty: choose an image file."}, status_code=400)
+        try:
+            preds = await run_in_threadpool(lambda: clf.predict([bytes(body)], top_k=top_k)[0])
+        except ImageError as err:
+            return JSONResponse(
+                {"error": f"That file is not a picture the model can read: {err}."}, status_code=400
+            )
+        return JSONResponse(
+            {"predictions": [{"label": p.label, "class_index": p.class_index, "confidence": p.confidence}
+                             for p in preds]}
+        )
+
+    return Starlette(routes=[
+        Route("/", index),
+        Route("/healthz", health),
+        Route("/api/predict", predict, methods=["POST"]),
+    ])
+
+
+def main(argv=None) -> int:
+    """`cifar-demo`: serve the page with uvicorn until interrupted (Ctrl+C)."""
+    parser = argparse.ArgumentParser(prog="cifar-demo", description="Serve the CIFAR-10 upload-and-classify page.")
+    parser.add_argument("--model", help="a .keras file, a SavedModel folder or a .tflite file (default: trained or shipped)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
+    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                        help=f"largest upload in MB (default {DEFAULT_MAX_UPLOAD_MB:g})")
+    args = parser.parse_args(argv)
+    try:
+        app = create_app(model=args.model, top_k=args.top_k, max_upload_mb=args.max_upload_mb)
+    except ValueError as err:
+        print(f"cifar-demo: {err}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    print(f"Serving on http://{args.host}:{args.port}  (Ctrl+C stops)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

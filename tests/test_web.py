@@ -1,0 +1,177 @@
+"""The web demo: its endpoints in-process, then end to end in a real headless browser.
+
+The browser test starts the documented command (`cifar-demo`) as a real server
+and drives Debian's chromium with Playwright. Without a chromium it skips,
+unless CIFAR_REQUIRE_BROWSER=1 (CI sets it, after installing chromium).
+"""
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from cifar_utils import models, web
+from cifar_utils.data import CLASS_NAMES
+from cifar_utils.inference import Classifier
+
+RNG = np.random.default_rng(2)
+
+
+def png_bytes(size=(40, 30)):
+    buf = io.BytesIO()
+    Image.fromarray(RNG.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("web") / "tiny.keras"
+    models.build_baseline_cnn(filters=(4, 8, 8), dense_units=8).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(model_path):
+    from starlette.testclient import TestClient
+
+    app = web.create_app(Classifier(model_path), top_k=3, max_upload_mb=0.05)
+    with TestClient(app) as c:
+        yield c
+
+
+def test_page_and_health(client, model_path):
+    page = client.get("/")
+    assert page.status_code == 200 and 'type="file"' in page.text
+    assert "0.05 MB" in page.text and "airplane" in page.text
+    health = client.get("/healthz").json()
+    assert health == {"status": "ok", "model": str(model_path), "format": "keras"}
+
+
+def test_predict_an_image(client):
+    answer = client.post("/api/predict", content=png_bytes())
+    assert answer.status_code == 200
+    preds = answer.json()["predictions"]
+    assert len(preds) == 3 and [p["label"] for p in preds] == [CLASS_NAMES[p["class_index"]] for p in preds]
+    confidences = [p["confidence"] for p in preds]
+    assert confidences == sorted(confidences, reverse=True) and 0 < sum(confidences) <= 1.0001
+
+
+def test_errors_are_clear_and_the_server_goes_on(client):
+    not_image = client.post("/api/predict", content=b"just some text, not a picture")
+    assert not_image.status_code == 400 and "not a picture" in not_image.json()["error"]
+    empty = client.post("/api/predict", content=b"")
+    assert empty.status_code == 400 and "empty" in empty.json()["error"]
+    big = client.post("/api/predict", content=b"\0" * 60_000)  # limit is 50,000 bytes
+    assert big.status_code == 413 and "larger than the 0.05 MB limit" in big.json()["error"]
+    assert client.post("/api/predict", content=png_bytes()).status_code == 200
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="max_upload_mb"):
+        web.create_app(classifier=object(), max_upload_mb=0)
+
+
+# ----------------------------------------------------------------------------- browser
+
+
+def find_chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def browser_or_skip():
+    chromium = find_chromium()
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        chromium = None
+    if chromium is None:
+        if os.environ.get("CIFAR_REQUIRE_BROWSER") == "1":
+            pytest.fail("CIFAR_REQUIRE_BROWSER=1 but chromium or playwright is missing")
+        pytest.skip("needs Debian's chromium (apt-get install chromium) and playwright")
+    return chromium
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(model_path):
+    port = free_port()
+    cmd = [str(Path(sys.executable).with_name("cifar-demo")), "--model", str(model_path),
+           "--port", str(port), "--top-k", "3", "--max-upload-mb", "0.05"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"cifar-demo exited early:\n{proc.stdout.read()}")
+        try:
+            urllib.request.urlopen(url + "healthz", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("cifar-demo did not answer within 120 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_upload_in_a_real_browser(server, tmp_path):
+    chromium = browser_or_skip()
+    from playwright.sync_api import expect, sync_playwright
+
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(png_bytes((120, 90)))
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(png_bytes((400, 400)))  # ~480 KB, over the 0.05 MB limit
+    assert huge.stat().st_size > 50_000
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True)
+        page = browser.new_page()
+        page.goto(server)
+        expect(page.locator("h1")).to_have_text("What is in this picture?")
+
+        page.set_input_files("#file", str(picture))
+        rows = page.locator(".prediction")
+        expect(rows).to_have_count(3, timeout=30_000)
+        labels = rows.locator(".label").all_inner_texts()
+        assert set(labels) <= set(CLASS_NAMES) and len(set(labels)) == 3
+        percents = [float(t.rstrip("%")) for t in rows.locator(".pct").all_inner_texts()]
+        assert percents == sorted(percents, reverse=True) and sum(percents) <= 100.1
+        width = rows.first.locator(".bar").evaluate("e => e.style.width")
+        assert width == f"{percents[0]}%"
+
+        page.set_input_files("#file", str(text))
+        expect(page.locator("#error")).to_contain_text("not a picture", timeout=30_000)
+        expect(rows).to_have_count(0)
+
+        page.set_input_files("#file", str(huge))
+        expect(page.locator("#error")).to_contain_text("larger than the 0.05 MB limit", timeout=30_000)
+
+        page.set_input_files("#file", str(picture))  # the server keeps serving
+        expect(rows).to_have_count(3, timeout=30_000)
+        expect(page.locator("#error")).to_have_text("")
+        assert rows.locator(".label").all_inner_texts() == labels  # same picture, same answer
+        browser.close()
