@@ -468,3 +468,74 @@ def plot_grad_cam(images, heatmaps, titles=None, ncols=4, alpha=0.45, save_to=No
                 ax.set_title(titles[i], fontsize=8)
     fig.tight_layout()
     return _finish(fig, save_to)
+
+
+def plot_predictions(images, predictions, titles=None, save_to=None):
+    """Each image beside its top-k classes as horizontal confidence bars.
+
+    Args:
+        images: the pictures as the model saw them, uint8 `(N, 32, 32, 3)`.
+        predictions: one list of `inference.Prediction` per image, most likely
+            first (`Classifier.predict`).
+        titles: optional caption per image (a file name, say). Defaults to None.
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    images = _check_images(images)
+    if len(images) != len(predictions) or len(images) == 0:
+        raise ValueError(
+            f"need one list of predictions per image and at least one image; received "
+            f"{len(images)} images and {len(predictions)} prediction lists"
+        )
+    fig, axes = plt.subplots(len(images), 2, figsize=(6.5, 1.5 * len(images)),
+                             gridspec_kw={"width_ratios": [1, 2.6]}, squeeze=False)
+    for i, (image, preds) in enumerate(zip(images, predictions)):
+        axes[i, 0].imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
+        axes[i, 0].axis("off")
+        if titles is not None:
+            axes[i, 0].set_title(titles[i], fontsize=8)
+        labels = [p.label for p in preds][::-1]
+        values = [p.confidence for p in preds][::-1]
+        bars = axes[i, 1].barh(labels, values, color=["#bbb"] * (len(values) - 1) + ["#1f77b4"])
+        axes[i, 1].bar_label(bars, labels=[f"{v:.0%}" for v in values], padding=3, fontsize=8)
+        axes[i, 1].set_xlim(0, 1.15)
+        axes[i, 1].tick_params(labelsize=8)
+        axes[i, 1].spines[["top", "right"]].set_visible(False)
+    axes[-1, 1].set_xlabel("confidence")
+    fig.tight_layout()
+    return _finish(fig, save_to)
+
+
+def plot_export_comparison(table, save_to=None):
+    """Bar charts of the export formats: file size, accuracy and batched speed.
+
+    Args:
+        table: the DataFrame of `export.compare_formats` (with speed columns).
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    columns = [("size_mb", "file size (MB)", "{:.1f}"), ("accuracy", "test accuracy", "{:.3f}"),
+               ("images_per_second", "images / second (batched)", "{:,.0f}")]
+    missing = [c for c, _, _ in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"the table lacks the columns {missing}; use compare_formats(..., speed=True)")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    names = [str(i) for i in table.index]
+    for ax, (column, title, fmt) in zip(axes, columns):
+        bars = ax.barh(names[::-1], table[column].to_numpy()[::-1], color="#1f77b4")
+        ax.bar_label(bars, labels=[fmt.format(v) for v in table[column].to_numpy()[::-1]], padding=3, fontsize=8)
+        ax.set_title(title)
+        ax.spines[["top", "right"]].set_visible(False)
+        if column == "accuracy":
+            low = float(table[column].min())
+            ax.set_xlim(max(0.0, low - 0.05), min(1.0, float(table[column].max()) + 0.03))
+        else:
+            ax.set_xlim(0, float(table[column].max()) * 1.25)
+    for ax in axes[1:]:
+        ax.set_yticklabels([])
+    fig.tight_layout()
+    return _finish(fig, save_to)

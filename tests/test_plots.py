@@ -115,3 +115,27 @@ def test_evaluation_figures(images, tmp_path):
     assert [ax.get_title() for ax in fig.axes[:2]] == ["a", "b"]
     with pytest.raises(ValueError, match=r"received \(2, 8, 8\)"):
         plots.plot_grad_cam(x[:2], np.zeros((2, 8, 8)))
+
+
+def test_deployment_figures(images, tmp_path):
+    import pandas as pd
+
+    from cifar_utils.inference import Prediction
+
+    x, _ = images
+    preds = [[Prediction("cat", 3, 0.7), Prediction("dog", 5, 0.2)], [Prediction("ship", 8, 0.9), Prediction("car", 1, 0.05)]]
+    fig = plots.plot_predictions(x[:2], preds, titles=["a.png", "b.jpg"], save_to=tmp_path / "p.png")
+    assert len(fig.axes) == 4 and fig.axes[0].get_title() == "a.png"
+    bar_widths = [p.get_width() for p in fig.axes[1].patches]
+    assert bar_widths == [0.2, 0.7]  # most likely on top
+    assert (tmp_path / "p.png").read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match="one list of predictions per image"):
+        plots.plot_predictions(x[:3], preds)
+
+    table = pd.DataFrame({"size_mb": [8.0, 2.0], "accuracy": [0.88, 0.879], "images_per_second": [900.0, 3000.0]},
+                         index=pd.Index(["keras", "tflite_int8"], name="format"))
+    fig = plots.plot_export_comparison(table, save_to=tmp_path / "c.png")
+    assert [ax.get_title() for ax in fig.axes] == ["file size (MB)", "test accuracy", "images / second (batched)"]
+    assert [p.get_width() for p in fig.axes[2].patches] == [3000.0, 900.0]
+    with pytest.raises(ValueError, match="images_per_second"):
+        plots.plot_export_comparison(table.drop(columns="images_per_second"))
