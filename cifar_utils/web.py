@@ -23,8 +23,12 @@ Endpoints:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
+import socket
 import sys
+import threading
+import time
 
 from cifar_utils.inference import Classifier, ImageError
 
@@ -179,6 +183,104 @@ def create_app(classifier=None, model=None, top_k=5, max_upload_mb=DEFAULT_MAX_U
         Route("/healthz", health),
         Route("/api/predict", predict, methods=["POST"]),
     ])
+
+
+@contextlib.contextmanager
+def run_in_background(app, host="127.0.0.1", port=None, timeout=30):
+    """Serves an app from a background thread, for a notebook or a script.
+
+        with web.run_in_background(web.create_app()) as url:
+            ...  # open url in a browser, or send requests to it
+
+    Args:
+        app: an ASGI app (`create_app`).
+        host: the address. Defaults to "127.0.0.1" (this machine only).
+        port: the port. Defaults to None: a free one.
+        timeout: seconds to wait for the server to start. Defaults to 30.
+
+    Yields:
+        The page's address, "http://host:port/".
+    """
+    import uvicorn
+
+    if port is None:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the demo server did not start on {host}:{port} (is the port in use?)")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+
+
+def find_chromium():
+    """The path of a Chromium or Chrome browser on this machine, or None."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def screenshot_upload(url, image_path, save_to, chromium=None, width=720, height=620):
+    """Opens the demo in headless Chromium, uploads a picture, saves a screenshot.
+
+    Runs Playwright in a worker thread, so it also works inside Jupyter (whose
+    event loop Playwright's synchronous API refuses to share).
+
+    Args:
+        url: the page's address (`run_in_background` yields it).
+        image_path: the picture to upload.
+        save_to: the PNG to write.
+        chromium: the browser executable. Defaults to None: `find_chromium()`.
+        width: window width in pixels. Defaults to 720.
+        height: window height in pixels. Defaults to 620.
+
+    Returns:
+        The labels shown, most likely first.
+
+    Raises:
+        RuntimeError: when Playwright or a Chromium browser is missing, with
+            how to install them.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    chromium = chromium or find_chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise RuntimeError("screenshots need Playwright: pip install playwright") from None
+    if chromium is None:
+        raise RuntimeError("no Chromium browser found: on Debian/Ubuntu, apt-get install chromium")
+    save_to = Path(save_to)
+    save_to.parent.mkdir(parents=True, exist_ok=True)
+
+    def shoot():
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": width, "height": height})
+                page.goto(url)
+                page.set_input_files("#file", str(image_path))
+                page.locator(".prediction, #error:not(:empty)").first.wait_for(timeout=30_000)
+                page.screenshot(path=str(save_to))
+                return page.locator(".prediction .label").all_inner_texts()
+            finally:
+                browser.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(shoot).result()
 
 
 def main(argv=None) -> int:

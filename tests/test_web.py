@@ -7,7 +7,6 @@ unless CIFAR_REQUIRE_BROWSER=1 (CI sets it, after installing chromium).
 
 import io
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -85,15 +84,8 @@ def test_bad_settings():
 # ----------------------------------------------------------------------------- browser
 
 
-def find_chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
 def browser_or_skip():
-    chromium = find_chromium()
+    chromium = web.find_chromium()
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -175,3 +167,31 @@ def test_upload_in_a_real_browser(server, tmp_path):
         expect(page.locator("#error")).to_have_text("")
         assert rows.locator(".label").all_inner_texts() == labels  # same picture, same answer
         browser.close()
+
+
+def test_run_in_background_serves_and_stops(model_path):
+    import json
+    import urllib.error
+
+    app = web.create_app(Classifier(model_path), top_k=2, max_upload_mb=0.05)
+    with web.run_in_background(app) as url:
+        request = urllib.request.Request(url + "api/predict", data=png_bytes(), method="POST")
+        answer = json.load(urllib.request.urlopen(request, timeout=30))
+        assert len(answer["predictions"]) == 2
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(urllib.request.Request(url + "api/predict", data=b"no", method="POST"))
+        assert err.value.code == 400
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "healthz", timeout=2)
+
+
+def test_screenshot_upload(model_path, tmp_path):
+    chromium = browser_or_skip()
+    picture = tmp_path / "p.png"
+    picture.write_bytes(png_bytes())
+    app = web.create_app(Classifier(model_path), top_k=4)
+    with web.run_in_background(app) as url:
+        labels = web.screenshot_upload(url, picture, tmp_path / "shot.png", chromium=chromium)
+    assert len(labels) == 4 and set(labels) <= set(CLASS_NAMES)
+    with Image.open(tmp_path / "shot.png") as shot:
+        assert shot.size == (720, 620)
