@@ -78,6 +78,41 @@ def find_trained_model(runs=None):
     return None, f"no trained model in {runs} and none shipped at {SHIPPED_MODEL}"
 
 
+def load_or_train(model_path=None, runs=None, x_train=None, y_train=None, seed=0, images=2000):
+    """A trained model for the later notebooks, which never fail for lack of one.
+
+    Loads `model_path` when given, else `find_trained_model(runs)`, in Keras's
+    safe mode. When there is none, trains a small fast_net (widths 16/32/32,
+    2 epochs on `images` training images) so the notebook can go on.
+
+    Args:
+        model_path: a `.keras` file. Defaults to None: look for one.
+        runs: the runs folder. Defaults to None: `runs_dir()`.
+        x_train: training images for the fallback. Defaults to None: no fallback.
+        y_train: their labels.
+        seed: seed of the fallback's subset, split and weights. Defaults to 0.
+        images: training images for the fallback. Defaults to 2,000.
+
+    Returns:
+        `(model, description of where it came from)`.
+    """
+    if model_path is not None:
+        path, source = Path(model_path), f"given as {model_path}"
+    else:
+        path, source = find_trained_model(runs)
+    if path is not None:
+        return keras.saving.load_model(path, safe_mode=True), source
+    if x_train is None:
+        raise ValueError(f"{source}, and no training images were given to train a small one")
+    runs = Path(runs) if runs is not None else runs_dir()
+    (x_tr, y_tr), (x_val, y_val) = data_lib.split_train_val(x_train, y_train, 0.1, seed=seed)
+    x_tr, y_tr = data_lib.stratified_subset(x_tr, y_tr, images, seed=seed)
+    recipe = get_recipe("fast", epochs=2, batch_size=128, learning_rate=0.2,
+                        model_kwargs={"widths": [16, 32, 32]})
+    result = train(recipe, x_tr, y_tr, x_val, y_val, output_dir=runs / "fast", seed=seed)
+    return result.model, f"{source}: trained a small fast_net on {images:,} images instead ({runs / 'fast'})"
+
+
 @keras.saving.register_keras_serializable(package="cifar_utils")
 class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
     """A learning rate that moves in straight lines between (step, value) points.

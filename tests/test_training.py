@@ -291,6 +291,23 @@ def test_find_trained_model_prefers_notebook_runs(tmp_path, monkeypatch):
     assert path == tmp_path / "runs" / "fast" / "best.keras" and "notebook 04" in why
 
 
+def test_load_or_train_never_leaves_a_notebook_without_a_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "SHIPPED_MODEL", tmp_path / "models" / "fast_net.keras")
+    runs = tmp_path / "runs"
+    with pytest.raises(ValueError, match="no trained model"):
+        training.load_or_train(runs=runs)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(200, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(200) % 10
+    model, source = training.load_or_train(runs=runs, x_train=x, y_train=y, images=100)
+    assert "trained a small fast_net on 100 images" in source and model.output_shape == (None, 10)
+    assert (runs / "fast" / "best.keras").exists()
+    again, source = training.load_or_train(runs=runs)  # now notebook 04's place has one
+    assert "notebook 04" in source and again.count_params() == model.count_params()
+    given, source = training.load_or_train(model_path=runs / "fast" / "best.keras")
+    assert source.startswith("given as")
+
+
 def test_fine_tune_continues_from_trained_weights(tmp_path, tiny_data):
     x, y, xv, yv = tiny_data
     result = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path, verbose=0)
