@@ -78,7 +78,7 @@ file.addEventListener("change", async () => {{
   try {{
     const response = await fetch("api/predict", {{
       method: "POST", body: f,
-      headers: {{"Content-Type": "application/octet-stream", "X-Filename": encodeURIComponent(f.name)}},
+      headers: {{"Content-Type": "application/octet-stream"}},
     }});
     const answer = await response.json();
     status.textContent = "";
@@ -250,8 +250,8 @@ def screenshot_upload(url, image_path, save_to, chromium=None, width=720, height
         The labels shown, most likely first.
 
     Raises:
-        RuntimeError: when Playwright or a Chromium browser is missing, with
-            how to install them.
+        RuntimeError: when Playwright or a Chromium browser is missing (the
+            message says how to install them) or the browser fails.
     """
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
@@ -279,8 +279,13 @@ def screenshot_upload(url, image_path, save_to, chromium=None, width=720, height
             finally:
                 browser.close()
 
+    from playwright.sync_api import Error as PlaywrightError
+
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(shoot).result()
+        try:
+            return pool.submit(shoot).result()
+        except PlaywrightError as err:  # the browser would not start, or the page failed
+            raise RuntimeError(f"the browser at {chromium} failed: {err}") from err
 
 
 def main(argv=None) -> int:

@@ -195,3 +195,12 @@ def test_screenshot_upload(model_path, tmp_path):
     assert len(labels) == 4 and set(labels) <= set(CLASS_NAMES)
     with Image.open(tmp_path / "shot.png") as shot:
         assert shot.size == (720, 620)
+
+
+def test_screenshot_without_a_working_browser_is_a_clear_error(tmp_path):
+    pytest.importorskip("playwright")
+    fake = tmp_path / "not-a-browser"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(RuntimeError, match="failed"):
+        web.screenshot_upload("http://127.0.0.1:9/", tmp_path / "x.png", tmp_path / "s.png", chromium=str(fake))
