@@ -48,6 +48,11 @@ def build_candidate(learning_rate=1e-3, weight_decay=1e-4, dropout=0.3, width=32
         num_classes=num_classes, filters=(width, 2 * width, 4 * width), dropout=dropout,
         augmentation=None if augmentation == "none" else augmentation, seed=seed,
     )
+    return _compile_adamw(model, learning_rate, weight_decay)
+
+
+def _compile_adamw(model, learning_rate, weight_decay):
+    """Compiles for one-hot labels with AdamW; biases and batch norm are not decayed."""
     optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     model.compile(optimizer, keras.losses.CategoricalCrossentropy(),
@@ -170,11 +175,8 @@ def ablation(x_train, y_train, x_val, y_val, epochs=10, batch_size=128, learning
     for name, changes in variants.items():
         keras.utils.set_random_seed(seed)
         kwargs = {"augmentation": "standard", "seed": seed, **changes}
-        model = build_baseline_cnn(**kwargs)
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
-        model.compile(optimizer, keras.losses.CategoricalCrossentropy(),
-                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0).history
+        model = _compile_adamw(build_baseline_cnn(**kwargs), learning_rate, weight_decay)
+        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False).history
         histories[name] = history
         rows.append({
             "variant": name,

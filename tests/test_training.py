@@ -320,6 +320,20 @@ def test_fine_tune_continues_from_trained_weights(tmp_path, tiny_data):
         training.fine_tune(result.model, x, y, xv, yv, learning_rate=-1, epochs=2)
 
 
+def test_fine_tune_rate_falls_to_zero_unless_asked_not_to(tmp_path, tiny_data):
+    x, y, xv, yv = tiny_data
+    model = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path, verbose=0).model
+    training.fine_tune(model, x, y, xv, yv, learning_rate=0.01, epochs=2, batch_size=16, verbose=0)
+    schedule = model.optimizer.learning_rate if callable(getattr(model.optimizer, "learning_rate", None)) \
+        else model.optimizer._learning_rate
+    steps = 2 * -(-len(x) // 16)
+    assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(steps)) == pytest.approx(0.0)
+    assert int(model.optimizer.iterations) == steps
+    training.fine_tune(model, x, y, xv, yv, learning_rate=0.01, epochs=1, batch_size=16,
+                       decay_to_zero=False, verbose=0)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
+
+
 def test_shipped_model_leaves_the_optimiser_behind(tmp_path, tiny_data):
     import zipfile
 

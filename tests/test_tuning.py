@@ -81,3 +81,11 @@ def test_search_reports_when_every_trial_fails(tiny, tmp_path, monkeypatch):
     # KerasTuner builds one candidate up front, so the error can also come straight through
     with pytest.raises((RuntimeError, ValueError), match="broken candidate"):
         tuning.search(x, y, xv, yv, max_trials=1, epochs=1, directory=tmp_path)
+
+
+def test_weight_decay_skips_biases_and_batch_norm():
+    model = tuning.build_candidate(width=8, seed=0)
+    decayed = {v.path: model.optimizer._use_weight_decay(v) for v in model.trainable_variables}
+    assert any(decayed.values())
+    for path, uses in decayed.items():
+        assert uses == (path.endswith("kernel")), path
