@@ -57,25 +57,37 @@ def runs_dir(default="../runs") -> Path:
 def find_trained_model(runs=None):
     """The model later notebooks and tools should use, and where it came from.
 
-    Looks for the fast model that notebook 04 saved (`runs/fast/best.keras`),
-    then the baseline's, then the model shipped in the repository's models/.
+    Looks for the fast model that notebook 04 or `cifar-train` saved
+    (`runs/fast/best.keras`), then the baseline's, then the model shipped in
+    the repository's models/.
 
     Args:
-        runs: the runs folder. Defaults to None: `runs_dir()`.
+        runs: the runs folder. Defaults to None: `runs_dir()` (notebooks, or
+            `$CIFAR_OUTPUT_DIR`), and, when that variable is unset, also
+            `runs/` below the working directory, where `cifar-train` writes
+            when started from the repository root (as `cifar-predict` and
+            `cifar-demo` usually are).
 
     Returns:
         `(path, description)`, or `(None, reason)` when there is none (for
         example a package installed without the repository); the caller then
         trains a small model.
     """
-    runs = Path(runs) if runs is not None else runs_dir()
-    for name in ("fast", "baseline_cnn"):
-        candidate = runs / name / "best.keras"
-        if candidate.exists():
-            return candidate, f"trained by notebook 04 ({candidate})"
+    if runs is not None:
+        folders = [Path(runs)]
+    else:
+        folders = [runs_dir()]
+        if not os.environ.get(OUTPUT_ENV_VAR) and Path("runs").resolve() != folders[0].resolve():
+            folders.append(Path("runs"))
+    for folder, who in zip(folders, ("notebook 04", "cifar-train")):
+        for name in ("fast", "baseline_cnn"):
+            candidate = folder / name / "best.keras"
+            if candidate.exists():
+                return candidate, f"trained by {who} ({candidate})"
     if SHIPPED_MODEL.exists():
         return SHIPPED_MODEL, f"shipped with the repository ({SHIPPED_MODEL})"
-    return None, f"no trained model in {runs} and none shipped at {SHIPPED_MODEL}"
+    where = " or ".join(str(f) for f in folders)
+    return None, f"no trained model in {where} and none shipped at {SHIPPED_MODEL}"
 
 
 def load_or_train(model_path=None, runs=None, x_train=None, y_train=None, seed=0, images=2000):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -289,6 +290,21 @@ def test_find_trained_model_prefers_notebook_runs(tmp_path, monkeypatch):
     (tmp_path / "runs" / "fast" / "best.keras").write_bytes(b"x")
     path, why = training.find_trained_model(tmp_path / "runs")
     assert path == tmp_path / "runs" / "fast" / "best.keras" and "notebook 04" in why
+
+
+def test_find_trained_model_from_the_repository_root(tmp_path, monkeypatch):
+    """cifar-train writes runs/ below the working directory; the tools look there too."""
+    monkeypatch.setattr(training, "SHIPPED_MODEL", tmp_path / "models" / "fast_net.keras")
+    monkeypatch.delenv("CIFAR_OUTPUT_DIR", raising=False)
+    repo = tmp_path / "repo"
+    (repo / "runs" / "fast").mkdir(parents=True)
+    (repo / "runs" / "fast" / "best.keras").write_bytes(b"x")
+    monkeypatch.chdir(repo)
+    path, why = training.find_trained_model()
+    assert path == Path("runs") / "fast" / "best.keras" and "cifar-train" in why
+    monkeypatch.setenv("CIFAR_OUTPUT_DIR", str(tmp_path / "elsewhere"))  # an explicit folder wins
+    path, why = training.find_trained_model()
+    assert path is None and str(tmp_path / "elsewhere") in why
 
 
 def test_load_or_train_never_leaves_a_notebook_without_a_model(tmp_path, monkeypatch):
