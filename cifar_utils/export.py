@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar_utils.inference import Classifier, measure_speed
-from cifar_utils.storage import atomic_save_model
+from cifar_utils.storage import atomic_save_model, atomic_write_bytes
 
 EXPORTS = ("keras", "saved_model", "tflite_float32", "tflite_float16", "tflite_int8")
 QUANTIZATIONS = ("float32", "float16", "int8")
@@ -137,14 +137,7 @@ def convert_tflite(saved_model_dir, path, quantization="float32", representative
         # Integer kernels only: a layer that cannot be quantised fails loudly here
         # instead of silently running in float.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    content = converter.convert()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tflite", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, converter.convert())
 
 
 def export_all(model, out_dir, representative_images=None, formats=EXPORTS, num_calibration=500, seed=0) -> dict:

@@ -24,8 +24,31 @@ def _temporary_path(path: Path, suffix: str) -> Path:
     return Path(name)
 
 
+def atomic_write_bytes(path, content: bytes) -> Path:
+    """Writes `content` to `path` atomically.
+
+    Args:
+        path: the target file; its folder is created when missing.
+        content: the bytes to write.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    tmp = _temporary_path(path, ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def atomic_write_text(path, text: str) -> Path:
-    """Writes `text` to `path` atomically.
+    """Writes `text` to `path` atomically, as UTF-8.
 
     Args:
         path: the target file; its folder is created when missing.
@@ -34,17 +57,7 @@ def atomic_write_text(path, text: str) -> Path:
     Returns:
         The path written.
     """
-    path = Path(path)
-    tmp = _temporary_path(path, ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path, obj) -> Path:
