@@ -204,21 +204,21 @@ def compare_formats(paths: dict, x, y, reference="keras", speed=True, speed_imag
     if reference not in paths:
         raise ValueError(f"the reference format {reference!r} is not among {list(paths)}")
     y = np.asarray(y).reshape(-1)
-    probs = {}
     rows = []
-    order = [reference] + [f for f in paths if f != reference]
-    for fmt in order:
+    ref = ref_accuracy = None
+    for fmt in [reference] + [f for f in paths if f != reference]:
         clf = Classifier(paths[fmt], batch_size=batch_size)
-        probs[fmt] = clf.predict_proba(x)
-        ref = probs[reference]
-        acc = float(np.mean(probs[fmt].argmax(-1) == y))
+        probs = clf.predict_proba(x)
+        acc = float(np.mean(probs.argmax(-1) == y))
+        if ref is None:  # the reference comes first
+            ref, ref_accuracy = probs, acc
         row = {
             "format": fmt,
             "size_mb": file_size(paths[fmt]) / 1e6,
             "accuracy": acc,
-            "accuracy_change": 100 * (acc - float(np.mean(ref.argmax(-1) == y))),
-            "agreement": float(np.mean(probs[fmt].argmax(-1) == ref.argmax(-1))),
-            "max_prob_diff": float(np.abs(probs[fmt] - ref).max()),
+            "accuracy_change": 100 * (acc - ref_accuracy),
+            "agreement": float(np.mean(probs.argmax(-1) == ref.argmax(-1))),
+            "max_prob_diff": float(np.abs(probs - ref).max()),
         }
         if speed:
             timing = measure_speed(clf, x[:speed_images], batch_size=batch_size)
