@@ -118,6 +118,15 @@ def _square_and_resize(image: Image.Image, size: int, crop: bool) -> Image.Image
     return image
 
 
+def _check_pixels(image: Image.Image) -> None:
+    pixels = image.width * image.height
+    if pixels > MAX_PIXELS:
+        raise ImageError(
+            f"the image is {image.width} x {image.height} = {pixels:,} pixels, above the "
+            f"limit of {MAX_PIXELS:,}; shrink it first"
+        )
+
+
 def _open(source) -> Image.Image:
     """A decoded PIL image from a path, bytes or a file object."""
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -136,12 +145,7 @@ def _open(source) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(source)
-            pixels = image.width * image.height
-            if pixels > MAX_PIXELS:
-                raise ImageError(
-                    f"the image is {image.width} x {image.height} = {pixels:,} pixels, above the "
-                    f"limit of {MAX_PIXELS:,}; shrink it first"
-                )
+            _check_pixels(image)  # before decoding: the header already tells the size
             # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: big photos load fast.
             image.draft(image.mode, (IMAGE_SIZE * 4, IMAGE_SIZE * 4))
             image.load()
@@ -225,11 +229,10 @@ def load_image(source, size=IMAGE_SIZE, crop=True) -> np.ndarray:
             return arr
         image = Image.fromarray(arr, "RGB")
     elif isinstance(source, Image.Image):
+        _check_pixels(source)
         image = source
     else:
         image = _open(source)
-    if image.width * image.height > MAX_PIXELS:
-        raise ImageError(f"the image is {image.width} x {image.height}, above {MAX_PIXELS:,} pixels")
     image = _square_and_resize(_to_rgb(image), size, crop)
     return np.asarray(image, dtype=np.uint8)
 
@@ -344,7 +347,6 @@ class Classifier:
             import keras
 
             import cifar_utils.layers  # noqa: F401  registers the custom layers
-            import cifar_utils.training  # noqa: F401  registers the schedule of compiled models
 
             return keras.saving.load_model(self.path, compile=False, safe_mode=True)
         if self.format == "saved_model":
