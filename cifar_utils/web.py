@@ -185,6 +185,13 @@ def create_app(classifier=None, model=None, top_k=5, max_upload_mb=DEFAULT_MAX_U
     ])
 
 
+def free_port(host="127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (the system picks it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 @contextlib.contextmanager
 def run_in_background(app, host="127.0.0.1", port=None, timeout=30):
     """Serves an app from a background thread, for a notebook or a script.
@@ -204,9 +211,7 @@ def run_in_background(app, host="127.0.0.1", port=None, timeout=30):
     import uvicorn
 
     if port is None:
-        with socket.socket() as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
+        port = free_port(host)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -7,7 +7,6 @@ unless CIFAR_REQUIRE_BROWSER=1 (CI sets it, after installing chromium).
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -97,15 +96,9 @@ def browser_or_skip():
     return chromium
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(model_path):
-    port = free_port()
+    port = web.free_port()
     cmd = [str(Path(sys.executable).with_name("cifar-demo")), "--model", str(model_path),
            "--port", str(port), "--top-k", "3", "--max-upload-mb", "0.05"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
