@@ -82,7 +82,7 @@ def main(argv=None):
 
     wall = time.perf_counter()
     source = data.locate_cifar10()
-    (x_train, y_train), (x_test, y_test) = data.load_cifar10(verbose=False)
+    (x_train, y_train), (x_test, y_test) = data.load_cifar10(source.path, verbose=False)
     (x_fit, _), _ = data.split_train_val(x_train, y_train)  # calibrate on training images only
     x_test, y_test = x_test[: args.test_images], y_test[: args.test_images]
     model = keras.saving.load_model(args.model, safe_mode=True)

@@ -10,9 +10,12 @@ One module per concern:
 - `cifar_utils.training`: compile and train a recipe in one call; the `cifar-train` command.
 - `cifar_utils.evaluation`: predictions, metrics, confusion matrices, calibration, Grad-CAM.
 - `cifar_utils.tuning`: KerasTuner search and regularisation ablations.
+- `cifar_utils.inference`: classify new images in any format; the `cifar-predict` command.
+- `cifar_utils.export`: SavedModel and TFLite exports and their comparison.
+- `cifar_utils.web`: the upload-and-classify web demo; the `cifar-demo` command.
 - `cifar_utils.storage`: atomic writes of models and histories.
 - `cifar_utils.device`: CPU/GPU detection, distribution strategy, mixed precision.
-- `cifar_utils.plots`: figures for data, augmentation, training and evaluation.
+- `cifar_utils.plots`: figures for data, augmentation, training, evaluation and deployment.
 - `cifar_utils.repro`: seeds, quick mode, and the run facts recorded with each result.
 
 Importing the package is cheap; TensorFlow loads when a module that needs it does.
