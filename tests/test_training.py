@@ -70,7 +70,7 @@ def test_schedules_start_peak_end(schedule, start, peak, end):
 def test_optimisers_and_weight_decay():
     sgd = training.make_optimizer(recipes.get_recipe("fast"), 10)
     assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov and sgd.momentum == 0.85
-    assert sgd.weight_decay == pytest.approx(1.3e-5)
+    assert sgd.weight_decay == pytest.approx(0.01)
     assert float(sgd.learning_rate) == pytest.approx(0.2 * 0.375)  # triangle starts at 0.2x
     adamw = training.make_optimizer(recipes.get_recipe("baseline_cnn"), 10)
     assert isinstance(adamw, keras.optimizers.AdamW)
@@ -109,6 +109,29 @@ def test_every_recipe_is_valid_and_builds():
 def test_nonsense_hyperparameters_are_refused(overrides, pattern):
     with pytest.raises(ValueError, match=pattern):
         recipes.get_recipe("fast", **overrides)
+
+
+def test_model_kwargs_overrides_merge_into_the_recipe():
+    recipe = recipes.get_recipe("fast", model_kwargs={"widths": [8, 16, 16]})
+    assert recipe.model_kwargs == {"bias_scale": 8, "widths": [8, 16, 16]}
+    assert recipes.get_recipe("fast", model_kwargs={"bias_scale": 1}).model_kwargs == {"bias_scale": 1}
+    assert recipes.RECIPES["fast"]["model_kwargs"] == {"bias_scale": 8}  # left untouched
+
+
+def test_weight_decay_shrinks_kernels_but_not_scaled_shifts():
+    from cifar_utils.models import build_fast_net
+
+    model = build_fast_net(widths=(8, 16, 16), bias_scale=8)
+    shift = model.get_layer("group1_shift1").bias
+    shift.assign(np.ones(shift.shape, "float32"))
+    kernel = model.get_layer("group1_conv1").kernel
+    before = keras.ops.convert_to_numpy(kernel).copy()
+    optimizer = training.make_optimizer(
+        recipes.get_recipe("fast", schedule="constant", momentum=0.0, nesterov=False), 10
+    )
+    optimizer.apply_gradients([(keras.ops.zeros_like(shift), shift), (keras.ops.zeros_like(kernel), kernel)])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(shift), 1.0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel), before * (1 - 0.375 * 0.01), rtol=1e-5)
 
 
 def test_unknown_recipe():
