@@ -57,3 +57,12 @@ def no_cifar_env(monkeypatch, tmp_path):
     """No $CIFAR10_DIR and an empty Keras home, so only explicit sources count."""
     monkeypatch.delenv("CIFAR10_DIR", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    """Random uint8 images with balanced labels: 64 to train on, 32 to validate on."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(96) % 10
+    return x[:64], y[:64], x[64:], y[64:]

@@ -26,14 +26,6 @@ def tiny_recipe(**overrides):
     return recipes.get_recipe("baseline_cnn", **{**TINY, "epochs": 2, **overrides})
 
 
-@pytest.fixture(scope="module")
-def tiny_data():
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8)
-    y = np.arange(96) % 10
-    return x[:64], y[:64], x[64:], y[64:]
-
-
 # --- schedules --------------------------------------------------------------------------
 
 

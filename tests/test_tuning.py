@@ -7,16 +7,8 @@ import pytest
 from cifar_utils import models, tuning
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (80, 32, 32, 3), dtype=np.uint8)
-    y = np.arange(80) % 10
-    return x[:64], y[:64], x[64:], y[64:]
-
-
-def test_one_trial_search_runs(tiny, tmp_path):
-    x, y, xv, yv = tiny
+def test_one_trial_search_runs(tiny_data, tmp_path):
+    x, y, xv, yv = tiny_data
     space = {"learning_rate": ("log", 1e-3, 1e-2), "width": ("choice", [8]),
              "augmentation": ("choice", ["none", "standard"])}
     tuner, table = tuning.search(x, y, xv, yv, max_trials=1, epochs=1, batch_size=32,
@@ -30,21 +22,21 @@ def test_one_trial_search_runs(tiny, tmp_path):
     assert model.output_shape == (None, 10)
 
 
-def test_search_rejects_no_budget(tiny, tmp_path):
-    x, y, xv, yv = tiny
+def test_search_rejects_no_budget(tiny_data, tmp_path):
+    x, y, xv, yv = tiny_data
     with pytest.raises(ValueError, match="received 0 and 1"):
         tuning.search(x, y, xv, yv, max_trials=0, epochs=1, directory=tmp_path)
 
 
-def test_bad_search_space(tiny, tmp_path):
-    x, y, xv, yv = tiny
+def test_bad_search_space(tiny_data, tmp_path):
+    x, y, xv, yv = tiny_data
     with pytest.raises(ValueError, match="unknown kind 'normal'"):
         tuning.search(x, y, xv, yv, max_trials=1, epochs=1, directory=tmp_path,
                       space={"dropout": ("normal", 0, 1)})
 
 
-def test_ablation_table(tiny):
-    x, y, xv, yv = tiny
+def test_ablation_table(tiny_data):
+    x, y, xv, yv = tiny_data
     variants = {"full": {"filters": (8, 16)}, "no dropout": {"filters": (8, 16), "dropout": 0.0}}
     table, histories = tuning.ablation(x, y, xv, yv, epochs=2, batch_size=32, variants=variants)
     assert list(table.index) == ["full", "no dropout"]
@@ -71,8 +63,8 @@ def test_transfer_errors():
         models.build_transfer(weights=None, image_size=16)
 
 
-def test_search_reports_when_every_trial_fails(tiny, tmp_path, monkeypatch):
-    x, y, xv, yv = tiny
+def test_search_reports_when_every_trial_fails(tiny_data, tmp_path, monkeypatch):
+    x, y, xv, yv = tiny_data
 
     def broken(**kwargs):
         raise ValueError("broken candidate")
