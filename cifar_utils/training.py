@@ -549,6 +549,16 @@ The best model of the "{recipe['name']}" recipe ({recipe['arch']}), shipped so t
 
 Reproduce: `{command}`
 
+Use it (paths relative to this card's folder): `cifar-predict --model {model_path.name} IMAGE...`, or in Python
+`cifar_utils.inference.Classifier("{model_path.name}")`, or with Keras alone after
+importing the package's layers (they register custom layers such as `ScaledBias`):
+
+```python
+import keras
+import cifar_utils.layers  # noqa: F401  registers the custom layers
+model = keras.saving.load_model("{model_path.name}", safe_mode=True)
+```
+
 The test set was used once, after training, for the accuracies above; the
 validation images chose nothing but the saved epoch. The offline copy's pixels are
 JPEG re-encoded, so accuracy on the official test set will differ slightly.

@@ -294,6 +294,26 @@ def test_ship_model_writes_model_and_card(tmp_path, tiny_data):
     np.testing.assert_array_equal(loaded.predict(xv, verbose=0), result.model.predict(xv, verbose=0))
 
 
+def test_model_card_snippet_loads_a_scaled_bias_model_in_a_fresh_process(tmp_path):
+    from cifar_utils.models import build_fast_net
+    from cifar_utils.storage import atomic_save_model
+
+    (tmp_path / "history.json").write_text(json.dumps({
+        "recipe": recipes.get_recipe("fast").to_dict(), "history": {"val_accuracy": [0.1]},
+        "run": {"train_seconds": 1.0, "cpu": "cpu", "cpu_cores": 2, "gpus": [], "precision": "float32",
+                "python": "3", "tensorflow": "2", "keras": "3", "numpy": "2", "seed": 0, "date": "d",
+                "train_images": 10, "val_images": 10, "best_val_accuracy": 0.1, "epochs": 1}}))
+    model = build_fast_net(widths=(8, 16, 16), bias_scale=8)
+    atomic_save_model(model, tmp_path / "fast_net.keras")
+    training.write_model_card(tmp_path, tmp_path / "fast_net.keras", 0.1, 0.1, "offline copy", "cmd")
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    snippet = card.split("```python\n")[1].split("```")[0]
+    code = snippet + "print(sorted({type(l).__name__ for l in model.layers}))\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ScaledBias" in out.stdout
+
+
 def test_find_trained_model_prefers_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "SHIPPED_MODEL", tmp_path / "models" / "fast_net.keras")
     path, why = training.find_trained_model(tmp_path / "runs")
