@@ -228,6 +228,7 @@ def load_image(source, size=IMAGE_SIZE, crop=True) -> np.ndarray:
         if arr.shape[:2] == (size, size):
             return arr
         image = Image.fromarray(arr, "RGB")
+        _check_pixels(image)
     elif isinstance(source, Image.Image):
         _check_pixels(source)
         image = source

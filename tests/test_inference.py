@@ -138,6 +138,9 @@ def test_too_many_pixels_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(inference, "MAX_PIXELS", 1000)
     with pytest.raises(ImageError, match="limit"):
         load_image(path)
+    for in_memory in (PICTURE, Image.fromarray(PICTURE)):  # arrays and PIL images too
+        with pytest.raises(ImageError, match="limit"):
+            load_image(in_memory)
 
 
 def bad_files(tmp_path):
