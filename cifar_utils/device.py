@@ -4,11 +4,17 @@
 it turns on GPU memory growth, picks a `tf.distribute` strategy
 (`MirroredStrategy` over several GPUs, the default strategy otherwise), and
 chooses mixed precision only where the GPU has tensor cores for it. On a
-machine without a GPU everything stays float32 on the CPU.
+machine without a GPU everything stays float32 on the CPU. With a `TF_CONFIG`
+cluster of several workers it trains across machines
+(`MultiWorkerMirroredStrategy`). Every GPU setting can be forced on the CPU
+(`mixed_precision="mixed_float16"`, `jit_compile=True`), which is how the
+tests rehearse the GPU path on machines without one.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import platform
 from dataclasses import dataclass
@@ -25,7 +31,7 @@ class DeviceSetup:
         strategy: the `tf.distribute.Strategy` to build and fit models under.
         precision_policy: the Keras dtype policy now global ("float32",
             "mixed_float16" or "mixed_bfloat16").
-        jit_compile: whether to compile models with XLA (True on a GPU).
+        jit_compile: whether to compile models with XLA (True on one GPU).
         description: one line naming the devices, for printing.
     """
 
@@ -115,9 +121,10 @@ def choose_strategy(devices=None) -> tf.distribute.Strategy:
             Defaults to None: every logical GPU.
 
     Returns:
-        A `MirroredStrategy` over two or more devices, a `OneDeviceStrategy`
-        for one explicitly named device, or the default strategy otherwise
-        (one GPU or the CPU, placed by TensorFlow).
+        A `MirroredStrategy` over two or more devices (the same object on every
+        call with the same devices), a `OneDeviceStrategy` for one explicitly
+        named device, or the default strategy otherwise (one GPU or the CPU,
+        placed by TensorFlow).
     """
     if devices is None:
         devices = [d.name for d in tf.config.list_logical_devices("GPU")]
@@ -128,24 +135,83 @@ def choose_strategy(devices=None) -> tf.distribute.Strategy:
         raise ValueError("devices must name at least one device; received an empty list.")
     if len(devices) == 1:
         return tf.distribute.OneDeviceStrategy(devices[0])
-    return tf.distribute.MirroredStrategy(devices=devices)
+    return _mirrored_strategy(tuple(devices))
 
 
-def setup_devices(mixed_precision="auto", memory_growth=True, devices=None, verbose=True):
+# One strategy per process and set of devices. A second MirroredStrategy over the same devices
+# starts its collective keys where the first did, and its all-reduces then fail ("Shape mismatch
+# in the collective instance") once a notebook trains a second model; TensorFlow also allows only
+# one MultiWorkerMirroredStrategy per process.
+@functools.lru_cache(maxsize=None)
+def _mirrored_strategy(devices: tuple) -> tf.distribute.Strategy:
+    return tf.distribute.MirroredStrategy(devices=list(devices))
+
+
+@functools.lru_cache(maxsize=None)
+def _multi_worker_strategy() -> tf.distribute.Strategy:
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def cluster_workers() -> int:
+    """Number of workers in the `TF_CONFIG` cluster this process belongs to.
+
+    `TF_CONFIG` is the JSON that `tf.distribute` reads to train across
+    machines, e.g. `{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+    "task": {"type": "worker", "index": 0}}` (README, "Several machines").
+
+    Returns:
+        The number of workers it lists; 0 when `TF_CONFIG` is unset or
+        names no workers.
+
+    Raises:
+        ValueError: when `TF_CONFIG` is not such a JSON object.
+    """
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return 0
+    try:
+        config = json.loads(raw)
+        workers = config.get("cluster", {}).get("worker", [])
+        task = config.get("task", {})
+    except (ValueError, AttributeError) as err:
+        raise ValueError(
+            "TF_CONFIG must be a JSON object like {\"cluster\": {\"worker\": [\"host:port\", ...]}, "
+            f"\"task\": {{\"type\": \"worker\", \"index\": 0}}}}; received {raw[:200]!r} ({err})."
+        ) from None
+    if not isinstance(workers, list) or (workers and not isinstance(task, dict)):
+        raise ValueError(f"TF_CONFIG: cluster.worker must be a list and task an object; received {raw[:200]!r}.")
+    return len(workers)
+
+
+def setup_devices(mixed_precision="auto", memory_growth=True, devices=None, jit_compile="auto",
+                  strategy=None, verbose=True):
     """Configures TensorFlow for the hardware at hand.
 
     Args:
         mixed_precision: "auto" (the policy of `mixed_precision_policy()`),
             True (same, but insist: ValueError without a suitable GPU), False
-            (float32), or a Keras policy name. Defaults to "auto".
+            (float32), or a Keras policy name. Defaults to "auto". A policy
+            name forces it anywhere, the CPU included: the tests rehearse
+            the GPU path this way.
         memory_growth: enable GPU memory growth. Defaults to True.
         devices: passed to `choose_strategy`. Defaults to None (all GPUs).
+        jit_compile: compile with XLA: "auto" (on one GPU only: XLA is slower
+            on CPUs, where it skips oneDNN's convolutions, and cannot compile a
+            step that spans several replicas), True (ValueError with several
+            replicas) or False. Defaults to "auto".
+        strategy: a `tf.distribute.Strategy` to use as it is, e.g. a
+            `TPUStrategy` (README, "TPUs"). Defaults to None: a
+            `MultiWorkerMirroredStrategy` when `TF_CONFIG` lists two or more
+            workers (call this first thing in the program then, before any
+            other TensorFlow work), else `choose_strategy(devices)`.
         verbose: print the chosen setup. Defaults to True.
 
     Returns:
         A `DeviceSetup` with the strategy, the dtype policy (also set as Keras's
         global policy), whether to use XLA, and a one-line description.
     """
+    if jit_compile not in ("auto", True, False):
+        raise ValueError(f"jit_compile must be 'auto', True or False; received {jit_compile!r}.")
     if memory_growth:
         enable_memory_growth()
     if mixed_precision == "auto" or mixed_precision is True:
@@ -164,12 +230,26 @@ def setup_devices(mixed_precision="auto", memory_growth=True, devices=None, verb
             f"mixed_precision must be 'auto', True, False or a policy name; received {mixed_precision!r}."
         )
     keras.mixed_precision.set_global_policy(policy)
-    strategy = choose_strategy(devices)
-    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    if strategy is None:
+        if cluster_workers() >= 2:
+            strategy = _multi_worker_strategy()
+        else:
+            strategy = choose_strategy(devices)
+    # Keras compiles the whole step, all replicas included, as one XLA program, and XLA
+    # cannot reach variables on other devices: XLA needs a single replica.
+    single = strategy.num_replicas_in_sync == 1
+    if jit_compile is True and not single:
+        raise ValueError(
+            f"jit_compile=True needs one replica; received a {type(strategy).__name__} with "
+            f"{strategy.num_replicas_in_sync}. XLA compiles Keras's whole training step and cannot "
+            "use variables on several devices: use jit_compile='auto' (off with several replicas)."
+        )
+    if jit_compile == "auto":
+        jit_compile = single and bool(tf.config.list_physical_devices("GPU"))
     setup = DeviceSetup(
         strategy=strategy,
         precision_policy=policy,
-        jit_compile=has_gpu,
+        jit_compile=jit_compile,
         description=describe_devices(),
     )
     if verbose:

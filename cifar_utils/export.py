@@ -15,6 +15,8 @@ Formats (`EXPORTS`):
 
 Every export keeps the model's interface: raw pixels 0-255, float32
 (N, 32, 32, 3) in, probabilities out; `inference.Classifier` loads any of them.
+A model trained under mixed precision is exported with float32 arithmetic
+(`models.float32_copy`): TFLite cannot convert 16-bit layers.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar_utils.inference import Classifier, measure_speed
+from cifar_utils.models import float32_copy
 from cifar_utils.storage import atomic_save_model, atomic_write_bytes
 
 EXPORTS = ("keras", "saved_model", "tflite_float32", "tflite_float16", "tflite_int8")
@@ -55,7 +58,8 @@ def export_saved_model(model, path) -> Path:
     an interrupted export never leaves half a SavedModel at `path`.
 
     Args:
-        model: a `keras.Model`.
+        model: a `keras.Model`; exported with float32 arithmetic
+            (`models.float32_copy`) whatever its dtype policy.
         path: the folder to create; an existing one is replaced.
 
     Returns:
@@ -65,6 +69,7 @@ def export_saved_model(model, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
+        model = float32_copy(model)  # TFLite cannot convert 16-bit arithmetic
         model.export(str(tmp / "sm"), format="tf_saved_model", verbose=False)
         if path.exists():
             shutil.rmtree(path)

@@ -498,6 +498,46 @@ def _model_macs(model) -> int:
     )
 
 
+_POLICY_CLASSES = ("DTypePolicy", "FloatDTypePolicy")
+
+
+def _float32_config(obj, key=None):
+    """A model config with every mixed dtype policy replaced by float32."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") in _POLICY_CLASSES and isinstance(obj.get("config"), dict):
+            return {**obj, "config": {**obj["config"], "name": "float32"}}
+        return {k: _float32_config(v, k) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_float32_config(v) for v in obj]
+    if key == "dtype" and isinstance(obj, str) and obj.startswith("mixed_"):
+        return "float32"
+    return obj
+
+
+def float32_copy(model):
+    """The model with float32 arithmetic everywhere, and the same weights.
+
+    A model trained under a mixed-precision policy (`mixed_float16` or
+    `mixed_bfloat16` on a GPU) computes in 16 bits, and its saved file says
+    so. That is right on the GPU, but TFLite cannot convert 16-bit arithmetic
+    and CPUs run it slowly. Exports and shipped models therefore use this
+    copy. The weights are float32 under every policy, so nothing is rounded.
+
+    Args:
+        model: a functional `keras.Model`.
+
+    Returns:
+        A new, uncompiled model with float32 layers and `model`'s weights.
+    """
+    import cifar_utils.layers  # noqa: F401  registers the custom layers for the rebuild
+
+    config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)  # an uncompiled copy: no optimiser, no loss scaling
+    copy = keras.saving.deserialize_keras_object(_float32_config(config))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def model_stats(models) -> "pandas.DataFrame":  # noqa: F821
     """Parameters and FLOPs of each model, as a table.
 

@@ -35,7 +35,7 @@ from keras import ops
 from cifar_utils import data as data_lib
 from cifar_utils import device, repro
 from cifar_utils.augment import pipeline_augment
-from cifar_utils.models import BUILDERS
+from cifar_utils.models import BUILDERS, float32_copy
 from cifar_utils.recipes import Recipe, get_recipe
 from cifar_utils.storage import atomic_save_model, atomic_write_json
 
@@ -593,9 +593,9 @@ def ship_model(model, run_dir, ship_dir, x_test, y_test, data_variant, command):
 
     recipe = json.loads((Path(run_dir) / "history.json").read_text())["recipe"]
     target = Path(ship_dir) / f"{recipe['arch']}.keras"
-    # An uncompiled copy: the optimiser's state (as large as the weights) is not shipped.
-    shipped = keras.Model.from_config(model.get_config())
-    shipped.set_weights(model.get_weights())
+    # An uncompiled float32 copy: the optimiser's state (as large as the weights) is not
+    # shipped, and a model trained under mixed precision on a GPU runs fast on a CPU too.
+    shipped = float32_copy(model)
     atomic_save_model(shipped, target)
     acc = evaluation.accuracy(model, x_test, y_test)
     acc_tta = evaluation.accuracy(model, x_test, y_test, tta=True)
