@@ -1,0 +1,94 @@
+"""Installs the course's helper package on Colab, keeping Colab's TensorFlow and Keras.
+
+Run by every notebook's install cell (`scripts/stamp_colab.py` writes it) from inside a clone of
+the repository, so that `models/`, `figures/` and the notebooks are there:
+
+    python scripts/colab_setup.py
+
+Colab comes with TensorFlow built for its GPUs. A plain `pip install` of a package with other
+TensorFlow bounds would replace it; here the preinstalled TensorFlow and Keras are pinned
+(a pip constraint) whenever they are releases the package supports, so pip can only add what
+is missing. Where one is older than supported, pip upgrades it and this script says to restart
+the runtime. `scripts/colab_rehearsal.sh` rehearses all of this on a machine without Colab.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KEPT = ("tensorflow", "keras")  # what Colab preinstalls and we must not replace
+
+
+def installed(name: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _version(text: str) -> tuple:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def bounds() -> dict:
+    """`{name: (oldest supported, newest tested)}` from pyproject.toml and requirements.txt."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    requirements = (ROOT / "requirements.txt").read_text()
+    found = {}
+    for name in KEPT:
+        low = re.search(rf'"{name}>=([\d.]+)', pyproject)
+        pin = re.search(rf"^{name}==([\d.]+)", requirements, re.MULTILINE)
+        if not (low and pin):
+            raise SystemExit(f"colab_setup: cannot find the {name} bounds in pyproject.toml / requirements.txt")
+        found[name] = (low.group(1), pin.group(1))
+    return found
+
+
+def main() -> int:
+    before = {name: installed(name) for name in KEPT}
+    constraints = []
+    restart = False
+    for name, (oldest, newest) in bounds().items():
+        have = before[name]
+        if have is None:
+            print(f"{name}: not installed; pip installs the newest release it can.")
+        elif _version(have) < _version(oldest):
+            print(f"{name} {have} is older than {oldest}, the oldest this course supports: pip upgrades it.")
+            restart = True
+        else:
+            constraints.append(f"{name}=={have}")
+            note = "" if _version(have) <= _version(newest) else f" (newer than {newest}, the newest tested)"
+            print(f"{name} {have}: kept{note}.")
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(constraints) + "\n")
+    try:
+        command = [sys.executable, "-m", "pip", "install", "-q", "-c", f.name, "-e", str(ROOT)]
+        print("$ pip install -e", ROOT.name, "with", ", ".join(constraints) or "no pins")
+        result = subprocess.run(command)
+    finally:
+        os.unlink(f.name)
+    if result.returncode != 0:
+        print("colab_setup: pip could not install the package; its message is above.", file=sys.stderr)
+        return result.returncode
+    after = {name: installed(name) for name in KEPT}
+    print(" | ".join(f"{name} {before[name]} -> {after[name]}" for name in KEPT))
+    if restart:
+        print("Restart the runtime (Runtime -> Restart session), then run the notebook again: "
+              "the running kernel still has the old TensorFlow or Keras loaded.")
+    if shutil.which("nvidia-smi") is None:
+        print("No GPU in this runtime: notebooks 04 and 06 train for about 15 minutes each on a CPU; "
+              "pick Runtime -> Change runtime type -> GPU for them.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
