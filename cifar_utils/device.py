@@ -183,6 +183,13 @@ def cluster_workers() -> int:
     return len(workers)
 
 
+def is_multi_worker(strategy) -> bool:
+    """Whether `strategy` trains across several machines (a `TF_CONFIG` cluster)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    return len(strategy.cluster_resolver.cluster_spec().as_dict().get("worker", [])) > 1
+
+
 def setup_devices(mixed_precision="auto", memory_growth=True, devices=None, jit_compile="auto",
                   strategy=None, verbose=True):
     """Configures TensorFlow for the hardware at hand.

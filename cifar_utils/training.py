@@ -347,6 +347,77 @@ def _build(recipe: Recipe, x_train, seed):
     return builder(**kwargs)
 
 
+def _fit_multi_worker(model, strategy, train_ds, val_ds, epochs, callbacks, verbose):
+    """`model.fit` across machines (`MultiWorkerMirroredStrategy`), which Keras 3's fit fails.
+
+    Keras 3.15's fit averages per-replica values in ways that break across workers (it asks
+    the strategy to reduce a whole (x, y) batch, and scalars along an axis they lack;
+    keras-team/keras#20585, still open). This loop does what fit does with Keras's own
+    `train_step` and `test_step` on every replica (gradients are all-reduced inside them),
+    averages the logs and, after each epoch, the batch-norm statistics across workers, and
+    drives the same callbacks, `BackupAndRestore` included. `get_next_as_optional` keeps the workers in step when their shares of the data
+    differ by a batch.
+
+    Returns:
+        The last epoch's logs.
+    """
+    import tensorflow as tf
+
+    def make(step):
+        @tf.function
+        def run(batch):
+            logs = strategy.run(step, args=(batch,))
+            return {name: strategy.reduce("MEAN", value, axis=None) for name, value in logs.items()}
+
+        return run
+
+    train_step, test_step = make(model.train_step), make(model.test_step)
+    # Batch-norm statistics are updated from each worker's own batches; average them after
+    # every epoch, so that validation, checkpoints and every worker see the same model.
+    statistics = [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
+
+    @tf.function
+    def average_statistics():
+        local = strategy.run(lambda: [tf.identity(v.value) for v in statistics])
+        return [strategy.reduce("MEAN", value, axis=None) for value in local]
+
+    def passes(dataset, step, on_begin=None, on_end=None):
+        logs, iterator, index = {}, iter(strategy.experimental_distribute_dataset(dataset)), 0
+        while True:
+            batch = iterator.get_next_as_optional()
+            if not batch.has_value():
+                return {name: float(value) for name, value in logs.items()}
+            if on_begin:
+                on_begin(index)
+            logs = step(batch.get_value())
+            if on_end:
+                on_end(index, logs)
+            index += 1
+
+    callback_list = keras.callbacks.CallbackList(
+        list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
+        verbose=verbose, epochs=epochs, steps=int(train_ds.cardinality()),
+    )
+    model.stop_training = False
+    callback_list.on_train_begin()
+    logs = {}
+    # BackupAndRestore sets this, as under fit, when it restored an interrupted run.
+    start = getattr(model, "_initial_epoch", None) or 0
+    for epoch in range(start, epochs):
+        model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        logs = passes(train_ds, train_step, callback_list.on_train_batch_begin, callback_list.on_train_batch_end)
+        for variable, value in zip(statistics, average_statistics()):
+            variable.assign(value)
+        model.reset_metrics()
+        logs.update({f"val_{name}": value for name, value in passes(val_ds, test_step).items()})
+        callback_list.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end(logs)
+    return logs
+
+
 def train(
     recipe,
     x_train,
@@ -372,7 +443,9 @@ def train(
         y_train: their labels, shape `(N,)` or `(N, 1)`.
         x_val: uint8 validation images, split from the training set.
         y_val: their labels.
-        output_dir: folder for the model files, history and backup.
+        output_dir: folder for the model files, history and backup. Across
+            machines (a `TF_CONFIG` cluster) worker 0 writes here and worker
+            N into `output_dir/workerN`.
         seed: seed of weights, shuffling and augmentation. Defaults to 0.
         setup: a `device.DeviceSetup`. Defaults to None: `setup_devices()`.
         verbose: Keras's fit verbosity; 2 prints one line per epoch.
@@ -392,7 +465,13 @@ def train(
         raise ValueError(
             f"need training and validation images; received {len(x_train)} and {len(x_val)}."
         )
+    setup = setup or device.setup_devices(verbose=False)
+    multi_worker = device.is_multi_worker(setup.strategy)
     output_dir = Path(output_dir)
+    if multi_worker and setup.strategy.cluster_resolver.task_id != 0:
+        # Every worker holds the same weights and saves them; worker 0 into output_dir, the
+        # others into a folder of their own (output_dir may be shared between machines).
+        output_dir = output_dir / f"worker{setup.strategy.cluster_resolver.task_id}"
     output_dir.mkdir(parents=True, exist_ok=True)
     backup_dir = output_dir / "backup"
     history_csv = output_dir / "history.csv"
@@ -400,7 +479,6 @@ def train(
     if not resuming:
         history_csv.unlink(missing_ok=True)  # a finished earlier run: start a new log
 
-    setup = setup or device.setup_devices(verbose=False)
     # Bit-for-bit repeatable on the CPU; on a GPU, deterministic kernels would cost speed.
     repro.set_seed(seed, deterministic=not setup.jit_compile)
     batch_size = recipe.batch_size
@@ -432,10 +510,13 @@ def train(
     all_callbacks.extend(callbacks)
 
     start = time.perf_counter()
-    model.fit(
-        train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=all_callbacks,
-        verbose=verbose, shuffle=False,  # the dataset shuffles itself, with the seed
-    )
+    if multi_worker:
+        _fit_multi_worker(model, setup.strategy, train_ds, val_ds, recipe.epochs, all_callbacks, verbose)
+    else:
+        model.fit(
+            train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=all_callbacks,
+            verbose=verbose, shuffle=False,  # the dataset shuffles itself, with the seed
+        )
     session_seconds = time.perf_counter() - start
     shutil.rmtree(backup_dir, ignore_errors=True)
 
@@ -621,15 +702,18 @@ def main(argv=None):
                         help="copy the final model to DIR/ARCH.keras with a model card, "
                              "after one evaluation on the test set")
     args = parser.parse_args(argv)
+    # First, before any other TensorFlow work: a TF_CONFIG cluster's strategy must start first.
+    setup = device.setup_devices()
+    worker = setup.strategy.cluster_resolver.task_id if device.is_multi_worker(setup.strategy) else 0
     overrides = {} if args.epochs is None else {"epochs": args.epochs}
     recipe = get_recipe(args.recipe, **overrides)
     output_dir = Path(args.output_dir or Path("runs") / args.recipe)
     (x, y), (x_test, y_test) = data_lib.load_cifar10(args.data_dir)
     (x_train, y_train), (x_val, y_val) = data_lib.split_train_val(x, y, args.val_fraction, seed=args.seed)
-    result = train(recipe, x_train, y_train, x_val, y_val, output_dir=output_dir, seed=args.seed)
+    result = train(recipe, x_train, y_train, x_val, y_val, output_dir=output_dir, seed=args.seed, setup=setup)
     print(f"trained {recipe.name}: best validation accuracy {result.run['best_val_accuracy']:.4f}, "
-          f"{result.run['train_seconds']:.0f} s; files in {output_dir}")
-    if args.ship:
+          f"{result.run['train_seconds']:.0f} s; files in {result.output_dir}")
+    if args.ship and worker == 0:  # across machines, worker 0 ships
         source = data_lib.locate_cifar10(args.data_dir)
         variant = "offline copy" if source.path and data_lib.is_offline_copy(source.path) else "official"
         command = " ".join(["cifar-train"] + list(argv if argv is not None else sys.argv[1:]))

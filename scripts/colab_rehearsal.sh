@@ -7,9 +7,17 @@
 #     place of the public one): it clones, runs scripts/colab_setup.py and installs the package;
 #  3. notebooks 01 and 05 run in quick mode from a folder standing in for Colab's /content;
 #  4. checks: TensorFlow and Keras were not reinstalled, notebook 05 used the shipped model.
+#  5. with --with-tests: the whole unit-test suite in that same environment, so that the lower
+#     bounds in pyproject.toml stay the oldest versions the tests pass on.
 # Needs the committed state of the repository (it is cloned) and, offline, ../shared/data.
-#   bash scripts/colab_rehearsal.sh
+#   bash scripts/colab_rehearsal.sh [--with-tests]
 set -euo pipefail
+with_tests=0
+case "${1:-}" in
+    --with-tests) with_tests=1 ;;
+    "") ;;
+    *) echo "usage: bash scripts/colab_rehearsal.sh [--with-tests]" >&2; exit 2 ;;
+esac
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"  # CIFAR10_DIR (offline copy) and the main .venv
 cd "$ROOT"
 
@@ -78,5 +86,16 @@ model = text("05_evaluation")
 assert "shipped with the repository" in model, "notebook 05 did not use the shipped model"
 print("rehearsal: the install cell kept TensorFlow; notebook 05 used the shipped model")
 PY
+if [ "$status" = 0 ] && [ "$with_tests" = 1 ]; then
+    clone="$work/content/$(basename "$ROOT")"
+    echo "rehearsal: the unit tests under tensorflow==$tf_min keras==$keras_min"
+    printf 'tensorflow==%s\nkeras==%s\n' "$tf_min" "$keras_min" > "$work/constraints.txt"
+    if ! "$venv/bin/python" -m pip install -q -c "$work/constraints.txt" -e "$clone[test]" > "$work/pip-test.log" 2>&1; then
+        tail -n 30 "$work/pip-test.log"; echo "rehearsal: installing the test extras failed" >&2; status=1
+    elif ! (cd "$clone" && env -u CIFAR_REQUIRE_BROWSER MPLBACKEND=Agg TF_CPP_MIN_LOG_LEVEL=2 \
+            "$venv/bin/python" -m pytest tests -q -p no:cacheprovider); then
+        status=1
+    fi
+fi
 [ "$status" = 0 ] && echo "rehearsal: passed" || echo "rehearsal: FAILED" >&2
 exit "$status"

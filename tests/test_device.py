@@ -1,14 +1,17 @@
 """cifar_utils.device on the CPU, the MirroredStrategy path with two logical CPUs."""
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
-from cifar_utils import device
+from cifar_utils import device, layers  # noqa: F401  layers registers ScaledBias for loading
 
 NO_GPU = not tf.config.list_physical_devices("GPU")
 
@@ -84,3 +87,52 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas 2" in result.stdout
+
+
+def test_two_workers_train_to_identical_weights(tmp_path):
+    """A TF_CONFIG cluster of two worker processes on this machine (loopback ports) trains the
+    fast recipe for a few steps, as `cifar-train` does on several machines."""
+    from cifar_utils.web import free_port
+
+    script = textwrap.dedent(
+        """
+        import sys
+        from cifar_utils import device, recipes, training
+        setup = device.setup_devices()  # first: the cluster's strategy starts before other work
+        import numpy as np
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (160, 32, 32, 3), dtype=np.uint8)
+        y = np.arange(160) % 10
+        recipe = recipes.get_recipe("fast", epochs=2, batch_size=32, model_kwargs={"widths": [16, 32, 32]})
+        training.train(recipe, x[:128], y[:128], x[128:], y[128:], sys.argv[1], setup=setup, verbose=0)
+        """
+    )
+    workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "run")], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    first = keras.saving.load_model(tmp_path / "run" / "final.keras", safe_mode=True, compile=False)
+    second = keras.saving.load_model(tmp_path / "run" / "worker1" / "final.keras", safe_mode=True, compile=False)
+    saved = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert saved["run"]["replicas"] == 2
+    assert saved["history"]["epoch"] == [0, 1] and np.all(np.isfinite(saved["history"]["loss"]))
+    for a, b in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    kernel = first.get_layer("group1_conv1").get_weights()[0]
+    assert np.abs(kernel).sum() > 0
+
+
+def test_tf_config_that_is_not_json_is_refused(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "{cluster: nope")
+    with pytest.raises(ValueError, match="TF_CONFIG must be a JSON object"):
+        device.cluster_workers()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}))
+    assert device.cluster_workers() == 2
+    monkeypatch.delenv("TF_CONFIG")
+    assert device.cluster_workers() == 0
