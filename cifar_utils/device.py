@@ -153,15 +153,15 @@ def _multi_worker_strategy() -> tf.distribute.Strategy:
 
 
 def cluster_workers() -> int:
-    """Number of workers in the `TF_CONFIG` cluster this process belongs to.
+    """Number of workers, a chief included, in the `TF_CONFIG` cluster of this process.
 
     `TF_CONFIG` is the JSON that `tf.distribute` reads to train across
     machines, e.g. `{"cluster": {"worker": ["host1:12345", "host2:12345"]},
     "task": {"type": "worker", "index": 0}}` (README, "Several machines").
 
     Returns:
-        The number of workers it lists; 0 when `TF_CONFIG` is unset or
-        names no workers.
+        The number of "chief" and "worker" tasks it lists; 0 when
+        `TF_CONFIG` is unset or names none.
 
     Raises:
         ValueError: when `TF_CONFIG` is not such a JSON object.
@@ -171,9 +171,10 @@ def cluster_workers() -> int:
         return 0
     try:
         config = json.loads(raw)
-        workers = config.get("cluster", {}).get("worker", [])
+        cluster = config.get("cluster", {})
+        workers = cluster.get("chief", []) + cluster.get("worker", [])
         task = config.get("task", {})
-    except (ValueError, AttributeError) as err:
+    except (ValueError, AttributeError, TypeError) as err:
         raise ValueError(
             "TF_CONFIG must be a JSON object like {\"cluster\": {\"worker\": [\"host:port\", ...]}, "
             f"\"task\": {{\"type\": \"worker\", \"index\": 0}}}}; received {raw[:200]!r} ({err})."
@@ -187,7 +188,23 @@ def is_multi_worker(strategy) -> bool:
     """Whether `strategy` trains across several machines (a `TF_CONFIG` cluster)."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return False
-    return len(strategy.cluster_resolver.cluster_spec().as_dict().get("worker", [])) > 1
+    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+    return len(cluster.get("chief", [])) + len(cluster.get("worker", [])) > 1
+
+
+def worker_folder(strategy) -> str:
+    """The sub-folder a worker of a cluster writes its files into; "" for the chief.
+
+    The chief is the "chief" task, or worker 0 in a cluster without one; on
+    one machine (any other strategy) the process is its own chief.
+    """
+    if not is_multi_worker(strategy):
+        return ""
+    resolver = strategy.cluster_resolver
+    has_chief = bool(resolver.cluster_spec().as_dict().get("chief"))
+    if resolver.task_type == "chief" or (not has_chief and resolver.task_id == 0):
+        return ""
+    return f"{resolver.task_type}{resolver.task_id}"
 
 
 def setup_devices(mixed_precision="auto", memory_growth=True, devices=None, jit_compile="auto",

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar_utils.inference import Classifier, measure_speed
-from cifar_utils.models import float32_copy
+from cifar_utils.models import computes_in_float32, float32_copy
 from cifar_utils.storage import atomic_save_model, atomic_write_bytes
 
 EXPORTS = ("keras", "saved_model", "tflite_float32", "tflite_float16", "tflite_int8")
@@ -69,7 +69,8 @@ def export_saved_model(model, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        model = float32_copy(model)  # TFLite cannot convert 16-bit arithmetic
+        if not computes_in_float32(model):
+            model = float32_copy(model)  # TFLite cannot convert 16-bit arithmetic
         model.export(str(tmp / "sm"), format="tf_saved_model", verbose=False)
         if path.exists():
             shutil.rmtree(path)
@@ -149,7 +150,8 @@ def export_all(model, out_dir, representative_images=None, formats=EXPORTS, num_
     """Exports a model to several formats in one folder.
 
     Args:
-        model: a `keras.Model` taking raw pixels (all builders here do).
+        model: a `keras.Model` taking raw pixels (all builders here do); a
+            mixed-precision model is exported with float32 arithmetic.
         out_dir: the folder to write into (created).
         representative_images: uint8 training images for int8 calibration;
             needed only when "tflite_int8" is asked for. Defaults to None.
@@ -163,6 +165,8 @@ def export_all(model, out_dir, representative_images=None, formats=EXPORTS, num_
     unknown = [f for f in formats if f not in EXPORTS]
     if unknown:
         raise ValueError(f"unknown export formats {unknown}; choose from {EXPORTS}")
+    if not computes_in_float32(model):
+        model = float32_copy(model)  # every format, the .keras file included, computes in float32
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}

@@ -514,6 +514,14 @@ def _float32_config(obj, key=None):
     return obj
 
 
+def computes_in_float32(model) -> bool:
+    """Whether every layer of `model` (nested models included) computes in float32."""
+    return all(
+        computes_in_float32(layer) if isinstance(layer, keras.Model) else layer.dtype_policy.name == "float32"
+        for layer in model.layers
+    )
+
+
 def float32_copy(model):
     """The model with float32 arithmetic everywhere, and the same weights.
 

@@ -355,7 +355,8 @@ def _fit_multi_worker(model, strategy, train_ds, val_ds, epochs, callbacks, verb
     keras-team/keras#20585, still open). This loop does what fit does with Keras's own
     `train_step` and `test_step` on every replica (gradients are all-reduced inside them),
     averages the logs and, after each epoch, the batch-norm statistics across workers, and
-    drives the same callbacks, `BackupAndRestore` included. `get_next_as_optional` keeps the workers in step when their shares of the data
+    drives the same callbacks, starting from the epoch `BackupAndRestore` restored as fit
+    does. `get_next_as_optional` keeps the workers in step when their shares of the data
     differ by a batch.
 
     Returns:
@@ -444,8 +445,8 @@ def train(
         x_val: uint8 validation images, split from the training set.
         y_val: their labels.
         output_dir: folder for the model files, history and backup. Across
-            machines (a `TF_CONFIG` cluster) worker 0 writes here and worker
-            N into `output_dir/workerN`.
+            machines (a `TF_CONFIG` cluster) the chief (or worker 0) writes
+            here and worker N into `output_dir/workerN`.
         seed: seed of weights, shuffling and augmentation. Defaults to 0.
         setup: a `device.DeviceSetup`. Defaults to None: `setup_devices()`.
         verbose: Keras's fit verbosity; 2 prints one line per epoch.
@@ -467,11 +468,9 @@ def train(
         )
     setup = setup or device.setup_devices(verbose=False)
     multi_worker = device.is_multi_worker(setup.strategy)
-    output_dir = Path(output_dir)
-    if multi_worker and setup.strategy.cluster_resolver.task_id != 0:
-        # Every worker holds the same weights and saves them; worker 0 into output_dir, the
-        # others into a folder of their own (output_dir may be shared between machines).
-        output_dir = output_dir / f"worker{setup.strategy.cluster_resolver.task_id}"
+    # Every worker of a cluster holds the same weights and saves them: the chief into
+    # output_dir, the others into a folder of their own (output_dir may be shared).
+    output_dir = Path(output_dir) / device.worker_folder(setup.strategy)
     output_dir.mkdir(parents=True, exist_ok=True)
     backup_dir = output_dir / "backup"
     history_csv = output_dir / "history.csv"
@@ -678,8 +677,10 @@ def ship_model(model, run_dir, ship_dir, x_test, y_test, data_variant, command):
     # shipped, and a model trained under mixed precision on a GPU runs fast on a CPU too.
     shipped = float32_copy(model)
     atomic_save_model(shipped, target)
-    acc = evaluation.accuracy(model, x_test, y_test)
-    acc_tta = evaluation.accuracy(model, x_test, y_test, tta=True)
+    # The file's own accuracy, computed outside any distribution strategy (across machines,
+    # only the first worker ships, and a prediction under the strategy would wait for the rest).
+    acc = evaluation.accuracy(shipped, x_test, y_test)
+    acc_tta = evaluation.accuracy(shipped, x_test, y_test, tta=True)
     write_model_card(run_dir, target, acc, acc_tta, data_variant, command)
     return target
 
@@ -704,7 +705,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     # First, before any other TensorFlow work: a TF_CONFIG cluster's strategy must start first.
     setup = device.setup_devices()
-    worker = setup.strategy.cluster_resolver.task_id if device.is_multi_worker(setup.strategy) else 0
+    chief = not device.worker_folder(setup.strategy)
     overrides = {} if args.epochs is None else {"epochs": args.epochs}
     recipe = get_recipe(args.recipe, **overrides)
     output_dir = Path(args.output_dir or Path("runs") / args.recipe)
@@ -713,7 +714,7 @@ def main(argv=None):
     result = train(recipe, x_train, y_train, x_val, y_val, output_dir=output_dir, seed=args.seed, setup=setup)
     print(f"trained {recipe.name}: best validation accuracy {result.run['best_val_accuracy']:.4f}, "
           f"{result.run['train_seconds']:.0f} s; files in {result.output_dir}")
-    if args.ship and worker == 0:  # across machines, worker 0 ships
+    if args.ship and chief:  # across machines, the chief alone ships
         source = data_lib.locate_cifar10(args.data_dir)
         variant = "offline copy" if source.path and data_lib.is_offline_copy(source.path) else "official"
         command = " ".join(["cifar-train"] + list(argv if argv is not None else sys.argv[1:]))

@@ -72,16 +72,18 @@ if [ "$before" != "$after" ]; then
     diff <(echo "$before") <(echo "$after") >&2 || true
     status=1
 fi
-"$venv/bin/python" - "$work/out" <<'PY' || status=1
+"$venv/bin/python" - "$work/out" "$tf_min" "$keras_min" <<'PY' || status=1
 import json, sys
 from pathlib import Path
 
-out = Path(sys.argv[1])
+out, tf_min, keras_min = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 def text(name):
     cells = json.loads((out / f"{name}.ipynb").read_text())["cells"]
     return "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
 setup = text("01_data_exploration")
-assert "tensorflow" in setup and "kept" in setup, "the install cell did not report keeping TensorFlow"
+for line in (f"tensorflow {tf_min}: kept.", f"keras {keras_min}: kept.",
+             f"tensorflow {tf_min} -> {tf_min} | keras {keras_min} -> {keras_min}"):
+    assert line in setup, f"the install cell did not print {line!r}"
 model = text("05_evaluation")
 assert "shipped with the repository" in model, "notebook 05 did not use the shipped model"
 print("rehearsal: the install cell kept TensorFlow; notebook 05 used the shipped model")

@@ -25,6 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 KEPT = ("tensorflow", "keras")  # what Colab preinstalls and we must not replace
+# TensorFlow also comes under other names (TPU and CPU builds, nightlies); pip cannot tell that
+# they satisfy `tensorflow`, so with one of them the package is installed without that requirement.
+TENSORFLOW_NAMES = ("tensorflow", "tensorflow-cpu", "tensorflow-tpu", "tf-nightly")
+RESTART = 3  # exit status: installed, but the runtime must be restarted
 
 
 def installed(name: str) -> str | None:
@@ -33,6 +37,26 @@ def installed(name: str) -> str | None:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def installed_tensorflow() -> tuple:
+    """`(distribution name, version)` of the TensorFlow installed, or `("tensorflow", None)`."""
+    for name in TENSORFLOW_NAMES:
+        version = installed(name)
+        if version is not None:
+            return name, version
+    return "tensorflow", None
+
+
+def dependencies_without_tensorflow() -> list:
+    """The package's requirements from pyproject.toml, TensorFlow left out."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        from pip._vendor import tomli as tomllib
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        requirements = tomllib.load(f)["project"]["dependencies"]
+    return [r for r in requirements if re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() != "tensorflow"]
 
 
 def _version(text: str) -> tuple:
@@ -77,25 +101,36 @@ def plan(have: dict, supported: dict) -> tuple:
 
 
 def main() -> int:
-    before = {name: installed(name) for name in KEPT}
+    tf_name, tf_version = installed_tensorflow()
+    before = {"tensorflow": tf_version, "keras": installed("keras")}
     constraints, messages, restart = plan(before, bounds())
     print("\n".join(messages))
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    if tf_name != "tensorflow" and not restart:
+        # pip would add a second TensorFlow beside tensorflow-tpu & co.: install around it.
+        print(f"TensorFlow is installed as {tf_name}: the package is installed without its "
+              "tensorflow requirement.")
+        steps = [dependencies_without_tensorflow(), ["--no-deps", "-e", str(ROOT)]]
+        constraints = [c for c in constraints if not c.startswith("tensorflow==")]
+    else:
+        steps = [["-e", str(ROOT)]]
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write("\n".join(constraints) + "\n")
     try:
-        command = [sys.executable, "-m", "pip", "install", "-q", "-c", f.name, "-e", str(ROOT)]
         print("$ pip install -e", ROOT.name, "with", ", ".join(constraints) or "no pins")
-        result = subprocess.run(command)
+        for step in steps:
+            result = subprocess.run(pip + ["-c", f.name] + step)
+            if result.returncode != 0:
+                print("colab_setup: pip could not install the package; its message is above.", file=sys.stderr)
+                return result.returncode
     finally:
         os.unlink(f.name)
-    if result.returncode != 0:
-        print("colab_setup: pip could not install the package; its message is above.", file=sys.stderr)
-        return result.returncode
-    after = {name: installed(name) for name in KEPT}
+    after = {"tensorflow": installed_tensorflow()[1], "keras": installed("keras")}
     print(" | ".join(f"{name} {before[name]} -> {after[name]}" for name in KEPT))
     if restart:
         print("Restart the runtime (Runtime -> Restart session), then run the notebook again: "
               "the running kernel still has the old TensorFlow or Keras loaded.")
+        return RESTART
     if shutil.which("nvidia-smi") is None:
         print("No GPU in this runtime: notebooks 04 and 06 took about 15 minutes each on 2 CPU cores "
               "(measured on an AMD EPYC); pick Runtime -> Change runtime type -> GPU for them.")

@@ -60,7 +60,9 @@ import sys
 
 REPOSITORY = {json.dumps(repo)}  # stamped from pyproject.toml by scripts/stamp_colab.py
 if "google.colab" in sys.modules:
-    if not os.path.isdir("../cifar_utils"):  # not yet in the course's notebooks/ folder
+    if os.path.isdir("cifar_utils") and os.path.isdir("notebooks"):
+        os.chdir("notebooks")  # started in the course's root folder
+    if not os.path.isdir("../cifar_utils"):  # not in the course's notebooks/ folder yet
         REPOSITORY = os.environ.get("CIFAR_REPOSITORY", REPOSITORY)  # a local clone, in rehearsals
         if not REPOSITORY:
             raise SystemExit(
@@ -69,9 +71,16 @@ if "google.colab" in sys.modules:
             )
         clone = os.path.basename(REPOSITORY.rstrip("/")).removesuffix(".git")
         if not os.path.isdir(clone):
-            subprocess.run(["git", "clone", "--depth", "1", REPOSITORY, clone], check=True)
+            command = ["git", "clone", "--depth", "1", "--branch", "{BRANCH}", REPOSITORY, clone]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"git clone {{REPOSITORY}} failed: {{done.stderr.strip()}}")
         os.chdir(os.path.join(clone, "notebooks"))
-    subprocess.run([sys.executable, "../scripts/colab_setup.py"], check=True)
+    # Colab shows only what Python prints, not a child process's output: print it here.
+    done = subprocess.run([sys.executable, "../scripts/colab_setup.py"], capture_output=True, text=True)
+    print(done.stdout + done.stderr)
+    if done.returncode:
+        raise SystemExit("Stopped: do what the message above says, then run this cell again.")
     import site
 
     for folder in site.getsitepackages():

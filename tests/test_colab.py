@@ -43,7 +43,8 @@ def test_no_address_we_do_not_own_anywhere():
     found = []
     for name in tracked:
         path = ROOT / name
-        if path.suffix in (".keras", ".tflite", ".png") or not path.is_file():
+        # This file names made-up addresses on purpose, to test the stamping with them.
+        if path.suffix in (".keras", ".tflite", ".png") or not path.is_file() or path == Path(__file__):
             continue
         text = path.read_text(errors="ignore")
         found += [f"{name}: {m.group(0)}" for m in pattern.finditer(text) if not (repo and repo in m.group(0))]
@@ -86,6 +87,22 @@ def test_install_cell_without_an_address_says_what_to_do(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # nothing cloned, nothing installed
 
 
+def test_install_cell_from_the_course_root_installs_without_cloning(tmp_path, monkeypatch):
+    """Started in the course's root folder: no nested clone; colab_setup's output is printed
+    (Colab shows only what Python prints) and a failure stops the cell with a sentence."""
+    for folder in ("cifar_utils", "notebooks", "scripts"):
+        (tmp_path / folder).mkdir()
+    setup = tmp_path / "scripts" / "colab_setup.py"
+    setup.write_text("import sys\nprint('setup ran')\nsys.exit(3)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    printed = []
+    with pytest.raises(SystemExit, match="do what the message above says"):
+        exec(compile(stamp_colab.install_cell(""), "install cell", "exec"), {"print": printed.append})
+    assert Path.cwd() == tmp_path / "notebooks" and "setup ran" in printed[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar_utils", "notebooks", "scripts"]
+
+
 def test_install_cell_does_nothing_outside_colab(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
@@ -102,6 +119,13 @@ def test_colab_setup_keeps_supported_versions_and_upgrades_old_ones():
     assert "newer than 2.21.0" in messages[0] and "older than 3.15.0" in messages[1]
     constraints, messages, restart = colab_setup.plan({"tensorflow": None, "keras": None}, supported)
     assert constraints == [] and "not installed" in messages[0]
+
+
+def test_colab_setup_installs_around_other_tensorflow_builds():
+    """tensorflow-tpu & co. satisfy the package, but pip cannot know: leave tensorflow out."""
+    deps = colab_setup.dependencies_without_tensorflow()
+    assert deps and not any(d.lower().startswith("tensorflow") and not d.lower().startswith("tensorboard") for d in deps)
+    assert any(d.startswith("keras>=") for d in deps)
 
 
 def test_colab_setup_reads_the_bounds_the_package_declares():

@@ -134,5 +134,9 @@ def test_tf_config_that_is_not_json_is_refused(monkeypatch):
         device.cluster_workers()
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}))
     assert device.cluster_workers() == 2
+    chief = {"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(chief))
+    assert device.cluster_workers() == 2  # the chief is a worker too
     monkeypatch.delenv("TF_CONFIG")
     assert device.cluster_workers() == 0
+    assert device.worker_folder(tf.distribute.get_strategy()) == ""  # one machine: its own chief
