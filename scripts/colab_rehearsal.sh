@@ -53,6 +53,8 @@ mkdir -p "$work/stub/google/colab" "$work/content" "$work/out"
 : > "$work/stub/google/colab/__init__.py"
 echo "import google.colab  # noqa: F401  the rehearsal's stand-in" > "$work/stub/sitecustomize.py"
 cp notebooks/01_data_exploration.ipynb notebooks/05_evaluation.ipynb "$work/content/"
+# The clone's tests compare pixels with ../shared/data, as in the repository's own checkout.
+[ -d "$ROOT/../shared" ] && ln -s "$(cd "$ROOT/../shared" && pwd)" "$work/content/shared"
 
 status=0
 for nb in 01_data_exploration 05_evaluation; do
@@ -81,6 +83,12 @@ def text(name):
     cells = json.loads((out / f"{name}.ipynb").read_text())["cells"]
     return "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
 setup = text("01_data_exploration")
+cell = next(c for c in json.loads((out / "01_data_exploration.ipynb").read_text())["cells"]
+            if "colab-setup" in c["metadata"].get("tags", []))
+printed = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []))
+print("rehearsal: what the install cell printed in notebook 01:")
+print("\n".join("    " + line for line in printed.splitlines() if line.strip() and "WARNING: Location" not in line
+                 and not line.startswith("\x1b")))
 for line in (f"tensorflow {tf_min}: kept.", f"keras {keras_min}: kept.",
              f"tensorflow {tf_min} -> {tf_min} | keras {keras_min} -> {keras_min}"):
     assert line in setup, f"the install cell did not print {line!r}"
