@@ -48,28 +48,36 @@ def installed_tensorflow() -> tuple:
     return "tensorflow", None
 
 
-def dependencies_without_tensorflow() -> list:
-    """The package's requirements from pyproject.toml, TensorFlow left out."""
+def _version(text: str) -> tuple:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def dependencies() -> list:
+    """The package's requirements, as pyproject.toml lists them."""
     try:
         import tomllib
     except ImportError:  # Python 3.10
         from pip._vendor import tomli as tomllib
     with open(ROOT / "pyproject.toml", "rb") as f:
-        requirements = tomllib.load(f)["project"]["dependencies"]
-    return [r for r in requirements if re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() != "tensorflow"]
+        return tomllib.load(f)["project"]["dependencies"]
 
 
-def _version(text: str) -> tuple:
-    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+def _name(requirement: str) -> str:
+    return re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower()
+
+
+def dependencies_without_tensorflow() -> list:
+    """The package's requirements from pyproject.toml, TensorFlow left out."""
+    return [r for r in dependencies() if _name(r) != "tensorflow"]
 
 
 def bounds() -> dict:
     """`{name: (oldest supported, newest tested)}` from pyproject.toml and requirements.txt."""
-    pyproject = (ROOT / "pyproject.toml").read_text()
+    lows = {_name(r): re.search(r">=([\d.]+)", r) for r in dependencies()}
     requirements = (ROOT / "requirements.txt").read_text()
     found = {}
     for name in KEPT:
-        low = re.search(rf'"{name}>=([\d.]+)', pyproject)
+        low = lows.get(name)
         pin = re.search(rf"^{name}==([\d.]+)", requirements, re.MULTILINE)
         if not (low and pin):
             raise SystemExit(f"colab_setup: cannot find the {name} bounds in pyproject.toml / requirements.txt")
