@@ -114,7 +114,8 @@ def search(x_train, y_train, x_val, y_val, max_trials=10, epochs=5, batch_size=1
     train_ds = make_dataset(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed,
                             num_classes=NUM_CLASSES)
     val_ds = make_dataset(x_val, y_val, batch_size=batch_size, num_classes=NUM_CLASSES)
-    tuner.search(train_ds, validation_data=val_ds, epochs=epochs, verbose=0)
+    # shuffle=False: the dataset shuffles itself, with the seed (fit's default warns otherwise).
+    tuner.search(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False)
     results = results_table(tuner)
     if results.empty:  # KerasTuner records a failing trial and moves on: say why instead
         messages = [getattr(t, "message", None) for t in tuner.oracle.trials.values()]
