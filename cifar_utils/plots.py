@@ -344,6 +344,36 @@ def plot_schedules(schedules, total_steps, save_to=None):
     return _finish(fig, save_to)
 
 
+def plot_lr_find(result, save_to=None):
+    """The learning-rate range test: loss against learning rate, with the suggestion.
+
+    Args:
+        result: a `training.LRFindResult`.
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(result.learning_rates, result.losses, color="0.75", lw=1, label="loss of each batch")
+    ax.plot(result.learning_rates, result.smoothed, color="C0", lw=2, label="smoothed")
+    ax.axvline(result.suggestion, color="C2", ls="--",
+               label=f"steepest fall: {result.suggestion:.2g}")
+    ax.axvline(result.min_loss_rate / 10, color="C1", ls=":",
+               label=f"minimum / 10: {result.min_loss_rate / 10:.2g}")
+    ax.set_xscale("log")
+    if len(result.smoothed):  # the blow-up at the end would squash the rest of the curve
+        finite = np.concatenate([result.losses[np.isfinite(result.losses)], result.smoothed])
+        ax.set_ylim(max(0.0, finite.min() * 0.9), np.percentile(result.smoothed, 95) * 1.2)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.set_title("Learning-rate range test")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _finish(fig, save_to)
+
+
 def plot_confusion_matrix(matrix, class_names=CLASS_NAMES, normalized=False, title=None, save_to=None):
     """Draws a confusion matrix as a seaborn heatmap with class names.
 

@@ -403,3 +403,62 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# --- learning-rate finder ---------------------------------------------------------------
+
+
+def _colour_problem(n=640, seed=0):
+    """Images whose class is their colour, plus noise: easy, so rates alone decide the pace."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 10
+    colours = rng.integers(40, 216, (10, 3))
+    x = colours[y][:, None, None, :] + rng.normal(0, 40, (n, 32, 32, 3))
+    return np.clip(x, 0, 255).astype(np.uint8), y
+
+
+def _tiny_cnn():
+    from cifar_utils import models
+
+    keras.utils.set_random_seed(0)
+    return models.build_baseline_cnn(filters=(8, 16), dense_units=16, dropout=0.0)
+
+
+def test_lr_find_suggests_the_rate_that_trains_fastest():
+    from cifar_utils import data, plots
+
+    x, y = _colour_problem()
+    model = _tiny_cnn()
+    before = [w.copy() for w in model.get_weights()]
+    result = training.lr_find(model, x, y, start_lr=1e-4, end_lr=10.0, steps=80, batch_size=64)
+    for a, b in zip(before, model.get_weights()):  # the weights are put back
+        np.testing.assert_array_equal(a, b)
+    n = len(result.losses)
+    assert 10 <= n <= 80 and len(result.learning_rates) == len(result.smoothed) == n
+    ratios = result.learning_rates[1:] / result.learning_rates[:-1]
+    np.testing.assert_allclose(ratios, ratios[0])  # exponential growth
+    assert 1e-4 <= result.suggestion <= 10.0
+
+    # Independently: the rate of a half-decade grid that lowers the loss most in 20 steps.
+    ds = data.make_dataset(x, y, batch_size=64, shuffle=True, seed=0, num_classes=10).repeat()
+    batches = list(ds.take(20))
+    grid = 10.0 ** np.arange(-4, 1.01, 0.5)
+    final = []
+    for rate in grid:
+        candidate = _tiny_cnn()
+        candidate.compile(keras.optimizers.SGD(rate, momentum=0.9, nesterov=True),
+                          keras.losses.CategoricalCrossentropy())
+        for bx, by in batches:
+            loss = float(np.asarray(candidate.train_on_batch(bx, by)).reshape(-1)[0])
+        final.append(loss if np.isfinite(loss) else np.inf)
+    best = grid[int(np.argmin(final))]
+    assert abs(np.log10(result.suggestion) - np.log10(best)) <= 1.0, (result.suggestion, best, final)
+    plots.plot_lr_find(result)
+
+
+def test_lr_find_refuses_nonsense():
+    x, y = _colour_problem(64)
+    with pytest.raises(ValueError, match="start_lr"):
+        training.lr_find(_tiny_cnn(), x, y, start_lr=1.0, end_lr=0.1)
+    with pytest.raises(ValueError, match="steps"):
+        training.lr_find(_tiny_cnn(), x, y, steps=3)
