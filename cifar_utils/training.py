@@ -666,14 +666,18 @@ def lr_find(model, x_train, y_train, start_lr=1e-5, end_lr=10.0, steps=200, batc
         for step, (x, y) in zip(range(steps), dataset):
             model.optimizer.learning_rate = float(rates[step])
             loss = float(np.asarray(model.train_on_batch(x, y)).reshape(-1)[0])
+            if not np.isfinite(loss):
+                break  # diverged all the way: keep the curve finite
             losses.append(loss)
             average = smoothing * average + (1 - smoothing) * loss
             smoothed.append(average / (1 - smoothing ** (step + 1)))
             best = min(best, smoothed[-1])
-            if not np.isfinite(loss) or max(loss, smoothed[-1]) > diverge * best:
+            if max(loss, smoothed[-1]) > diverge * best:
                 break  # diverged: a larger rate only makes it worse
     finally:
         model.set_weights(weights)
+    if not losses:
+        raise ValueError(f"the loss was not finite at the first rate, start_lr={start_lr}: lower start_lr.")
     smoothed = np.asarray(smoothed)
     n, lowest = len(smoothed), int(np.argmin(smoothed))
     # The steepest fall of the smoothed loss against log(rate) before its minimum, measured

@@ -462,3 +462,11 @@ def test_lr_find_refuses_nonsense():
         training.lr_find(_tiny_cnn(), x, y, start_lr=1.0, end_lr=0.1)
     with pytest.raises(ValueError, match="steps"):
         training.lr_find(_tiny_cnn(), x, y, steps=3)
+
+
+def test_lr_find_stops_when_the_loss_blows_up():
+    x, y = _colour_problem(256)
+    result = training.lr_find(_tiny_cnn(), x, y, start_lr=1e-2, end_lr=1e8, steps=40, batch_size=64)
+    assert len(result.losses) < 40  # stopped before the last, absurd rates
+    assert np.all(np.isfinite(result.losses)) and np.all(np.isfinite(result.smoothed))
+    assert np.isfinite(result.suggestion) and result.suggestion <= result.learning_rates[-1]
