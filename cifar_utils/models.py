@@ -537,8 +537,6 @@ def float32_copy(model):
     Returns:
         A new, uncompiled model with float32 layers and `model`'s weights.
     """
-    import cifar_utils.layers  # noqa: F401  registers the custom layers for the rebuild
-
     config = keras.saving.serialize_keras_object(model)
     config.pop("compile_config", None)  # an uncompiled copy: no optimiser, no loss scaling
     copy = keras.saving.deserialize_keras_object(_float32_config(config))

@@ -618,9 +618,9 @@ def lr_find(model, x_train, y_train, start_lr=1e-5, end_lr=10.0, steps=200, batc
     `lr_find`). The loss first barely moves (rate too small), then falls,
     then explodes (rate too large); a good peak rate is where it falls
     fastest. The run stops early once a batch's loss, or the smoothed loss,
-    exceeds `diverge` times the lowest smoothed loss. The model's weights are restored afterwards, but it is
-    left compiled with this SGD: compile it again (`train` does) before
-    training.
+    exceeds `diverge` times the lowest smoothed loss. The model's weights are
+    restored afterwards, but it is left compiled with this SGD: compile it
+    again (`train` does) before training.
 
         result = training.lr_find(model, x_train, y_train)
         plots.plot_lr_find(result)
