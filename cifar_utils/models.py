@@ -515,10 +515,15 @@ def _float32_config(obj, key=None):
 
 
 def computes_in_float32(model) -> bool:
-    """Whether every layer of `model` (nested models included) computes in float32."""
+    """Whether every layer of `model` (nested models included) computes in float32.
+
+    Input layers compute nothing; they take the global policy when rebuilt, so they are
+    left out.
+    """
     return all(
         computes_in_float32(layer) if isinstance(layer, keras.Model) else layer.dtype_policy.name == "float32"
         for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
     )
 
 

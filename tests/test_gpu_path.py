@@ -91,6 +91,11 @@ def test_scaled_bias_and_whitening_under_each_policy(policy, tiny_data):
     # The whitened patches keep their scale in 16 bits: no overflow to inf in float16.
     whitened = keras.Model(model.input, model.get_layer("whiten").output)(x.astype("float32"))
     assert np.all(np.isfinite(np.asarray(whitened, dtype=np.float32)))
+    # The float32 copy (exports, shipped models) computes in float32 even under a mixed policy.
+    assert models.computes_in_float32(model) == (policy == "float32")
+    copy = models.float32_copy(model)
+    assert models.computes_in_float32(copy)
+    np.testing.assert_allclose(np.asarray(copy(x.astype("float32"))), probs, atol=0.05)
 
 
 def test_loss_scaling_under_mixed_float16_recovers_tiny_gradients():
