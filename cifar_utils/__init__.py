@@ -18,7 +18,15 @@ One module per concern:
 - `cifar_utils.plots`: figures for data, augmentation, training, evaluation and deployment.
 - `cifar_utils.repro`: seeds, quick mode, and the run facts recorded with each result.
 
-Importing the package is cheap; TensorFlow loads when a module that needs it does.
+- `cifar_utils.tf_logs`: keeps TensorFlow's C++ start-up lines out of notebooks.
+
+Importing the package is cheap; TensorFlow loads when a module that needs it does. Importing
+it first applies `tf_logs.quiet_tensorflow()`, which must run before TensorFlow is imported
+(set `CIFAR_TF_LOGS=1` to see all of TensorFlow's log lines).
 """
+
+from cifar_utils import tf_logs as _tf_logs
+
+_tf_logs.quiet_tensorflow()
 
 __version__ = "0.1.0"

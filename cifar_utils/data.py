@@ -100,7 +100,33 @@ class DataSource:
             "keras_cache": "the Keras dataset cache",
             "keras_download": "keras.datasets.cifar10.load_data() (download)",
         }[self.kind]
-        return f"{where}: {self.path}" if self.path is not None else where
+        return f"{where}: {display_path(self.path)}" if self.path is not None else where
+
+
+def display_path(path) -> str:
+    """A path as it may be shown in a committed output: never the machine's absolute path.
+
+    Relative to the working directory when the path lies below it, or when both lie in
+    the repository (a notebook shows `../.cache/cifar10/...`); `<repository>/...` for a path
+    in the repository seen from outside it; `~/...` below the home folder; otherwise only
+    the last name, after `.../`.
+
+    Args:
+        path: a path.
+
+    Returns:
+        The path as text.
+    """
+    path, cwd = Path(path).resolve(), Path.cwd().resolve()
+    root = Path(__file__).resolve().parent.parent
+    if path.is_relative_to(cwd) or (path.is_relative_to(root) and cwd.is_relative_to(root)):
+        return os.path.relpath(path, cwd)
+    if path.is_relative_to(root):
+        return str(Path("<repository>") / path.relative_to(root))
+    home = Path.home().resolve()
+    if path.is_relative_to(home):
+        return str(Path("~") / path.relative_to(home))
+    return f".../{path.name}"
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):

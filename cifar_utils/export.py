@@ -21,12 +21,14 @@ A model trained under mixed precision is exported with float32 arithmetic
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from cifar_utils.inference import Classifier, measure_speed
 from cifar_utils.models import computes_in_float32, float32_copy
@@ -71,7 +73,13 @@ def export_saved_model(model, path) -> Path:
     try:
         if not computes_in_float32(model):
             model = float32_copy(model)  # TFLite cannot convert 16-bit arithmetic
-        model.export(str(tmp / "sm"), format="tf_saved_model", verbose=False)
+        logger = tf.get_logger()  # SavedModel logs "INFO: Assets written to <temporary path>"
+        level = logger.level
+        logger.setLevel(max(level, logging.WARNING))
+        try:
+            model.export(str(tmp / "sm"), format="tf_saved_model", verbose=False)
+        finally:
+            logger.setLevel(level)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp / "sm", path)
@@ -125,8 +133,6 @@ def convert_tflite(saved_model_dir, path, quantization="float32", representative
     Returns:
         `path` as a `Path`.
     """
-    import tensorflow as tf
-
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}; received {quantization!r}")
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))

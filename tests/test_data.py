@@ -2,6 +2,7 @@
 
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -388,3 +389,18 @@ def test_normalisation_layer_and_function_agree_under_mixed_precision():
         assert data.normalize_images(x).dtype.name == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_display_path_never_shows_the_machines_absolute_path(tmp_path, monkeypatch):
+    from cifar_utils.data import display_path
+
+    root = Path(data.__file__).resolve().parent.parent
+    monkeypatch.chdir(root / "notebooks")
+    assert display_path(root / ".cache" / "cifar10") == "../.cache/cifar10"
+    monkeypatch.chdir(tmp_path)
+    assert display_path(tmp_path / "a" / "b") == "a/b"
+    assert display_path(root / ".cache") == "<repository>/.cache"
+    assert display_path("/nowhere/known/folder") == ".../folder"
+    monkeypatch.setenv("HOME", str(tmp_path.parent))
+    monkeypatch.chdir(root)
+    assert display_path(tmp_path / "x") == f"~/{tmp_path.name}/x"
