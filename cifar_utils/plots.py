@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import ticker
 
 from cifar_utils.data import CLASS_NAMES
 
@@ -187,11 +188,11 @@ def figures_dir(default="../figures") -> Path:
 
 
 def _label_text(weights, class_names):
-    """'cat' for a one-hot label, 'cat .72 / dog .28' for a mixed one."""
+    """'cat' for a one-hot label, 'cat .72' over 'dog .28' (two lines) for a mixed one."""
     order = np.argsort(weights)[::-1]
     if weights[order[1]] < 0.01:
         return class_names[order[0]]
-    return " / ".join(f"{class_names[i]} {weights[i]:.2f}".replace(" 0.", " .") for i in order[:2])
+    return "\n".join(f"{class_names[i]} {weights[i]:.2f}".replace(" 0.", " .") for i in order[:2])
 
 
 def _augmented(x, y, indices, policy, seed, repeats):
@@ -255,7 +256,10 @@ def plot_augmentations(
 
 
 def plot_augmented_grid(x, y, policy, n=16, ncols=8, seed=0, class_names=CLASS_NAMES, save_to=None):
-    """The first `n` images after one pass of a policy, titled with their labels.
+    """The first `n` images after one pass of a policy, each below its original.
+
+    Rows alternate: originals (titled with their class), then the same images augmented
+    (titled with their label after augmentation, which MixUp and CutMix blend).
 
     Args:
         x: uint8 images, shape `(N, 32, 32, 3)`.
@@ -272,16 +276,28 @@ def plot_augmented_grid(x, y, policy, n=16, ncols=8, seed=0, class_names=CLASS_N
     """
     x = _check_images(x)
     n = min(n, len(x))
+    ncols = max(1, min(ncols, n))
     ((images, labels),) = _augmented(x, y, np.arange(n), policy, seed, 1)
-    fig = show_images(
-        np.clip(images / 255.0, 0, 1),
-        titles=[_label_text(w, class_names) for w in labels],
-        ncols=ncols,
-        size=1.5,
-    )
-    for ax in fig.axes:
-        ax.title.set_fontsize(7)
-    fig.suptitle(f"Policy '{policy}'", y=1.02)
+    classes = np.asarray(y).reshape(len(x), -1)[:, 0]
+    blocks = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(2 * blocks, ncols, figsize=(ncols * 1.45, blocks * 3.3), squeeze=False)
+    for i in range(blocks * ncols):
+        top, bottom = axes[2 * (i // ncols), i % ncols], axes[2 * (i // ncols) + 1, i % ncols]
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+        if i >= n:
+            continue
+        top.imshow(x[i], interpolation="nearest")
+        top.set_title(class_names[int(classes[i])], fontsize=8)
+        bottom.imshow(np.clip(images[i] / 255.0, 0, 1), interpolation="nearest")
+        bottom.set_title(_label_text(labels[i], class_names), fontsize=8, color="C3")
+    for block in range(blocks):
+        axes[2 * block, 0].set_ylabel("original", fontsize=9)
+        axes[2 * block + 1, 0].set_ylabel("augmented", fontsize=9, color="C3")
+    fig.suptitle(f"Policy '{policy}': each original above its augmented copy", y=1.0)
+    fig.tight_layout()
     return _finish(fig, save_to)
 
 
@@ -320,26 +336,39 @@ def plot_history(history, title=None, save_to=None):
 
 
 def plot_schedules(schedules, total_steps, save_to=None):
-    """Learning rate against training step for one or more schedules.
+    """Learning rate against training step: one panel per schedule, each over its own steps.
+
+    Recipes train for different numbers of steps; drawing them on one axis would show a
+    short schedule flat to the end of a long one, as if it trained that long.
 
     Args:
         schedules: a mapping of label to a Keras schedule (or a float).
-        total_steps: steps to draw.
+        total_steps: the steps each schedule runs: one int for all, or a mapping with
+            the same labels as `schedules`.
         save_to: optional path to save the figure to. Defaults to None.
 
     Returns:
         The matplotlib Figure.
     """
-    steps = np.arange(total_steps + 1)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for label, schedule in schedules.items():
+    if not schedules:
+        raise ValueError("schedules is empty; give at least one label -> schedule.")
+    if not isinstance(total_steps, dict):
+        total_steps = {label: total_steps for label in schedules}
+    missing = [label for label in schedules if label not in total_steps]
+    if missing:
+        raise ValueError(f"total_steps has no entry for {missing}; give one per schedule.")
+    fig, axes = plt.subplots(1, len(schedules), figsize=(4.2 * len(schedules), 3.2), squeeze=False)
+    for ax, (label, schedule) in zip(axes.flat, schedules.items()):
+        steps = np.arange(int(total_steps[label]) + 1)
         values = [float(schedule(s)) if callable(schedule) else float(schedule) for s in steps]
-        ax.plot(steps, values, label=label)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("learning rate")
-    ax.set_title("Learning-rate schedules")
-    ax.grid(alpha=0.3)
-    ax.legend()
+        ax.plot(steps, values, color="C0")
+        ax.set_xlim(0, steps[-1])
+        ax.set_ylim(0, max(values) * 1.08 if max(values) > 0 else 1)
+        ax.set_xlabel("training step")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("learning rate")
+    fig.suptitle("Learning-rate schedules, each over its own training run")
     fig.tight_layout()
     return _finish(fig, save_to)
 
@@ -469,15 +498,17 @@ def plot_reliability(bins, ece, save_to=None):
     return _finish(fig, save_to)
 
 
-def plot_grad_cam(images, heatmaps, titles=None, ncols=4, alpha=0.45, save_to=None):
-    """Images with their Grad-CAM heatmaps laid over them.
+def plot_grad_cam(images, heatmaps, titles=None, ncols=4, alpha=0.5, cmap="inferno", save_to=None):
+    """Each image beside its Grad-CAM heatmap laid over it, with a colour bar.
 
     Args:
         images: uint8 images, shape `(N, H, W, 3)`.
         heatmaps: values in [0, 1], shape `(N, H, W)` (`evaluation.grad_cam`).
-        titles: optional title per image. Defaults to None.
-        ncols: images per row. Defaults to 4.
-        alpha: opacity of the heatmap. Defaults to 0.45.
+        titles: optional title per image (shown over the pair). Defaults to None.
+        ncols: pairs per row. Defaults to 4.
+        alpha: opacity of the heatmap. Defaults to 0.5.
+        cmap: a perceptually uniform colour map, so that equal steps of evidence look
+            equally different. Defaults to "inferno".
         save_to: optional path to save the figure to. Defaults to None.
 
     Returns:
@@ -487,16 +518,32 @@ def plot_grad_cam(images, heatmaps, titles=None, ncols=4, alpha=0.45, save_to=No
     heatmaps = np.asarray(heatmaps)
     if heatmaps.shape != images.shape[:3]:
         raise ValueError(f"heatmaps must have shape {images.shape[:3]}; received {heatmaps.shape}.")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"{len(titles)} titles for {len(images)} images; give one per image.")
+    ncols = max(1, min(ncols, len(images)))
     nrows = int(np.ceil(len(images) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 2.2, nrows * 2.3), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < len(images):
-            ax.imshow(images[i], interpolation="nearest")
-            ax.imshow(heatmaps[i], cmap="jet", alpha=alpha, vmin=0, vmax=1, interpolation="bilinear")
-            if titles is not None:
-                ax.set_title(titles[i], fontsize=8)
-    fig.tight_layout()
+    fig, axes = plt.subplots(nrows, 2 * ncols, figsize=(ncols * 3.3, nrows * 1.95), squeeze=False)
+    shown = None
+    for i in range(nrows * ncols):
+        left, right = axes.flat[2 * i], axes.flat[2 * i + 1]
+        left.axis("off")
+        right.axis("off")
+        if i >= len(images):
+            continue
+        left.imshow(images[i], interpolation="nearest")
+        right.imshow(images[i], interpolation="nearest")
+        shown = right.imshow(heatmaps[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1,
+                             interpolation="bilinear")
+        left.set_title("image", fontsize=7, color="0.4")
+        right.set_title("Grad-CAM", fontsize=7, color="0.4")
+        if titles is not None:  # one title over the pair, placed between the two panels
+            left.text(1.02, 1.22, titles[i], transform=left.transAxes, ha="center",
+                      va="bottom", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.92, 1))
+    if shown is not None:
+        bar_ax = fig.add_axes((0.935, 0.15, 0.012, 0.7))
+        bar = fig.colorbar(plt.cm.ScalarMappable(norm=shown.norm, cmap=cmap), cax=bar_ax)
+        bar.set_label("evidence for the class (0 = none, 1 = strongest in the image)", fontsize=8)
     return _finish(fig, save_to)
 
 
@@ -560,12 +607,119 @@ def plot_export_comparison(table, save_to=None):
         ax.bar_label(bars, labels=[fmt.format(v) for v in table[column].to_numpy()[::-1]], padding=3, fontsize=8)
         ax.set_title(title)
         ax.spines[["top", "right"]].set_visible(False)
-        if column == "accuracy":
-            low = float(table[column].min())
-            ax.set_xlim(max(0.0, low - 0.05), min(1.0, float(table[column].max()) + 0.03))
-        else:
-            ax.set_xlim(0, float(table[column].max()) * 1.25)
+        # Every axis starts at zero, accuracy too: the bar labels carry the small differences.
+        ax.set_xlim(0, float(table[column].max()) * 1.25)
     for ax in axes[1:]:
         ax.set_yticklabels([])
+    fig.tight_layout()
+    return _finish(fig, save_to)
+
+
+def _readable_log_axis(axis):
+    """Plain numbers (0.3, 1, 3) at 1-2-5 steps on a log axis, no crowded minor labels."""
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def plot_params_vs_flops(stats, save_to=None):
+    """Parameters against arithmetic per image, one labelled point per model, log-log.
+
+    Args:
+        stats: the DataFrame of `models.model_stats` (index: model names; columns
+            "parameters" and "MFLOPs per image").
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    missing = {"parameters", "MFLOPs per image"} - set(stats.columns)
+    if missing:
+        raise ValueError(f"stats lacks the columns {sorted(missing)}; use models.model_stats().")
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    params, flops = stats["parameters"] / 1e6, stats["MFLOPs per image"]
+    ax.scatter(params, flops, s=60)
+    for name in stats.index:
+        ax.annotate(str(name), (params[name], flops[name]), textcoords="offset points", xytext=(6, 4))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.margins(0.15)
+    _readable_log_axis(ax.xaxis)
+    _readable_log_axis(ax.yaxis)
+    ax.set_xlabel("parameters (millions, log scale)")
+    ax.set_ylabel("MFLOPs per image (log scale)")
+    ax.set_title("Size against arithmetic")
+    ax.grid(alpha=0.3, which="major")
+    fig.tight_layout()
+    return _finish(fig, save_to)
+
+
+def plot_search(trials, hyperparameters=("learning_rate", "weight_decay", "dropout"),
+                color="width", save_to=None):
+    """Validation accuracy of each search trial against each hyperparameter.
+
+    Args:
+        trials: the DataFrame of `tuning.search` (one row per trial, "val_accuracy").
+        hyperparameters: columns to put on the x axes; those that `tuning.SEARCH_SPACE`
+            samples on a log scale are drawn on one. Defaults to the three continuous ones.
+        color: a numeric column that colours the points, explained by a colour bar.
+            Defaults to "width".
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    missing = set(hyperparameters) | {"val_accuracy", color}
+    missing -= set(trials.columns)
+    if missing:
+        raise ValueError(f"trials lacks the columns {sorted(missing)}; use tuning.search's table.")
+    log_scaled = {"learning_rate", "weight_decay"}
+    fig, axes = plt.subplots(1, len(hyperparameters), figsize=(4 * len(hyperparameters) + 1, 3.6),
+                             sharey=True, squeeze=False)
+    values = trials[color].astype(float)
+    points = None
+    for ax, name in zip(axes.flat, hyperparameters):
+        points = ax.scatter(trials[name], trials["val_accuracy"], c=values, cmap="viridis",
+                            vmin=values.min(), vmax=values.max(), s=50, edgecolors="0.3")
+        ax.set_xlabel(name + (" (log scale)" if name in log_scaled else ""))
+        if name in log_scaled:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(ticker.LogLocator(base=10))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("validation accuracy")
+    bar = fig.colorbar(points, ax=list(axes.flat), pad=0.02)
+    bar.set_label(color)
+    if values.nunique() <= 6:
+        bar.set_ticks(sorted(values.unique()))
+    fig.suptitle(f"Search results: one point per trial, colour = {color}")
+    return _finish(fig, save_to)
+
+
+def plot_accuracy_vs_time(curves, save_to=None):
+    """Validation accuracy against training wall time, one line per model.
+
+    Args:
+        curves: a mapping of label to `(seconds, accuracies)`: the wall time since
+            training began at each measurement, and the validation accuracy there.
+        save_to: optional path to save the figure to. Defaults to None.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    if not curves:
+        raise ValueError("curves is empty; give at least one label -> (seconds, accuracies).")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, (seconds, accuracies) in curves.items():
+        if len(seconds) != len(accuracies):
+            raise ValueError(f"{label!r}: {len(seconds)} times for {len(accuracies)} accuracies.")
+        ax.plot(seconds, accuracies, marker=".", label=label)
+    ax.set_xlabel("training time (s, wall clock)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Accuracy against training time, same budget for each")
     fig.tight_layout()
     return _finish(fig, save_to)

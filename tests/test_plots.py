@@ -13,6 +13,14 @@ from cifar_utils import plots  # noqa: E402
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 @pytest.fixture
 def images():
     rng = np.random.default_rng(0)
@@ -73,7 +81,13 @@ def test_augmentation_figures(images, tmp_path):
     assert fig.axes[1].get_title() == "bird"  # 'none' keeps the label of image 2
     assert (tmp_path / "a.png").exists()
     grid = plots.plot_augmented_grid(x, y, "standard", n=6, ncols=3)
+    # rows alternate: originals (class names), then their augmented copies, 2 blocks of 3
+    assert len(grid.axes) == 4 * 3
     assert [ax.get_title() for ax in grid.axes[:3]] == ["airplane", "automobile", "bird"]
+    assert [grid.axes[i].get_ylabel() for i in (0, 3, 6, 9)] == ["original", "augmented"] * 2
+    np.testing.assert_array_equal(grid.axes[0].images[0].get_array(), x[0])
+    none = plots.plot_augmented_grid(x, y, "none", n=3, ncols=3)  # 'none' copies the originals
+    np.testing.assert_allclose(none.axes[3].images[0].get_array(), x[0] / 255.0)
     with pytest.raises(ValueError, match="received 60"):
         plots.plot_augmentations(x, y, ["none"], image_index=60)
 
@@ -81,7 +95,7 @@ def test_augmentation_figures(images, tmp_path):
 def test_mixed_label_text():
     weights = np.zeros(10)
     weights[[3, 5]] = [0.25, 0.75]
-    assert plots._label_text(weights, plots.CLASS_NAMES) == "dog .75 / cat .25"
+    assert plots._label_text(weights, plots.CLASS_NAMES) == "dog .75\ncat .25"
 
 
 def test_training_figures(tmp_path):
@@ -92,6 +106,20 @@ def test_training_figures(tmp_path):
         plots.plot_history({"loss": [1.0]})
     fig = plots.plot_schedules({"a": lambda s: 0.1 * s, "b": 0.5}, total_steps=10)
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata()[-1], 1.0)
+    # one panel per schedule, each drawn over its own steps only
+    fig = plots.plot_schedules({"long": lambda s: 0.01, "short": lambda s: 0.2},
+                               total_steps={"long": 100, "short": 20})
+    assert len(fig.axes) == 2 and [ax.get_title() for ax in fig.axes] == ["long", "short"]
+    assert [ax.lines[0].get_xdata()[-1] for ax in fig.axes] == [100, 20]
+    assert [ax.get_xlim()[1] for ax in fig.axes] == [100, 20]
+    with pytest.raises(ValueError, match=r"no entry for \['short'\]"):
+        plots.plot_schedules({"long": 0.1, "short": 0.2}, total_steps={"long": 5})
+    curves = {"a": ([10, 20], [0.3, 0.5]), "b": ([5, 25, 40], [0.2, 0.4, 0.6])}
+    fig = plots.plot_accuracy_vs_time(curves, save_to=tmp_path / "t.png")
+    assert [line.get_xdata()[-1] for line in fig.axes[0].lines] == [20, 40]
+    assert fig.axes[0].get_ylim() == (0, 1)
+    with pytest.raises(ValueError, match="2 times for 1 accuracies"):
+        plots.plot_accuracy_vs_time({"a": ([1, 2], [0.5])})
 
 
 def test_evaluation_figures(images, tmp_path):
@@ -112,7 +140,15 @@ def test_evaluation_figures(images, tmp_path):
     fig = plots.plot_reliability(bins, 0.05)
     assert "ECE = 0.050" in fig.axes[0].get_title()
     fig = plots.plot_grad_cam(x[:2], np.zeros((2, 32, 32)), titles=["a", "b"], ncols=2)
-    assert [ax.get_title() for ax in fig.axes[:2]] == ["a", "b"]
+    # each image beside its overlay, then a colour bar: 2 pairs + 1 bar
+    assert len(fig.axes) == 5
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["image", "Grad-CAM"] * 2
+    assert [t.get_text() for ax in fig.axes[:4:2] for t in ax.texts] == ["a", "b"]
+    assert len(fig.axes[0].images) == 1 and len(fig.axes[1].images) == 2  # original; overlay
+    assert fig.axes[1].images[1].get_cmap().name == "inferno"
+    assert "evidence" in fig.axes[4].get_ylabel()
+    with pytest.raises(ValueError, match="3 titles for 2 images"):
+        plots.plot_grad_cam(x[:2], np.zeros((2, 32, 32)), titles=["a", "b", "c"])
     with pytest.raises(ValueError, match=r"received \(2, 8, 8\)"):
         plots.plot_grad_cam(x[:2], np.zeros((2, 8, 8)))
 
@@ -137,5 +173,26 @@ def test_deployment_figures(images, tmp_path):
     fig = plots.plot_export_comparison(table, save_to=tmp_path / "c.png")
     assert [ax.get_title() for ax in fig.axes] == ["file size (MB)", "test accuracy", "images / second (batched)"]
     assert [p.get_width() for p in fig.axes[2].patches] == [3000.0, 900.0]
+    assert [ax.get_xlim()[0] for ax in fig.axes] == [0, 0, 0]  # accuracy starts at zero too
     with pytest.raises(ValueError, match="images_per_second"):
         plots.plot_export_comparison(table.drop(columns="images_per_second"))
+
+
+def test_search_and_size_figures(tmp_path):
+    import pandas as pd
+
+    trials = pd.DataFrame({"learning_rate": [1e-3, 3e-3, 5e-4], "weight_decay": [1e-4, 1e-3, 1e-5],
+                           "dropout": [0.1, 0.2, 0.3], "width": [16, 32, 48],
+                           "val_accuracy": [0.4, 0.5, 0.3]})
+    fig = plots.plot_search(trials, save_to=tmp_path / "s.png")
+    assert len(fig.axes) == 4 and fig.axes[3].get_ylabel() == "width"  # the colour bar
+    assert [ax.get_xscale() for ax in fig.axes[:3]] == ["log", "log", "linear"]
+    with pytest.raises(ValueError, match="lacks the columns \\['val_accuracy'\\]"):
+        plots.plot_search(trials.drop(columns="val_accuracy"))
+    stats = pd.DataFrame({"parameters": [3e5, 2e6, 6e6], "MFLOPs per image": [20.0, 300.0, 750.0]},
+                         index=["a", "b", "c"])
+    fig = plots.plot_params_vs_flops(stats, save_to=tmp_path / "p.png")
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_visible() and t.get_text()]
+    assert labels and not [t for t in labels if "times" in t or "^" in t], labels  # plain numbers
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels(minor=True) if t.get_text()] == []
