@@ -79,6 +79,10 @@ def top_k_accuracy(probs, y, k=5) -> float:
 def classification_report(probs, y, class_names=None):
     """Per-class precision, recall, F1 and support, with macro and weighted averages.
 
+    scikit-learn's overall "accuracy" entry is a single number, not a row of four; it is
+    left out here (a DataFrame would copy it into every column, support included). Use
+    `accuracy_from_probs` for it.
+
     Args:
         probs: probabilities, shape `(N, num_classes)`.
         y: labels.
@@ -99,6 +103,7 @@ def classification_report(probs, y, class_names=None):
         y, probs.argmax(axis=1), labels=np.arange(len(names)), target_names=names,
         output_dict=True, zero_division=0,
     )
+    report.pop("accuracy", None)
     table = pd.DataFrame(report).T
     table["support"] = table["support"].astype(int)
     return table

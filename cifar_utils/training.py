@@ -298,6 +298,59 @@ class EpochLogger(keras.callbacks.Callback):
         logs["learning_rate"] = float(np.asarray(lr))
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stops `fit` once its training steps have used `seconds` of wall time.
+
+    Only training steps count; the validation passes at the ends of epochs do not, so
+    models that are slow to evaluate are not penalised twice. The step that crosses the
+    budget finishes, then the epoch's validation runs and training stops. After `fit`,
+    `seconds_at_epoch_end` and `val_accuracy` hold one point per epoch: accuracy against
+    training time, for comparing models at equal cost.
+
+        budget = training.TimeBudget(60)
+        model.fit(train_ds.repeat(), steps_per_epoch=20, epochs=1000,
+                  validation_data=val_ds, callbacks=[budget])
+
+    Args:
+        seconds: the training-time budget in seconds, > 0.
+    """
+
+    def __init__(self, seconds):
+        super().__init__()
+        if not seconds > 0:
+            raise ValueError(f"seconds must be > 0; received {seconds!r}.")
+        self.seconds = float(seconds)
+        self.used = 0.0
+        self.seconds_at_epoch_end, self.val_accuracy, self.steps = [], [], 0
+        self._start = None
+
+    def on_train_begin(self, logs=None):
+        self.used, self.steps = 0.0, 0
+        self.seconds_at_epoch_end, self.val_accuracy = [], []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def _elapsed(self):
+        return self.used + (time.perf_counter() - self._start if self._start is not None else 0.0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self._elapsed() >= self.seconds:
+            self.model.stop_training = True
+
+    def on_test_begin(self, logs=None):  # validation inside fit: stop the training clock
+        if self._start is not None:
+            self.used, self._start = self._elapsed(), None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.used, self._start = self._elapsed(), None
+        self.seconds_at_epoch_end.append(self.used)
+        self.val_accuracy.append(float((logs or {}).get("val_accuracy", np.nan)))
+        if self.used >= self.seconds:
+            self.model.stop_training = True
+
+
 @dataclass
 class TrainResult:
     """What `train` returns.

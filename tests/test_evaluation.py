@@ -81,6 +81,9 @@ def test_classification_report_by_hand():
     assert report.loc["c", "f1-score"] == pytest.approx(2 / 3)
     assert report.loc["a", "support"] == 2
     assert report.loc["macro avg", "recall"] == pytest.approx(0.5)
+    # every row is a real row: no scalar 'accuracy' spread over the columns with support 0
+    assert list(report.index) == ["a", "b", "c", "macro avg", "weighted avg"]
+    assert (report["support"] == len(Y)).sum() == 2 and report["support"].min() > 0
 
 
 def test_confusion_matrix_sums():

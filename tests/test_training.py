@@ -470,3 +470,32 @@ def test_lr_find_stops_when_the_loss_blows_up():
     assert len(result.losses) < 40  # stopped before the last, absurd rates
     assert np.all(np.isfinite(result.losses)) and np.all(np.isfinite(result.smoothed))
     assert np.isfinite(result.suggestion) and result.suggestion <= result.learning_rates[-1]
+
+
+def test_time_budget_stops_fit_and_records_accuracy_against_time():
+    import time as _time
+
+    import keras
+    import numpy as np
+
+    from cifar_utils.training import TimeBudget
+
+    class Slow(keras.callbacks.Callback):  # each step costs 50 ms of wall time
+        def on_train_batch_end(self, batch, logs=None):
+            _time.sleep(0.05)
+
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    budget = TimeBudget(0.5)
+    history = model.fit(x, y, batch_size=8, epochs=100, validation_data=(x, y),
+                        callbacks=[Slow(), budget], verbose=0)
+    epochs_run = len(history.history["loss"])
+    assert 1 <= epochs_run < 100  # stopped by the budget, not by the epoch count
+    assert budget.used >= 0.5 and budget.steps < 100 * 8
+    assert len(budget.seconds_at_epoch_end) == len(budget.val_accuracy) == epochs_run
+    assert budget.seconds_at_epoch_end == sorted(budget.seconds_at_epoch_end)
+    assert all(0.0 <= a <= 1.0 for a in budget.val_accuracy)
+    with pytest.raises(ValueError, match="received 0"):
+        TimeBudget(0)

@@ -44,6 +44,27 @@ def test_ablation_table(tiny_data):
     np.testing.assert_allclose(table["gap (train - val)"], table["train accuracy"] - table["val accuracy"])
 
 
+def test_ablation_measures_train_accuracy_on_clean_images_in_inference_mode(tiny_data, monkeypatch):
+    from cifar_utils import evaluation
+
+    x, y, xv, yv = tiny_data
+    calls, real = [], evaluation.accuracy
+
+    def recording(model, images, labels, **kwargs):
+        value = real(model, images, labels, **kwargs)
+        calls.append((images is x, images is xv, kwargs, value))
+        return value
+
+    monkeypatch.setattr(evaluation, "accuracy", recording)
+    variants = {"heavy dropout": {"filters": (8, 16), "dropout": 0.9}}
+    table, histories = tuning.ablation(x, y, xv, yv, epochs=1, batch_size=32, variants=variants)
+    # evaluated after training on the very training and validation arrays, without TTA
+    assert [(c[0], c[1], c[2]) for c in calls] == [(True, False, {}), (False, True, {})]
+    row = table.loc["heavy dropout"]
+    assert row["train accuracy"] == calls[0][3] and row["val accuracy"] == calls[1][3]
+    assert row["fit accuracy"] == histories["heavy dropout"]["accuracy"][-1]  # kept, labelled apart
+
+
 def test_transfer_model_code_path_offline(tmp_path):
     model = models.build_transfer(weights=None, image_size=32)
     assert model.output_shape == (None, 10)
