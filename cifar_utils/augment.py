@@ -8,7 +8,7 @@ A policy is a name, or names joined with "+":
 | "standard"    | horizontal flip + pad-and-crop (a random shift of up to 4 pixels,      |
 |               | borders reflected)                                                    |
 | "cutout"      | standard + one erased square of about 10-17 pixels a side             |
-| "randaugment" | standard + RandAugment (2 random photometric/geometric ops per image)  |
+| "randaugment" | standard + RandAugment (2 of Keras's 11 photometric/geometric ops)     |
 | "mixup"       | standard + MixUp (blend two images and their labels)                  |
 | "cutmix"      | standard + CutMix (paste a patch of another image, mix labels by area) |
 
@@ -43,8 +43,8 @@ POLICIES = {
 
 DESCRIPTIONS = {
     "none": "No augmentation: every epoch shows the same images.",
-    "standard": "Mirror left-right half the time and shift up to 4 pixels: the object "
-    "can appear anywhere, facing either way.",
+    "standard": "Mirror left-right half the time and shift up to 4 pixels each way, the "
+    "uncovered border filled by reflection: the object can appear anywhere, facing either way.",
     "cutout": "Also erase a square of the image: the model cannot rely on one part "
     "(a face, a wheel) alone.",
     "randaugment": "Also apply two random changes (contrast, rotation, shear, "
@@ -55,7 +55,9 @@ DESCRIPTIONS = {
     "benefits of cutout without wasting pixels.",
 }
 
-# Pad-and-crop: a shift of up to 4 of 32 pixels each way, as in the ResNet paper.
+# "Pad-and-crop": a random shift of up to 4 of 32 pixels each way. The ResNet paper pads 4
+# zero pixels and crops a random 32 x 32 window; this is a translation (RandomTranslation)
+# whose uncovered border is filled by reflecting the image, so no black frame appears.
 MAX_SHIFT_FRACTION = 4 / 32
 # Cutout: squares whose area is 10-30% of the image (sides of 10-17 pixels on 32 x 32),
 # about the 16 x 16 patch DeVries & Taylor found best on CIFAR-10; filled with the

@@ -294,7 +294,12 @@ def read_batch(path: str | os.PathLike, images_per_batch: int | None = IMAGES_PE
 
 
 def is_offline_copy(folder: str | os.PathLike) -> bool:
-    """Returns True when `folder/test_batch` is the JPEG re-encoded offline copy."""
+    """Returns True when `folder/test_batch` is the JPEG re-encoded offline copy.
+
+    False for `None` (data that Keras downloaded) and for a folder without `test_batch`.
+    """
+    if folder is None or not Path(folder, TEST_FILE).is_file():
+        return False
     digest = hashlib.sha256(Path(folder, TEST_FILE).read_bytes()).hexdigest()
     return digest == OFFLINE_COPY_TEST_SHA256
 

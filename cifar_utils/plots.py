@@ -522,28 +522,30 @@ def plot_grad_cam(images, heatmaps, titles=None, ncols=4, alpha=0.5, cmap="infer
         raise ValueError(f"{len(titles)} titles for {len(images)} images; give one per image.")
     ncols = max(1, min(ncols, len(images)))
     nrows = int(np.ceil(len(images) / ncols))
-    fig, axes = plt.subplots(nrows, 2 * ncols, figsize=(ncols * 3.3, nrows * 1.95), squeeze=False)
+    # Columns: image, overlay, spacer, image, overlay, spacer, ...: each pair sits together.
+    fig = plt.figure(figsize=(ncols * 3.1 + 1.0, nrows * 1.95))
+    grid = fig.add_gridspec(nrows, 3 * ncols, width_ratios=[1, 1, 0.22] * ncols,
+                            left=0.01, right=0.89, top=0.9, bottom=0.06, wspace=0.04, hspace=0.45)
     shown = None
-    for i in range(nrows * ncols):
-        left, right = axes.flat[2 * i], axes.flat[2 * i + 1]
-        left.axis("off")
-        right.axis("off")
-        if i >= len(images):
-            continue
+    for i in range(min(len(images), nrows * ncols)):
+        row, col = divmod(i, ncols)
+        left, right = fig.add_subplot(grid[row, 3 * col]), fig.add_subplot(grid[row, 3 * col + 1])
         left.imshow(images[i], interpolation="nearest")
         right.imshow(images[i], interpolation="nearest")
         shown = right.imshow(heatmaps[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1,
                              interpolation="bilinear")
-        left.set_title("image", fontsize=7, color="0.4")
-        right.set_title("Grad-CAM", fontsize=7, color="0.4")
-        if titles is not None:  # one title over the pair, placed between the two panels
-            left.text(1.02, 1.22, titles[i], transform=left.transAxes, ha="center",
-                      va="bottom", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 0.92, 1))
+        for ax, label in ((left, "image"), (right, "Grad-CAM")):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(label, fontsize=7, color="0.4", pad=2)
+        if titles is not None:  # one title over the pair
+            left.text(1.02, 1.2, titles[i], transform=left.transAxes, ha="center", va="bottom",
+                      fontsize=8)
     if shown is not None:
-        bar_ax = fig.add_axes((0.935, 0.15, 0.012, 0.7))
+        bar_ax = fig.add_axes((0.91, 0.12, 0.015, 0.72))
         bar = fig.colorbar(plt.cm.ScalarMappable(norm=shown.norm, cmap=cmap), cax=bar_ax)
-        bar.set_label("evidence for the class (0 = none, 1 = strongest in the image)", fontsize=8)
+        bar.set_label("evidence for the predicted class\n(0 none, 1 strongest in the image)",
+                      fontsize=8)
     return _finish(fig, save_to)
 
 
@@ -639,8 +641,12 @@ def plot_params_vs_flops(stats, save_to=None):
     fig, ax = plt.subplots(figsize=(6.5, 4))
     params, flops = stats["parameters"] / 1e6, stats["MFLOPs per image"]
     ax.scatter(params, flops, s=60)
-    for name in stats.index:
-        ax.annotate(str(name), (params[name], flops[name]), textcoords="offset points", xytext=(6, 4))
+    logs = np.log10(np.column_stack([params, flops]))
+    for i, name in enumerate(stats.index):
+        # a label goes below its point when a neighbour sits just above it, so they do not collide
+        near = np.all(np.abs(logs - logs[i]) < 0.15, axis=1) & (logs[:, 1] > logs[i, 1])
+        ax.annotate(str(name), (params.iloc[i], flops.iloc[i]), textcoords="offset points",
+                    xytext=(6, -13) if near.any() else (6, 4))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.margins(0.15)
