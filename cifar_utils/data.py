@@ -106,10 +106,10 @@ class DataSource:
 def display_path(path) -> str:
     """A path as it may be shown in a committed output: never the machine's absolute path.
 
-    Relative to the working directory when the path lies below it, or when both lie in
-    the repository (a notebook shows `../.cache/cifar10/...`); `<repository>/...` for a path
-    in the repository seen from outside it; `~/...` below the home folder; otherwise only
-    the last name, after `.../`.
+    A path in the repository is shown relative to the working directory when that is in
+    the repository too (a notebook shows `../.cache/cifar10/...`), else as
+    `<repository>/...`; a path below the home folder as `~/...`; any other path as
+    `.../` and its last name.
 
     Args:
         path: a path.
@@ -119,12 +119,12 @@ def display_path(path) -> str:
     """
     path, cwd = Path(path).resolve(), Path.cwd().resolve()
     root = Path(__file__).resolve().parent.parent
-    if path.is_relative_to(cwd) or (path.is_relative_to(root) and cwd.is_relative_to(root)):
-        return os.path.relpath(path, cwd)
     if path.is_relative_to(root):
+        if cwd.is_relative_to(root):
+            return os.path.relpath(path, cwd)
         return str(Path("<repository>") / path.relative_to(root))
     home = Path.home().resolve()
-    if path.is_relative_to(home):
+    if path.is_relative_to(home) and path != home:
         return str(Path("~") / path.relative_to(home))
     return f".../{path.name}"
 

@@ -278,7 +278,7 @@ def plot_augmented_grid(x, y, policy, n=16, ncols=8, seed=0, class_names=CLASS_N
     n = min(n, len(x))
     ncols = max(1, min(ncols, n))
     ((images, labels),) = _augmented(x, y, np.arange(n), policy, seed, 1)
-    classes = np.asarray(y).reshape(len(x), -1)[:, 0]
+    classes = np.ravel(y)
     blocks = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(2 * blocks, ncols, figsize=(ncols * 1.45, blocks * 3.3), squeeze=False)
     for i in range(blocks * ncols):
@@ -357,6 +357,9 @@ def plot_schedules(schedules, total_steps, save_to=None):
     missing = [label for label in schedules if label not in total_steps]
     if missing:
         raise ValueError(f"total_steps has no entry for {missing}; give one per schedule.")
+    short = {label: n for label, n in total_steps.items() if label in schedules and int(n) < 1}
+    if short:
+        raise ValueError(f"total_steps must be >= 1 for every schedule; received {short}.")
     fig, axes = plt.subplots(1, len(schedules), figsize=(4.2 * len(schedules), 3.2), squeeze=False)
     for ax, (label, schedule) in zip(axes.flat, schedules.items()):
         steps = np.arange(int(total_steps[label]) + 1)
@@ -666,8 +669,9 @@ def plot_search(trials, hyperparameters=("learning_rate", "weight_decay", "dropo
 
     Args:
         trials: the DataFrame of `tuning.search` (one row per trial, "val_accuracy").
-        hyperparameters: columns to put on the x axes; those that `tuning.SEARCH_SPACE`
-            samples on a log scale are drawn on one. Defaults to the three continuous ones.
+        hyperparameters: columns to put on the x axes; "learning_rate" and
+            "weight_decay" (sampled on a log scale by `tuning.SEARCH_SPACE`) are drawn on a
+            log axis. Defaults to the three continuous ones.
         color: a numeric column that colours the points, explained by a colour bar.
             Defaults to "width".
         save_to: optional path to save the figure to. Defaults to None.
@@ -690,8 +694,7 @@ def plot_search(trials, hyperparameters=("learning_rate", "weight_decay", "dropo
         ax.set_xlabel(name + (" (log scale)" if name in log_scaled else ""))
         if name in log_scaled:
             ax.set_xscale("log")
-            ax.xaxis.set_major_locator(ticker.LogLocator(base=10))
-            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+            _readable_log_axis(ax.xaxis)
         ax.grid(alpha=0.3)
     axes.flat[0].set_ylabel("validation accuracy")
     bar = fig.colorbar(points, ax=list(axes.flat), pad=0.02)
@@ -706,8 +709,9 @@ def plot_accuracy_vs_time(curves, save_to=None):
     """Validation accuracy against training wall time, one line per model.
 
     Args:
-        curves: a mapping of label to `(seconds, accuracies)`: the wall time since
-            training began at each measurement, and the validation accuracy there.
+        curves: a mapping of label to `(seconds, accuracies)`: the training time (wall
+            clock, validation passes excluded, as `training.TimeBudget` measures it) at
+            each measurement, and the validation accuracy there.
         save_to: optional path to save the figure to. Defaults to None.
 
     Returns:

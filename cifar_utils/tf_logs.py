@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import select
 import sys
 import threading
 
@@ -36,8 +37,9 @@ SHOW_ALL_ENV_VAR = "CIFAR_TF_LOGS"
 NOISE = tuple(re.compile(p) for p in (
     # absl's notice that it was not initialised yet; it precedes every line below.
     r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
-    # C++ INFO lines (oneDNN on, no CUDA driver, CPU features): informational by definition.
-    r"^I\d{4} [\d:.]+\s+\d+ \S+:\d+\] ",
+    # C++ INFO lines printed before absl is initialised, so TF_CPP_MIN_LOG_LEVEL cannot hide
+    # them: oneDNN is on, no CUDA driver, the CPU's instruction sets.
+    r"^I\d{4} [\d:.]+\s+\d+ (port|cudart_stub|cpu_feature_guard)\.cc:\d+\] ",
     # cpu_feature_guard's second line ("To enable the following instructions: AVX2 ...").
     r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.$",
     # No CUDA driver on a CPU-only machine (error 303); `device.describe_devices()` says "GPU: none".
@@ -50,7 +52,7 @@ NOISE = tuple(re.compile(p) for p in (
     r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$",
 ))
 
-_installed = False
+_installed = False  # one filter per process, even if this module is reloaded
 
 
 def is_noise(line: str) -> bool:
@@ -71,21 +73,49 @@ def _in_jupyter_kernel() -> bool:
     return app is not None and app.IPKernelApp.initialized()
 
 
-def _forward(read_fd: int, write_fd: int) -> None:
-    """Copies lines from `read_fd` to `write_fd`, dropping the noise, until end of file."""
-    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
-        pending = b""
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _forward(read_fd: int, write_fd: int, idle_seconds: float = 0.2) -> None:
+    """Copies lines from `read_fd` to `write_fd`, dropping the noise, until end of file.
+
+    A line without its newline yet is passed on once nothing new has arrived for
+    `idle_seconds` (a prompt, a progress bar, ipykernel's own end-of-stream marker), so
+    nothing waits on the filter. If writing fails, fd 2 is pointed back at `write_fd`'s
+    target when that is still possible, and the pipe is drained so no writer can block.
+    """
+    pending = b""
+    try:
         while True:
-            chunk = pipe.read(65536)
+            ready, _, _ = select.select([read_fd], [], [], idle_seconds if pending else None)
+            if not ready:  # idle with a partial line: pass it on as it is
+                _write_all(write_fd, pending)
+                pending = b""
+                continue
+            chunk = os.read(read_fd, 65536)
             if not chunk:
                 break
             pending += chunk
             *lines, pending = pending.split(b"\n")
             kept = [line + b"\n" for line in lines if not is_noise(line.decode("utf-8", "replace"))]
             if kept:
-                os.write(write_fd, b"".join(kept))
+                _write_all(write_fd, b"".join(kept))
         if pending and not is_noise(pending.decode("utf-8", "replace")):
-            os.write(write_fd, pending)
+            _write_all(write_fd, pending)
+    except OSError:
+        try:
+            os.dup2(write_fd, 2)  # give fd 2 back its original target
+        except OSError:
+            pass
+        try:
+            while os.read(read_fd, 65536):  # keep draining whatever is still in flight
+                pass
+        except OSError:
+            pass
+    finally:
+        os.close(read_fd)
 
 
 def install_filter() -> bool:
@@ -98,7 +128,7 @@ def install_filter() -> bool:
         True if the filter is (now) installed.
     """
     global _installed
-    if _installed:
+    if _installed or getattr(sys, "_cifar_utils_tf_log_filter", False):
         return True
     try:
         original = os.dup(2)
@@ -117,6 +147,7 @@ def install_filter() -> bool:
 
     atexit.register(restore)
     _installed = True
+    sys._cifar_utils_tf_log_filter = True
     return True
 
 

@@ -305,7 +305,9 @@ class TimeBudget(keras.callbacks.Callback):
     models that are slow to evaluate are not penalised twice. The step that crosses the
     budget finishes, then the epoch's validation runs and training stops. After `fit`,
     `seconds_at_epoch_end` and `val_accuracy` hold one point per epoch: accuracy against
-    training time, for comparing models at equal cost.
+    training time, for comparing models at equal cost. `steps` counts the batches seen by
+    callbacks (with `steps_per_execution > 1`, one per execution). On a GPU the clock does
+    not wait for queued work, so a step's time may be billed to the next validation.
 
         budget = training.TimeBudget(60)
         model.fit(train_ds.repeat(), steps_per_epoch=20, epochs=1000,

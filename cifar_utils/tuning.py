@@ -147,9 +147,10 @@ ABLATIONS = {
 
 def ablation(x_train, y_train, x_val, y_val, epochs=10, batch_size=128, learning_rate=1e-3,
              weight_decay=1e-4, seed=0, variants=None):
-    """Trains the baseline CNN with one regulariser removed at a time.
+    """Trains the baseline CNN with regularisers removed, one variant per entry of `variants`.
 
-    Overfitting is the gap between accuracy on the images a model trained on and on
+    The default variants remove one regulariser at a time, and then dropout and
+    augmentation together. Overfitting is the gap between accuracy on the images a model trained on and on
     images it never saw. Both are measured the same way here, after training, in
     inference mode (no dropout) on clean images (no augmentation): the accuracy that
     `fit` reports during training is on augmented images with dropout on, and is not

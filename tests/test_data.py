@@ -398,8 +398,11 @@ def test_display_path_never_shows_the_machines_absolute_path(tmp_path, monkeypat
     monkeypatch.chdir(root / "notebooks")
     assert display_path(root / ".cache" / "cifar10") == "../.cache/cifar10"
     monkeypatch.chdir(tmp_path)
-    assert display_path(tmp_path / "a" / "b") == "a/b"
+    assert display_path(tmp_path / "a" / "b") == ".../b"  # below the working directory only
     assert display_path(root / ".cache") == "<repository>/.cache"
+    monkeypatch.chdir("/")  # a container's usual working directory: no path without its slash
+    assert display_path(root / ".cache") == "<repository>/.cache"
+    assert display_path(tmp_path / "a") == ".../a"
     assert display_path("/nowhere/known/folder") == ".../folder"
     monkeypatch.setenv("HOME", str(tmp_path.parent))
     monkeypatch.chdir(root)

@@ -137,6 +137,7 @@ def test_filter_drops_known_noise(line):
     "CUDA_ERROR_OUT_OF_MEMORY (2)",  # a real GPU problem stays visible
     "E0000 00:00:1795856163.766012   23272 some_kernel.cc:1] OOM when allocating tensor",
     "W0000 00:00:1795856163.766012   23272 some_file.cc:1] a warning",
+    "I0000 00:00:1795856163.766012   23272 other_file.cc:1] an INFO line the user asked for",
     "Traceback (most recent call last):",
     "ValueError: something a learner must see",
 ])
@@ -153,6 +154,47 @@ def test_filter_forwards_lines_in_order_and_drops_noise():
     os.close(out_write)
     with os.fdopen(out_read, "rb") as f:
         assert f.read() == b"first\nsecond\nlast, no newline"
+
+
+def test_filter_joins_a_line_split_across_reads_and_passes_a_partial_line_when_idle():
+    import threading
+    import time
+
+    read_fd, write_fd = os.pipe()
+    out_read, out_write = os.pipe()
+    thread = threading.Thread(target=tf_logs._forward, args=(read_fd, out_write, 0.05))
+    thread.start()
+    os.write(write_fd, b"I0000 00:00:1.2    1 por")
+    time.sleep(0.01)
+    os.write(write_fd, b"t.cc:153] oneDNN\nkept\nprompt> ")  # noise split in two, then a partial line
+    time.sleep(0.3)  # idle: the partial line must come through without a newline or EOF
+    os.set_blocking(out_read, False)
+    assert os.read(out_read, 1000) == b"kept\nprompt> "
+    os.close(write_fd)
+    thread.join(timeout=2)
+    assert not thread.is_alive()
+    os.close(out_write)
+    os.close(out_read)
+
+
+def test_filter_drains_and_ends_when_its_output_is_gone():
+    import threading
+
+    read_fd, write_fd = os.pipe()
+    out_read, out_write = os.pipe()
+    os.close(out_read)  # writing to out_write now fails (EPIPE)
+    thread = threading.Thread(target=tf_logs._forward, args=(read_fd, out_write, 0.05))
+    saved = os.dup(2)
+    try:
+        thread.start()
+        os.write(write_fd, b"a line\n" * 10)
+        os.close(write_fd)
+        thread.join(timeout=2)
+        assert not thread.is_alive()  # no hang, no exception
+    finally:
+        os.dup2(saved, 2)  # the filter gave fd 2 back to its (broken) target; restore ours
+        os.close(saved)
+        os.close(out_write)
 
 
 def test_quiet_tensorflow_keeps_a_log_level_the_user_set(monkeypatch):

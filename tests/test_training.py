@@ -480,20 +480,28 @@ def test_time_budget_stops_fit_and_records_accuracy_against_time():
 
     from cifar_utils.training import TimeBudget
 
-    class Slow(keras.callbacks.Callback):  # each step costs 50 ms of wall time
+    class Slow(keras.callbacks.Callback):  # each training step costs 50 ms, each validation batch 100 ms
         def on_train_batch_end(self, batch, logs=None):
             _time.sleep(0.05)
+
+        def on_test_batch_end(self, batch, logs=None):
+            _time.sleep(0.1)
 
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
     budget = TimeBudget(0.5)
-    history = model.fit(x, y, batch_size=8, epochs=100, validation_data=(x, y),
+    start = _time.perf_counter()
+    history = model.fit(x, y, batch_size=8, epochs=100, validation_data=(x, y), validation_batch_size=8,
                         callbacks=[Slow(), budget], verbose=0)
+    wall = _time.perf_counter() - start
     epochs_run = len(history.history["loss"])
     assert 1 <= epochs_run < 100  # stopped by the budget, not by the epoch count
-    assert budget.used >= 0.5 and budget.steps < 100 * 8
+    # the step that crosses 0.5 s finishes, then training stops: about 10 steps of 50 ms
+    assert 0.5 <= budget.used < 0.5 + 0.3 and 10 <= budget.steps <= 14
+    # validation (8 batches x 100 ms per epoch) is not billed to the training budget
+    assert wall - budget.used >= 0.8 * epochs_run
     assert len(budget.seconds_at_epoch_end) == len(budget.val_accuracy) == epochs_run
     assert budget.seconds_at_epoch_end == sorted(budget.seconds_at_epoch_end)
     assert all(0.0 <= a <= 1.0 for a in budget.val_accuracy)
