@@ -7,7 +7,7 @@ A policy is a name, or names joined with "+":
 | "none"        | nothing                                                               |
 | "standard"    | horizontal flip + pad-and-crop (a random shift of up to 4 pixels,      |
 |               | borders reflected)                                                    |
-| "cutout"      | standard + one erased square of about 10-17 pixels a side             |
+| "cutout"      | standard + one erased rectangle, each side 10-17 pixels               |
 | "randaugment" | standard + RandAugment (2 of Keras's 11 photometric/geometric ops)     |
 | "mixup"       | standard + MixUp (blend two images and their labels)                  |
 | "cutmix"      | standard + CutMix (paste a patch of another image, mix labels by area) |
@@ -45,8 +45,8 @@ DESCRIPTIONS = {
     "none": "No augmentation: every epoch shows the same images.",
     "standard": "Mirror left-right half the time and shift up to 4 pixels each way, the "
     "uncovered border filled by reflection: the object can appear anywhere, facing either way.",
-    "cutout": "Also erase a square of the image: the model cannot rely on one part "
-    "(a face, a wheel) alone.",
+    "cutout": "Also erase a rectangle of the image (sides of 10-17 pixels): the model "
+    "cannot rely on one part (a face, a wheel) alone.",
     "randaugment": "Also apply two random changes (contrast, rotation, shear, "
     "solarise, ...): robustness to lighting and viewpoint.",
     "mixup": "Also blend pairs of images and their labels: softer decision "
@@ -59,9 +59,10 @@ DESCRIPTIONS = {
 # zero pixels and crops a random 32 x 32 window; this is a translation (RandomTranslation)
 # whose uncovered border is filled by reflecting the image, so no black frame appears.
 MAX_SHIFT_FRACTION = 4 / 32
-# Cutout: squares whose area is 10-30% of the image (sides of 10-17 pixels on 32 x 32),
-# about the 16 x 16 patch DeVries & Taylor found best on CIFAR-10; filled with the
-# mean pixel so that the erased area becomes 0 after normalisation.
+# Cutout: a rectangle whose width and height are each drawn as sqrt(U(0.1, 0.3)) of the
+# image's (Keras's RandomErasing), so sides of 10-17 pixels on 32 x 32, about the 16 x 16
+# patch DeVries & Taylor found best on CIFAR-10; filled with the mean pixel so that the
+# erased area becomes 0 after normalisation.
 CUTOUT_AREA = (0.1, 0.3)
 MEAN_PIXEL = tuple(255.0 * m for m in CIFAR10_MEAN)
 RANDAUGMENT_OPS = 2  # ops per image

@@ -86,13 +86,15 @@ def plot_samples_by_class(
     return _finish(fig, save_to)
 
 
-def plot_class_distribution(labels_by_split, class_names=CLASS_NAMES, save_to=None):
+def plot_class_distribution(labels_by_split, class_names=CLASS_NAMES, title="Images per class",
+                            save_to=None):
     """Draws images per class as grouped bars, one colour per split.
 
     Args:
         labels_by_split: a mapping of split name to labels, e.g.
             `{"train": y_train, "val": y_val, "test": y_test}`, or one label array.
         class_names: names in label order. Defaults to `CLASS_NAMES`.
+        title: the figure's title. Defaults to "Images per class".
         save_to: optional path to save the figure to. Defaults to None.
 
     Returns:
@@ -110,10 +112,11 @@ def plot_class_distribution(labels_by_split, class_names=CLASS_NAMES, save_to=No
     sns.barplot(data=long, x="class", y="count", hue="split", ax=ax)
     for container in ax.containers:
         ax.bar_label(container, fmt="{:,.0f}", fontsize=7, padding=1)
-    ax.set_title("Images per class")
+    ax.set_title(title)
     ax.set_xlabel("")
     ax.set_ylabel("images")
     ax.tick_params(axis="x", rotation=30)
+    ax.legend(title="split", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # off the bars
     fig.tight_layout()
     return _finish(fig, save_to)
 
@@ -138,7 +141,7 @@ def plot_channel_histograms(x, bins=64, save_to=None):
         share = counts / counts.sum()
         ax.stairs(share, edges, color=colour, label=colour, linewidth=1.5)
     ax.set_xlabel("pixel value")
-    ax.set_ylabel("share of pixels")
+    ax.set_ylabel(f"share of pixels per bin ({bins} bins of {256 / bins:g} values)")
     ax.set_xlim(0, 256)
     ax.legend()
     ax.set_title("Pixel values per colour channel")
