@@ -623,9 +623,16 @@ def plot_export_comparison(table, save_to=None):
     return _finish(fig, save_to)
 
 
-def _readable_log_axis(axis):
-    """Plain numbers (0.3, 1, 3) at 1-2-5 steps on a log axis, no crowded minor labels."""
-    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+def _readable_log_axis(axis, values=None):
+    """Plain numbers (0.3, 1, 3) on a log axis, no crowded minor labels.
+
+    Ticks at 1-2-5 steps when the data span at most about one and a half decades, at powers
+    of ten only when they span more, so labels never run into each other.
+    """
+    values = np.asarray(values if values is not None else [], dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    wide = values.size > 1 and np.log10(values.max() / values.min()) > 1.5
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
     axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(ticker.NullFormatter())
 
@@ -656,8 +663,8 @@ def plot_params_vs_flops(stats, save_to=None):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.margins(0.15)
-    _readable_log_axis(ax.xaxis)
-    _readable_log_axis(ax.yaxis)
+    _readable_log_axis(ax.xaxis, params)
+    _readable_log_axis(ax.yaxis, flops)
     ax.set_xlabel("parameters (millions, log scale)")
     ax.set_ylabel("MFLOPs per image (log scale)")
     ax.set_title("Size against arithmetic")
@@ -697,7 +704,7 @@ def plot_search(trials, hyperparameters=("learning_rate", "weight_decay", "dropo
         ax.set_xlabel(name + (" (log scale)" if name in log_scaled else ""))
         if name in log_scaled:
             ax.set_xscale("log")
-            _readable_log_axis(ax.xaxis)
+            _readable_log_axis(ax.xaxis, trials[name])
         ax.grid(alpha=0.3)
     axes.flat[0].set_ylabel("validation accuracy")
     bar = fig.colorbar(points, ax=list(axes.flat), pad=0.02)

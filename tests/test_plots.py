@@ -187,6 +187,12 @@ def test_search_and_size_figures(tmp_path):
     fig = plots.plot_search(trials, save_to=tmp_path / "s.png")
     assert len(fig.axes) == 4 and fig.axes[3].get_ylabel() == "width"  # the colour bar
     assert [ax.get_xscale() for ax in fig.axes[:3]] == ["log", "log", "linear"]
+    fig.canvas.draw()
+    # weight decay spans 2 decades: ticks at powers of ten only, so labels cannot collide
+    low, high = fig.axes[1].get_xlim()
+    shown = [t.get_text() for t in fig.axes[1].get_xticklabels()
+             if t.get_text() and low <= t.get_position()[0] <= high]
+    assert shown == ["1e-05", "0.0001", "0.001"], shown  # data from 1e-5 to 1e-3
     with pytest.raises(ValueError, match="lacks the columns \\['val_accuracy'\\]"):
         plots.plot_search(trials.drop(columns="val_accuracy"))
     stats = pd.DataFrame({"parameters": [3e5, 2e6, 6e6], "MFLOPs per image": [20.0, 300.0, 750.0]},
