@@ -327,6 +327,7 @@ def plot_history(history, title=None, save_to=None):
         if f"val_{metric}" in history:
             ax.plot(epochs, history[f"val_{metric}"], marker=".", label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # no half epochs
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()

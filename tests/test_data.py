@@ -57,7 +57,8 @@ def test_prints_which_source(synthetic_dir, no_cifar_env, capsys):
     folder, _ = synthetic_dir
     data.load_cifar10(folder, images_per_batch=None)
     out = capsys.readouterr().out
-    assert "data_dir" in out and str(folder) in out and "100 training" in out
+    assert "data_dir" in out and f".../{folder.name}" in out and "100 training" in out
+    assert str(folder) not in out  # never the machine's absolute path (notebook outputs are committed)
 
 
 # --- where it looks, in order ----------------------------------------------------------

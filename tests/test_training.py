@@ -498,8 +498,10 @@ def test_time_budget_stops_fit_and_records_accuracy_against_time():
     wall = _time.perf_counter() - start
     epochs_run = len(history.history["loss"])
     assert 1 <= epochs_run < 100  # stopped by the budget, not by the epoch count
-    # the step that crosses 0.5 s finishes, then training stops: about 10 steps of 50 ms
-    assert 0.5 <= budget.used < 0.5 + 0.3 and 10 <= budget.steps <= 14
+    # the step that crosses 0.5 s finishes, then training stops (the first steps also build
+    # the graph, so how many fit in 0.5 s varies); every step that ran was counted
+    assert 0.5 <= budget.used < 0.5 + 0.3
+    assert 8 * (epochs_run - 1) < budget.steps <= 8 * epochs_run
     # validation (8 batches x 100 ms per epoch) is not billed to the training budget
     assert wall - budget.used >= 0.8 * epochs_run
     assert len(budget.seconds_at_epoch_end) == len(budget.val_accuracy) == epochs_run
