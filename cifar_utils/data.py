@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,31 +130,66 @@ def display_path(path) -> str:
     return f".../{path.name}"
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that can only rebuild numpy arrays.
+def _plain_dtype(spec, align=False, copy=False):
+    """`numpy.dtype` as the unpickler may call it: plain numbers only, always a new object."""
+    try:
+        dtype = np.dtype(spec)
+    except Exception:
+        raise pickle.UnpicklingError(f"refused the dtype {spec!r}: not a numpy type") from None
+    if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
+        raise pickle.UnpicklingError(
+            f"refused the dtype {spec!r}: a CIFAR-10 batch holds plain numbers only"
+        )
+    return np.dtype(spec, False, True)  # a copy: a state set on it cannot touch numpy's own
+
+
+class _NumpyOnlyUnpickler(pickle._Unpickler):
+    """Unpickler that can only rebuild numpy arrays of plain numbers.
 
     The CIFAR-10 batch files are pickles of a dict of bytes, ints, lists and one
     numpy array. Rebuilding the array needs exactly these globals; anything else
     (`os.system`, `builtins.eval`, ...) is refused before it is looked up, so
-    nothing in a crafted file can run.
+    nothing in a crafted file can run. `numpy.dtype` is replaced by `_plain_dtype`
+    (no object, structured or sub-array dtypes), and a file may set the state
+    (the BUILD opcode) only of an array, or of a dtype to exactly the state numpy
+    itself writes for it: a crafted dtype state (an object dtype whose flags say it
+    holds no objects) would make numpy read raw bytes as pointers and crash.
+    This is the pure-Python unpickler, whose opcodes can be overridden; a batch
+    file still loads in milliseconds (one large bytes object, a list of ints).
     """
 
-    ALLOWED = frozenset(
-        {
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-        }
-    )
+    ALLOWED = {
+        ("numpy", "ndarray"): None,
+        ("numpy", "dtype"): _plain_dtype,
+        ("numpy.core.multiarray", "_reconstruct"): None,
+        ("numpy._core.multiarray", "_reconstruct"): None,
+    }
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
+            return self.ALLOWED[(module, name)] or super().find_class(module, name)
         raise pickle.UnpicklingError(
             f"refused to load global `{module}.{name}`: a CIFAR-10 batch holds only "
             "numpy arrays, lists and strings"
         )
+
+    def load_build(self):
+        state, target = self.stack[-1], self.stack[-2]
+        if isinstance(target, np.dtype):
+            expected = np.dtype(target.str).__reduce__()[2]
+            if not (isinstance(state, tuple) and len(state) >= 8 and state[1] in "<>|="
+                    and state[2:5] == (None, None, None) and state[7] == expected[7]):
+                raise pickle.UnpicklingError(
+                    f"refused a crafted state for dtype {target.str!r}: {state!r:.80}"
+                )
+        elif not isinstance(target, np.ndarray):
+            raise pickle.UnpicklingError(
+                f"refused to set the state of a {type(target).__name__}: only arrays have one"
+            )
+        super().load_build()
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def _keras_cache_dirs() -> list[Path]:
@@ -231,12 +267,15 @@ def _parse_batch(stream, path: Path, images_per_batch: int | None):
         raise CIFAR10DataError(
             f"{path} holds a {type(batch).__name__}, not a CIFAR-10 batch dict. {_FIX_HINT}"
         )
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    try:
+        batch = {k.decode("utf-8") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    except UnicodeDecodeError:
+        raise CIFAR10DataError(f"{path}: its keys are not UTF-8 text. {_FIX_HINT}") from None
     data, labels = batch.get("data"), batch.get("labels")
     if not isinstance(data, np.ndarray) or labels is None:
         raise CIFAR10DataError(
             f"{path} lacks the 'data' array or the 'labels' list "
-            f"(keys found: {sorted(batch)}). {_FIX_HINT}"
+            f"(keys found: {sorted(map(repr, batch))[:10]}). {_FIX_HINT}"
         )
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise CIFAR10DataError(
@@ -248,28 +287,70 @@ def _parse_batch(stream, path: Path, images_per_batch: int | None):
             f"{path}: holds {data.shape[0]} images; an official batch holds "
             f"{images_per_batch}. The file is incomplete. {_FIX_HINT}"
         )
-    labels = np.asarray(labels)
-    if labels.shape != (data.shape[0],):
-        raise CIFAR10DataError(
-            f"{path}: {labels.size} labels for {data.shape[0]} images. {_FIX_HINT}"
-        )
-    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise CIFAR10DataError(
-            f"{path}: labels range from {labels.min()} to {labels.max()}; expected 0..9. "
-            f"{_FIX_HINT}"
-        )
+    labels = _checked_labels(labels, data.shape[0], path)
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return images, labels.astype(np.uint8)
 
 
+def _checked_labels(labels, n, path):
+    """The labels as uint8, after checking their structure before converting anything.
+
+    A flat list of `n` Python ints, or a 1-D integer array of length `n`, all in 0..9.
+    Anything else (floats, NaN, booleans, strings, None, nested lists that expand to
+    billions of elements) is refused without being expanded.
+    """
+    if isinstance(labels, np.ndarray):
+        if labels.dtype.kind not in "iu" or labels.ndim != 1:
+            raise CIFAR10DataError(
+                f"{path}: 'labels' is a {labels.ndim}-D {labels.dtype} array; expected a 1-D "
+                f"integer array or a list of integers 0..9. {_FIX_HINT}"
+            )
+        count = len(labels)
+    elif isinstance(labels, list):
+        count = len(labels)
+    else:
+        raise CIFAR10DataError(
+            f"{path}: 'labels' is a {type(labels).__name__}; expected a list of integers "
+            f"0..9. {_FIX_HINT}"
+        )
+    if count != n:
+        raise CIFAR10DataError(f"{path}: {count} labels for {n} images. {_FIX_HINT}")
+    if isinstance(labels, list):
+        odd = next((v for v in labels if type(v) is not int), None)  # bool is not int here
+        if odd is not None or any(type(v) is not int for v in labels):
+            raise CIFAR10DataError(
+                f"{path}: 'labels' holds a {type(odd).__name__} ({odd!r:.40}); expected "
+                f"integers 0..9. {_FIX_HINT}"
+            )
+    if n and (min(labels) < 0 or max(labels) >= NUM_CLASSES):
+        raise CIFAR10DataError(
+            f"{path}: labels range from {min(labels)} to {max(labels)}; expected 0..9. "
+            f"{_FIX_HINT}"
+        )
+    return np.asarray(labels, dtype=np.int64).astype(np.uint8)
+
+
 def _open(path: Path):
+    """Opens a batch file for reading: a regular file only, never blocking on a FIFO."""
     try:
-        return open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise CIFAR10NotFoundError(
             f"{path} is missing: a complete copy has {', '.join(TRAIN_FILES)} and "
             f"{TEST_FILE} in {path.parent}. {_FIX_HINT}"
         ) from None
+    except OSError as err:  # a symlink loop, no permission, a name too long...
+        raise CIFAR10DataError(f"{path} cannot be opened ({err.strerror}). {_FIX_HINT}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CIFAR10DataError(
+                f"{path} is not a regular file (a folder, FIFO or device is in its place). "
+                f"{_FIX_HINT}"
+            )
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def read_batch(path: str | os.PathLike, images_per_batch: int | None = IMAGES_PER_BATCH):
@@ -290,7 +371,14 @@ def read_batch(path: str | os.PathLike, images_per_batch: int | None = IMAGES_PE
     """
     path = Path(path)
     with _open(path) as stream:
-        return _parse_batch(stream, path, images_per_batch)
+        try:
+            return _parse_batch(stream, path, images_per_batch)
+        except CIFAR10DataError:
+            raise
+        except Exception as err:  # anything unforeseen still names the file
+            raise CIFAR10DataError(
+                f"{path} could not be read ({type(err).__name__}: {err}). {_FIX_HINT}"
+            ) from None
 
 
 def is_offline_copy(folder: str | os.PathLike) -> bool:
