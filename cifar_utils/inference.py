@@ -135,12 +135,15 @@ def _open(source) -> Image.Image:
         source = io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.exists():
-            raise ImageError(f"no such file: {path}")
-        if path.is_dir():
-            raise ImageError(f"{path} is a folder, not an image file")
-        if path.stat().st_size == 0:
-            raise ImageError(f"{path} is empty (0 bytes): not an image")
+        try:
+            if not path.exists():
+                raise ImageError(f"no such file: {path}")
+            if path.is_dir():
+                raise ImageError(f"{path} is a folder, not an image file")
+            if path.stat().st_size == 0:
+                raise ImageError(f"{path} is empty (0 bytes): not an image")
+        except OSError as err:  # a name too long, no permission, a symlink loop...
+            raise ImageError(f"cannot read the file: {err.strerror}") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -157,6 +160,8 @@ def _open(source) -> Image.Image:
         raise ImageError(f"the image is too large to decode safely: {err}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageError(f"the image file is damaged or truncated: {err}") from None
+    except Exception as err:  # NotImplementedError, TypeError... from a crafted or fuzzed file
+        raise ImageError(f"the image file could not be decoded ({type(err).__name__}: {err})") from None
     return image
 
 
@@ -234,8 +239,13 @@ def load_image(source, size=IMAGE_SIZE, crop=True) -> np.ndarray:
         image = source
     else:
         image = _open(source)
-    image = _square_and_resize(_to_rgb(image), size, crop)
-    return np.asarray(image, dtype=np.uint8)
+    try:
+        image = _square_and_resize(_to_rgb(image), size, crop)
+        return np.asarray(image, dtype=np.uint8)
+    except ImageError:
+        raise
+    except Exception as err:  # a broken EXIF block, an odd mode, a decoder bug: this file only
+        raise ImageError(f"the image could not be converted ({type(err).__name__}: {err})") from None
 
 
 def load_images(sources, size=IMAGE_SIZE, crop=True) -> np.ndarray:
@@ -341,13 +351,25 @@ class Classifier:
         else:
             self.path = Path(model)
             self.format = detect_format(self.path)
-            self._model = self._load(num_threads)
+            try:
+                self._model = self._load(num_threads)
+            except Exception as err:  # a bad zip, no config.json, code refused by safe mode...
+                detail = " ".join(str(err).split())[:300] or type(err).__name__
+                raise ValueError(
+                    f"cannot load the {self.format} model {self.path} ({type(err).__name__}: "
+                    f"{detail}). Is it a model file this course wrote, and complete?"
+                ) from None
 
     def _load(self, num_threads):
         if self.format == "keras":
+            import zipfile
+
             import keras
 
             import cifar_utils.layers  # noqa: F401  registers the custom layers
+
+            if not zipfile.is_zipfile(self.path):  # Keras would call it "file not found"
+                raise ValueError("the file is not a zip archive, as every .keras file is")
 
             return keras.saving.load_model(self.path, compile=False, safe_mode=True)
         if self.format == "saved_model":
@@ -509,11 +531,18 @@ def measure_speed(classifier: Classifier, images: np.ndarray, batch_size=256, si
 # --------------------------------------------------------------------------- command line
 
 
+def _printable(name: str) -> str:
+    """A file name on one line: newlines and other control characters escaped."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in name)
+
+
 def _format_result(result: FileResult) -> str:
     if not result.ok:
-        return f"{result.path}: ERROR {result.error}"
+        return f"{_printable(result.path)}: ERROR {_printable(result.error)}"
     answers = ", ".join(f"{p.label} {p.confidence:.1%}" for p in result.predictions)
-    return f"{result.path}: {answers}"
+    return f"{_printable(result.path)}: {answers}"
 
 
 def main(argv=None) -> int:
@@ -536,7 +565,7 @@ def main(argv=None) -> int:
         clf = Classifier(args.model)
         results = clf.predict_files(args.images, top_k=args.top_k)
     except ValueError as err:
-        print(f"cifar-predict: {err}", file=sys.stderr)
+        print(f"cifar-predict: {_printable(str(err))}", file=sys.stderr)
         return 2
     failed = [r for r in results if not r.ok]
     if args.json:

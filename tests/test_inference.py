@@ -276,3 +276,84 @@ def test_cli_bad_model_exits_2(tmp_path):
     image = save(Image.fromarray(PICTURE), tmp_path / "a.png")
     done = run_cli("--model", legacy, image)
     assert done.returncode == 2 and "safe mode" in done.stderr
+
+
+# --- issue 13: every failure of one file is that file's ImageError; models fail in one line ---
+
+
+def _png_with_broken_exif():
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(buffer, "PNG", exif=b"Exif\x00\x00garbage!")
+    return buffer.getvalue()
+
+
+def test_a_broken_exif_block_or_a_too_long_name_is_that_files_image_error(tmp_path):
+    from cifar_utils.inference import ImageError, load_image
+
+    with pytest.raises(ImageError, match="could not be converted"):
+        load_image(_png_with_broken_exif())  # raised SyntaxError from exif_transpose before
+    with pytest.raises(ImageError, match="name too long"):
+        load_image(tmp_path / ("a" * 300 + ".png"))  # raised OSError before
+
+
+def test_predict_files_classifies_the_good_files_around_crafted_ones(tmp_path, tiny_path):
+    from cifar_utils.inference import Classifier
+
+    good = tmp_path / "good.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(good)
+    exif = tmp_path / "exif.png"
+    exif.write_bytes(_png_with_broken_exif())
+    long_name = tmp_path / ("b" * 300 + ".png")
+    results = Classifier(tiny_path).predict_files([exif, good, long_name])
+    assert [r.ok for r in results] == [False, True, False]
+    assert results[1].predictions and "could not be converted" in results[0].error
+
+
+def test_cifar_predict_escapes_a_newline_in_a_file_name(tmp_path, tiny_path, capsys):
+    from PIL import Image
+
+    from cifar_utils.inference import main
+
+    odd = tmp_path / "two\nlines.png"
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(odd)
+    assert main(["--model", str(tiny_path), str(odd)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "two\\nlines.png: " in out, out
+
+
+@pytest.mark.parametrize("kind", ["not-a-zip", "no-config", "code-in-config", "garbage-savedmodel"])
+def test_every_unloadable_model_is_one_line_and_exit_2(tmp_path, capsys, kind):
+    import json
+    import zipfile
+
+    from cifar_utils.inference import main
+
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    if kind == "garbage-savedmodel":
+        model = tmp_path / "sm"
+        model.mkdir()
+        (model / "saved_model.pb").write_bytes(b"\x00garbage" * 10)
+    else:
+        model = tmp_path / "m.keras"
+        if kind == "not-a-zip":
+            model.write_bytes(b"not a zip at all")
+        else:
+            with zipfile.ZipFile(model, "w") as z:
+                z.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+                if kind == "code-in-config":
+                    z.writestr("config.json", json.dumps({
+                        "module": "os", "class_name": "system", "config": {"command": "echo pwned"},
+                        "registered_name": "system"}))
+    assert main(["--model", str(model), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cifar-predict: cannot load"), err
+    assert "Traceback" not in err and "File not found" not in err and "pwned" not in err

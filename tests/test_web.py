@@ -75,6 +75,41 @@ def test_errors_are_clear_and_the_server_goes_on(client):
     assert client.post("/api/predict", content=png_bytes()).status_code == 200
 
 
+def test_no_redirect_is_built_from_the_host_header(client):
+    answer = client.get("/healthz/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert answer.status_code == 404 and "location" not in answer.headers
+    assert "evil.example" not in answer.text
+
+
+def test_security_headers(client):
+    import base64
+    import hashlib
+    import re
+
+    page = client.get("/")
+    assert page.headers["x-content-type-options"] == "nosniff"
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "'unsafe-inline'" not in policy
+    script = re.search(r"<script>(.*?)</script>", page.text, re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in policy  # the page's own script is allowed, nothing else
+    for answer in (client.get("/healthz"), client.post("/api/predict", content=b"x"),
+                   client.get("/nowhere")):
+        assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+def test_an_image_with_a_broken_exif_block_is_a_400(client):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(buffer, "PNG", exif=b"Exif\x00\x00garbage!")
+    answer = client.post("/api/predict", content=buffer.getvalue())
+    assert answer.status_code == 400 and "not a picture the model can read" in answer.json()["error"]
+    assert client.post("/api/predict", content=png_bytes()).status_code == 200
+
+
 def test_bad_settings():
     with pytest.raises(ValueError, match="max_upload_mb"):
         web.create_app(classifier=object(), max_upload_mb=0)
