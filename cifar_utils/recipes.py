@@ -7,6 +7,8 @@ runs it. Learning rates are per step for the batch size given; when you change
 
 from __future__ import annotations
 
+import inspect
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 RECIPES = {
@@ -135,6 +137,10 @@ class Recipe:
             bad("batch_size", "a whole number >= 1")
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", f"one of {', '.join(OPTIMIZERS)}")
+        for name in ("learning_rate", "momentum", "weight_decay", "warmup_fraction", "label_smoothing"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                bad(name, "a finite number")
         if not self.learning_rate > 0:
             bad("learning_rate", "a positive number")
         if not 0 <= self.momentum < 1:
@@ -148,6 +154,18 @@ class Recipe:
         if not 0 <= self.label_smoothing < 1:
             bad("label_smoothing", "in [0, 1)")
         parse_policy(self.augmentation)  # raises with the policy names
+        if not isinstance(self.model_kwargs, dict):
+            bad("model_kwargs", "a dict of builder arguments")
+        builder = BUILDERS[self.arch]
+        parameters = inspect.signature(builder).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            allowed = [n for n in parameters if n not in ("input_shape", "num_classes", "name")]
+            unknown = sorted(set(self.model_kwargs) - set(allowed))
+            if unknown:
+                raise ValueError(
+                    f"recipe {self.name!r}: model_kwargs {unknown} are not arguments of "
+                    f"{builder.__name__}; it takes {', '.join(allowed)}."
+                )
 
     def to_dict(self) -> dict:
         """The recipe as a plain dict (for JSON and model cards)."""

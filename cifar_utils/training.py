@@ -353,6 +353,28 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class TrainingDiverged(RuntimeError):
+    """Training stopped because the loss became NaN or infinite."""
+
+
+class _StopOnNaN(keras.callbacks.Callback):
+    """Keras's `TerminateOnNaN`, remembering where it stopped the run."""
+
+    def __init__(self):
+        super().__init__()
+        self.stopped_at = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self.stopped_at = (self._epoch + 1, batch + 1)
+            self.model.stop_training = True
+
+
 @dataclass
 class TrainResult:
     """What `train` returns.
@@ -549,7 +571,9 @@ def train(
         model = _build(recipe, x_train, seed)
         compile_model(model, recipe, steps_per_epoch, jit_compile=setup.jit_compile)
 
+    stop_on_nan = _StopOnNaN()
     all_callbacks = [
+        stop_on_nan,
         EpochLogger(),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         AtomicCheckpoint(output_dir / "best.keras"),
@@ -572,6 +596,16 @@ def train(
             verbose=verbose, shuffle=False,  # the dataset shuffles itself, with the seed
         )
     session_seconds = time.perf_counter() - start
+    if stop_on_nan.stopped_at is not None:
+        epoch, batch = stop_on_nan.stopped_at
+        shutil.rmtree(backup_dir, ignore_errors=True)  # its weights may be NaN too
+        kept = "best.keras from an earlier epoch is kept" if (output_dir / "best.keras").exists() \
+            else "no model was saved"
+        raise TrainingDiverged(
+            f"recipe {recipe.name!r}: the training loss became NaN or infinite in epoch {epoch}, "
+            f"batch {batch}; training stopped and final.keras was not written ({kept}). "
+            f"Lower the learning rate (now {recipe.learning_rate}) and run again."
+        )
     shutil.rmtree(backup_dir, ignore_errors=True)
 
     history = read_history(history_csv)
@@ -867,15 +901,32 @@ def main(argv=None):
                         help="copy the final model to DIR/ARCH.keras with a model card, "
                              "after one evaluation on the test set")
     args = parser.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be at least 1; received {args.epochs}")
+    if not 0 < args.val_fraction < 1:
+        parser.error(f"--val-fraction must be between 0 and 1 (exclusive); received {args.val_fraction}")
+    if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
+        parser.error(f"--data-dir {args.data_dir} is not a folder")
+    overrides = {} if args.epochs is None else {"epochs": args.epochs}
+    try:
+        recipe = get_recipe(args.recipe, **overrides)
+    except ValueError as err:
+        parser.error(str(err))
     # First, before any other TensorFlow work: a TF_CONFIG cluster's strategy must start first.
     setup = device.setup_devices()
     chief = not device.worker_folder(setup.strategy)
-    overrides = {} if args.epochs is None else {"epochs": args.epochs}
-    recipe = get_recipe(args.recipe, **overrides)
     output_dir = Path(args.output_dir or Path("runs") / args.recipe)
-    (x, y), (x_test, y_test) = data_lib.load_cifar10(args.data_dir)
+    try:
+        (x, y), (x_test, y_test) = data_lib.load_cifar10(args.data_dir)
+    except data_lib.CIFAR10DataError as err:
+        parser.exit(2, f"cifar-train: error: {err}\n")
     (x_train, y_train), (x_val, y_val) = data_lib.split_train_val(x, y, args.val_fraction, seed=args.seed)
-    result = train(recipe, x_train, y_train, x_val, y_val, output_dir=output_dir, seed=args.seed, setup=setup)
+    try:
+        result = train(recipe, x_train, y_train, x_val, y_val, output_dir=output_dir, seed=args.seed,
+                       setup=setup)
+    except TrainingDiverged as err:
+        print(f"cifar-train: {err}", file=sys.stderr)
+        return 1
     print(f"trained {recipe.name}: best validation accuracy {result.run['best_val_accuracy']:.4f}, "
           f"{result.run['train_seconds']:.0f} s; files in {result.output_dir}")
     if args.ship and chief:  # across machines, the chief alone ships

@@ -509,3 +509,40 @@ def test_time_budget_stops_fit_and_records_accuracy_against_time():
     assert all(0.0 <= a <= 1.0 for a in budget.val_accuracy)
     with pytest.raises(ValueError, match="received 0"):
         TimeBudget(0)
+
+
+# --- issue 13: values that cannot train, and a run that diverges ---------------------------
+
+
+@pytest.mark.parametrize("field", ["learning_rate", "weight_decay", "momentum", "label_smoothing"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), True])
+def test_recipes_require_finite_numbers(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be a finite number"):
+        recipes.get_recipe("baseline_cnn", **{field: value})
+
+
+def test_model_kwargs_unknown_to_the_builder_name_its_arguments():
+    with pytest.raises(ValueError, match=r"\['widht'\] are not arguments of build_fast_net; it takes .*widths"):
+        recipes.get_recipe("fast", model_kwargs={"widht": [8, 8, 8]})
+
+
+def test_a_run_whose_loss_becomes_nan_stops_and_says_so(tiny_data, tmp_path):
+    x, y, xv, yv = tiny_data
+    with pytest.raises(training.TrainingDiverged, match="became NaN or infinite in epoch 1.*Lower the learning rate"):
+        training.train(tiny_recipe(optimizer="sgd", learning_rate=1e30, epochs=3), x, y, xv, yv,
+                       output_dir=tmp_path, verbose=0)
+    assert not (tmp_path / "final.keras").exists()  # no NaN model written
+    assert not any(p.name.startswith("backup") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
+    (["--data-dir", "/nonexistent/cifar"], "--data-dir /nonexistent/cifar is not a folder"),
+])
+def test_cifar_train_bad_arguments_are_one_line_and_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        training.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.strip().splitlines()[-1].startswith("cifar-train: error:")
