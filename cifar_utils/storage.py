@@ -99,3 +99,32 @@ def atomic_save_model(model, path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def remove_stale_temporaries(folder, stems=("best", "final", "history")) -> list:
+    """Deletes the temporary files an interrupted atomic write left in `folder`.
+
+    A process killed between writing a temporary file and renaming it into place
+    leaves `.best.k3j_x9a2.keras` or `.history.p0q8zz1m.tmp` behind (often 0 bytes).
+    Only names of exactly that form, for the given stems, are removed.
+
+    Args:
+        folder: the folder to clean; a missing folder is fine.
+        stems: the file stems whose temporaries to remove. Defaults to the
+            training run's ("best", "final", "history").
+
+    Returns:
+        The paths removed.
+    """
+    import re
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(r"^\.(%s)\.[a-z0-9_]{8}\.(tmp|keras)$" % "|".join(map(re.escape, stems)))
+    removed = []
+    for path in folder.iterdir():
+        if pattern.match(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -33,7 +33,7 @@ import numpy as np
 from keras import ops
 
 from cifar_utils import data as data_lib
-from cifar_utils import device, repro
+from cifar_utils import device, repro, storage
 from cifar_utils.augment import pipeline_augment
 from cifar_utils.models import BUILDERS, float32_copy
 from cifar_utils.recipes import Recipe, get_recipe
@@ -549,6 +549,7 @@ def train(
     # output_dir, the others into a folder of their own (output_dir may be shared).
     output_dir = Path(output_dir) / device.worker_folder(setup.strategy)
     output_dir.mkdir(parents=True, exist_ok=True)
+    storage.remove_stale_temporaries(output_dir)  # left by a run killed mid-save
     backup_dir = output_dir / "backup"
     history_csv = output_dir / "history.csv"
     resuming = backup_dir.exists() and any(backup_dir.iterdir())

@@ -546,3 +546,19 @@ def test_cifar_train_bad_arguments_are_one_line_and_exit_2(argv, message, capsys
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.strip().splitlines()[-1].startswith("cifar-train: error:")
+
+
+def test_temporaries_left_by_a_killed_save_are_removed_on_the_next_run(tiny_data, tmp_path):
+    x, y, xv, yv = tiny_data
+    stale = [tmp_path / ".best.k3j_x9a2.keras", tmp_path / ".history.p0q8zz1m.tmp",
+             tmp_path / ".final.abcdefgh.keras"]
+    for path in stale:
+        path.write_bytes(b"")  # what a kill between write and rename leaves
+    keep = [tmp_path / ".notes.txt", tmp_path / ".best.keras.bak", tmp_path / "mine.tmp"]
+    for path in keep:
+        path.write_bytes(b"x")
+    training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path, verbose=0)
+    assert not [p for p in stale if p.exists()]
+    assert all(p.exists() for p in keep)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".best.", ".final.", ".history."))
+                and p not in keep]
