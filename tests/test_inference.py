@@ -357,3 +357,17 @@ def test_every_unloadable_model_is_one_line_and_exit_2(tmp_path, capsys, kind):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("cifar-predict: cannot load"), err
     assert "Traceback" not in err and "File not found" not in err and "pwned" not in err
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "RGB", "L"])
+def test_reducing_in_strips_equals_one_reduce(mode):
+    from PIL import Image
+
+    from cifar_utils.inference import _reduce_in_strips
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (1003, 700, 4), dtype=np.uint8), "RGBA").convert(mode)
+    for factor in (2, 7, 36):
+        expected = np.asarray(image.reduce(factor))
+        got = np.asarray(_reduce_in_strips(image, factor, rows=3))
+        np.testing.assert_array_equal(got, expected)

@@ -6,6 +6,7 @@ unless CIFAR_REQUIRE_BROWSER=1 (CI sets it, after installing chromium).
 """
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -232,3 +233,59 @@ def test_screenshot_without_a_working_browser_is_a_clear_error(tmp_path):
     fake.chmod(0o755)
     with pytest.raises(RuntimeError, match="failed"):
         web.screenshot_upload("http://127.0.0.1:9/", tmp_path / "x.png", tmp_path / "s.png", chromium=str(fake))
+
+
+# ----------------------------------------------------------------------------- memory under upload
+
+
+@pytest.fixture(scope="module")
+def large_rgba_png(tmp_path_factory):
+    """9,400 x 9,400 RGBA (88 million pixels, just under PIL's limit): ~350 MB decoded."""
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("large") / "large.png"
+    image = Image.new("RGBA", (9_400, 9_400), (40, 90, 160, 200))
+    image.paste((220, 180, 40, 255), (2_000, 2_000, 7_000, 7_000))  # something to see
+    image.save(path, compress_level=1)
+    del image
+    return path
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's peak memory from /proc")
+def test_twenty_concurrent_large_uploads_keep_the_servers_memory_bounded(model_path, large_rgba_png):
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = large_rgba_png.read_bytes()
+    assert len(body) < 5e6
+    port = web.free_port()
+    cmd = [str(Path(sys.executable).with_name("cifar-demo")), "--model", str(model_path),
+           "--port", str(port), "--top-k", "3", "--max-upload-mb", "5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, f"cifar-demo exited early:\n{proc.stdout.read()}"
+            try:
+                urllib.request.urlopen(url + "healthz", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline, "cifar-demo did not answer within 120 s"
+                time.sleep(0.5)
+
+        def upload(_):
+            request = urllib.request.Request(url + "api/predict", data=body, method="POST")
+            with urllib.request.urlopen(request, timeout=600) as answer:
+                return answer.status, json.load(answer)
+
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(upload, range(20)))
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    print(f"cifar-demo peak memory after 20 concurrent 9,400 x 9,400 RGBA uploads: {peak_kb / 1e6:.2f} GB")
+    assert [s for s, _ in answers] == [200] * 20  # every request answered
+    assert all(len(doc["predictions"]) == 3 for _, doc in answers)
+    assert peak_kb < 1.5e6, f"the server's peak memory was {peak_kb / 1e6:.2f} GB"
