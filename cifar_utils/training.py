@@ -24,6 +24,7 @@ import json
 import inspect
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from cifar_utils import device, repro, storage
 from cifar_utils.augment import pipeline_augment
 from cifar_utils.models import BUILDERS, float32_copy
 from cifar_utils.recipes import Recipe, get_recipe
-from cifar_utils.storage import atomic_save_model, atomic_write_json
+from cifar_utils.storage import atomic_save_model, atomic_write_json, atomic_write_text
 
 OUTPUT_ENV_VAR = "CIFAR_OUTPUT_DIR"
 # The fast-recipe model committed to the repository (see models/MODEL_CARD.md).
@@ -260,18 +261,20 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         path: the `.keras` file to keep the best model in.
         monitor: the log entry to watch. Defaults to "val_accuracy".
         mode: "max" or "min". Defaults to "max".
+        best: the best value seen before this run (when resuming). Defaults to None.
     """
 
-    def __init__(self, path, monitor="val_accuracy", mode="max"):
+    def __init__(self, path, monitor="val_accuracy", mode="max", best=None):
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min'; received {mode!r}.")
         self.path = Path(path)
         self.monitor = monitor
         self.mode = mode
-        self.best = None
+        self.best = best  # a resumed run passes the best value of its earlier epochs
 
     def on_epoch_end(self, epoch, logs=None):
+        _pause_for_test("best")  # after CSVLogger wrote the epoch's row, before any save
         value = (logs or {}).get(self.monitor)
         if value is None:
             return
@@ -351,6 +354,113 @@ class TimeBudget(keras.callbacks.Callback):
         self.val_accuracy.append(float((logs or {}).get("val_accuracy", np.nan)))
         if self.used >= self.seconds:
             self.model.stop_training = True
+
+
+_PAUSES = {}
+
+
+def _pause_for_test(point):
+    """Lets a test kill the process at a named save step.
+
+    With `CIFAR_TEST_PAUSE_AT=point:n` the n-th arrival at `point` ("backup", "best",
+    "final") writes `point.paused` into `$CIFAR_TEST_PAUSE_DIR` and sleeps. Used only by
+    `tests/test_resume.py`, which kills the process there; unset, this does nothing.
+    """
+    wanted = os.environ.get("CIFAR_TEST_PAUSE_AT", "")
+    if not wanted.startswith(point + ":"):
+        return
+    _PAUSES[point] = _PAUSES.get(point, 0) + 1
+    if _PAUSES[point] == int(wanted.split(":")[1]):
+        Path(os.environ["CIFAR_TEST_PAUSE_DIR"], f"{point}.paused").write_text("")
+        time.sleep(3600)
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose backup survives a kill at any moment.
+
+    Each epoch's weights go to a new file (`epoch3.weights.h5`); only then does
+    `state.json`, written atomically, point at it, and only then are older weights
+    files deleted. A kill while writing the weights leaves an unreferenced partial file
+    and the previous state intact. A backup that still cannot be read (damaged on disk)
+    is reported and discarded, and the run starts over instead of crashing.
+
+    Args:
+        backup_dir: the folder of the backup; `train` deletes it once the final model
+            and history are written.
+    """
+
+    def __init__(self, backup_dir):
+        super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=False)
+        self.folder = Path(backup_dir)
+
+    @staticmethod
+    def read_state(backup_dir):
+        """The saved `{"epoch", "weights"}` of a backup folder, or None if there is none.
+
+        Raises:
+            ValueError: the state or the weights file it names is unreadable.
+        """
+        state_path = Path(backup_dir) / "state.json"
+        if not state_path.exists():
+            return None
+        try:
+            state = json.loads(state_path.read_text())
+            epoch, weights = int(state["epoch"]), Path(backup_dir) / str(state["weights"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{state_path} is damaged ({type(err).__name__}: {err})") from None
+        if weights.parent != Path(backup_dir) or not weights.is_file():
+            raise ValueError(f"{state_path} names {weights.name}, which is missing")
+        return {"epoch": epoch, "weights": weights}
+
+    def _load_model(self):
+        state = self.read_state(self.folder)
+        if state is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(str(state["weights"]))
+        self.model._initial_epoch = state["epoch"]
+
+    def on_train_begin(self, logs=None):
+        self._load_model()  # train() checked the backup before fit; a failure here is real
+
+    def _save_model(self):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        weights = self.folder / f"epoch{self._current_epoch}.weights.h5"
+        self.model.save_weights(str(weights), overwrite=True)
+        _pause_for_test("backup")
+        atomic_write_json(self.folder / "state.json", {"epoch": self._current_epoch, "weights": weights.name})
+        for old in self.folder.glob("epoch*.weights.h5"):
+            if old != weights:
+                old.unlink(missing_ok=True)
+
+
+def _resume_point(backup_dir, history_csv):
+    """Where a run resumes, after making the history agree with the backup.
+
+    Returns the epoch to start from (0 for a fresh run) and the best validation accuracy
+    of the epochs kept. Rows of `history_csv` at or after that epoch (written before a
+    kill that the backup did not see) are dropped; an unreadable backup is discarded,
+    with a message, and the run starts over.
+    """
+    try:
+        state = AtomicBackupAndRestore.read_state(backup_dir)
+    except ValueError as err:
+        print(f"cannot resume: {err}; starting this run from its first epoch", file=sys.stderr)
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        state = None
+    if state is None:
+        shutil.rmtree(backup_dir, ignore_errors=True)  # weights without a state: nothing to resume
+        history_csv.unlink(missing_ok=True)
+        return 0, None
+    start = state["epoch"]
+    history = read_history(history_csv) if history_csv.exists() else {}
+    keep = [i for i, e in enumerate(history.get("epoch", [])) if int(e) < start]
+    if history_csv.exists():
+        lines = history_csv.read_text().splitlines(keepends=True)
+        atomic_write_text(history_csv, "".join(lines[:1] + [lines[1 + i] for i in keep]))
+    values = [history["val_accuracy"][i] for i in keep if "val_accuracy" in history]
+    return start, (max(values) if values else None)
 
 
 class TrainingDiverged(RuntimeError):
@@ -552,9 +662,8 @@ def train(
     storage.remove_stale_temporaries(output_dir)  # left by a run killed mid-save
     backup_dir = output_dir / "backup"
     history_csv = output_dir / "history.csv"
-    resuming = backup_dir.exists() and any(backup_dir.iterdir())
-    if not resuming:
-        history_csv.unlink(missing_ok=True)  # a finished earlier run: start a new log
+    # A fresh run starts a new log; a resumed one keeps only the epochs its backup holds.
+    _, best_so_far = _resume_point(backup_dir, history_csv)
 
     # Bit-for-bit repeatable on the CPU; on a GPU, deterministic kernels would cost speed.
     repro.set_seed(seed, deterministic=not setup.jit_compile)
@@ -577,8 +686,8 @@ def train(
         stop_on_nan,
         EpochLogger(),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
-        AtomicCheckpoint(output_dir / "best.keras"),
-        keras.callbacks.BackupAndRestore(str(backup_dir)),
+        AtomicCheckpoint(output_dir / "best.keras", best=best_so_far),
+        AtomicBackupAndRestore(backup_dir),
     ]
     if early_stopping_patience is not None:
         all_callbacks.append(
@@ -607,9 +716,8 @@ def train(
             f"batch {batch}; training stopped and final.keras was not written ({kept}). "
             f"Lower the learning rate (now {recipe.learning_rate}) and run again."
         )
-    shutil.rmtree(backup_dir, ignore_errors=True)
-
     history = read_history(history_csv)
+    _pause_for_test("final")
     atomic_save_model(model, output_dir / "final.keras")
     run = repro.run_info(
         seed=seed,
@@ -624,6 +732,7 @@ def train(
         best_val_accuracy=max(history.get("val_accuracy", [float("nan")])),
     )
     atomic_write_json(output_dir / "history.json", {"recipe": recipe.to_dict(), "run": run, "history": history})
+    shutil.rmtree(backup_dir, ignore_errors=True)  # last: a kill before this resumes, not restarts
     return TrainResult(model=model, history=history, recipe=recipe, output_dir=output_dir, run=run)
 
 
