@@ -371,3 +371,22 @@ def test_reducing_in_strips_equals_one_reduce(mode):
         expected = np.asarray(image.reduce(factor))
         got = np.asarray(_reduce_in_strips(image, factor, rows=3))
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("error", [NotImplementedError("crafted DDS"), TypeError("fuzzed TIFF"),
+                                   SyntaxError("bad header"), OSError("decoder error -2")])
+def test_any_decoder_failure_is_that_files_image_error(error, monkeypatch, tmp_path):
+    """What crafted DDS and fuzzed TIFF files raised out of Pillow before (issue 13)."""
+    from PIL import Image
+
+    from cifar_utils import inference
+
+    picture = tmp_path / "odd.tif"
+    picture.write_bytes(b"II*\x00" + b"\x00" * 64)
+
+    def broken_open(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(Image, "open", broken_open)
+    with pytest.raises(inference.ImageError, match=str(error)):
+        inference.load_image(picture)
