@@ -130,11 +130,12 @@ def create_app(classifier=None, model=None, top_k=5, max_upload_mb=DEFAULT_MAX_U
             (`tests/test_web.py`), small pictures take milliseconds each.
 
     Returns:
-        An ASGI app (a `starlette.applications.Starlette` app that adds
-        `X-Content-Type-Options: nosniff` to every response); serve it with uvicorn.
+        A `starlette.applications.Starlette` app that adds `X-Content-Type-Options:
+        nosniff` to every response; serve it with uvicorn.
     """
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
+    from starlette.middleware import Middleware
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
 
@@ -166,8 +167,7 @@ def create_app(classifier=None, model=None, top_k=5, max_upload_mb=DEFAULT_MAX_U
         body = page.split(f"<{tag}>", 1)[1].split(f"</{tag}>", 1)[0]
         return "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
 
-    security_headers = {
-        "X-Content-Type-Options": "nosniff",
+    security_headers = {  # nosniff is added to every response by _NoSniff
         "Content-Security-Policy": (
             f"default-src 'none'; script-src {_sha256('script')}; style-src {_sha256('style')}; "
             "img-src blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
@@ -209,29 +209,25 @@ def create_app(classifier=None, model=None, top_k=5, max_upload_mb=DEFAULT_MAX_U
                              for p in preds]}
         )
 
-    app = Starlette(routes=[
-        Route("/", index),
-        Route("/healthz", health),
-        Route("/api/predict", predict, methods=["POST"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/healthz", health),
+            Route("/api/predict", predict, methods=["POST"]),
+        ],
+        middleware=[Middleware(_NoSniff)],
+    )
     # No redirects: Starlette's "/healthz/" -> "/healthz" redirect is built from the Host
     # header the client sent, so anyone could make the demo point a browser elsewhere.
     app.router.redirect_slashes = False
-
-    return _NoSniff(app)
+    return app
 
 
 class _NoSniff:
-    """ASGI wrapper: every response says `X-Content-Type-Options: nosniff`.
-
-    Attribute access falls through to the wrapped app (`router`, `routes`, ...).
-    """
+    """ASGI middleware: every response says `X-Content-Type-Options: nosniff`."""
 
     def __init__(self, app):
         self.app = app
-
-    def __getattr__(self, name):
-        return getattr(self.app, name)
 
     async def __call__(self, scope, receive, send):
         async def send_with_header(message):
