@@ -289,7 +289,7 @@ def _parse_batch(stream, path: Path, images_per_batch: int | None):
         )
     labels = _checked_labels(labels, data.shape[0], path)
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return images, labels.astype(np.uint8)
+    return images, labels
 
 
 def _checked_labels(labels, n, path):
@@ -316,11 +316,11 @@ def _checked_labels(labels, n, path):
     if count != n:
         raise CIFAR10DataError(f"{path}: {count} labels for {n} images. {_FIX_HINT}")
     if isinstance(labels, list):
-        odd = next((v for v in labels if type(v) is not int), None)  # bool is not int here
-        if odd is not None or any(type(v) is not int for v in labels):
+        odd = next((i for i, v in enumerate(labels) if type(v) is not int), None)  # bool too
+        if odd is not None:
             raise CIFAR10DataError(
-                f"{path}: 'labels' holds a {type(odd).__name__} ({odd!r:.40}); expected "
-                f"integers 0..9. {_FIX_HINT}"
+                f"{path}: 'labels' holds a {type(labels[odd]).__name__} ({labels[odd]!r:.40}); "
+                f"expected integers 0..9. {_FIX_HINT}"
             )
     if n and (min(labels) < 0 or max(labels) >= NUM_CLASSES):
         raise CIFAR10DataError(
