@@ -435,32 +435,33 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                 old.unlink(missing_ok=True)
 
 
-def _resume_point(backup_dir, history_csv):
-    """Where a run resumes, after making the history agree with the backup.
+def _prepare_resume(backup_dir, history_csv):
+    """Makes the history agree with the backup before a run; returns the best kept value.
 
-    Returns the epoch to start from (0 for a fresh run) and the best validation accuracy
-    of the epochs kept. Rows of `history_csv` at or after that epoch (written before a
-    kill that the backup did not see) are dropped; an unreadable backup is discarded,
-    with a message, and the run starts over.
+    Rows of `history_csv` at or after the backup's epoch (written before a kill that the
+    backup did not see) are dropped. With no usable backup (none, or unreadable: reported)
+    the backup and the history are removed and the run starts over.
+
+    Returns:
+        The best validation accuracy of the epochs kept, or None.
     """
     try:
         state = AtomicBackupAndRestore.read_state(backup_dir)
     except ValueError as err:
         print(f"cannot resume: {err}; starting this run from its first epoch", file=sys.stderr)
-        shutil.rmtree(backup_dir, ignore_errors=True)
         state = None
     if state is None:
         shutil.rmtree(backup_dir, ignore_errors=True)  # weights without a state: nothing to resume
         history_csv.unlink(missing_ok=True)
-        return 0, None
-    start = state["epoch"]
-    history = read_history(history_csv) if history_csv.exists() else {}
-    keep = [i for i, e in enumerate(history.get("epoch", [])) if int(e) < start]
-    if history_csv.exists():
-        lines = history_csv.read_text().splitlines(keepends=True)
-        atomic_write_text(history_csv, "".join(lines[:1] + [lines[1 + i] for i in keep]))
+        return None
+    if not history_csv.exists():
+        return None
+    history = read_history(history_csv)
+    keep = [i for i, e in enumerate(history.get("epoch", [])) if int(e) < state["epoch"]]
+    lines = history_csv.read_text().splitlines(keepends=True)
+    atomic_write_text(history_csv, "".join(lines[:1] + [lines[1 + i] for i in keep]))
     values = [history["val_accuracy"][i] for i in keep if "val_accuracy" in history]
-    return start, (max(values) if values else None)
+    return max(values) if values else None
 
 
 class TrainingDiverged(RuntimeError):
@@ -663,7 +664,7 @@ def train(
     backup_dir = output_dir / "backup"
     history_csv = output_dir / "history.csv"
     # A fresh run starts a new log; a resumed one keeps only the epochs its backup holds.
-    _, best_so_far = _resume_point(backup_dir, history_csv)
+    best_so_far = _prepare_resume(backup_dir, history_csv)
 
     # Bit-for-bit repeatable on the CPU; on a GPU, deterministic kernels would cost speed.
     repro.set_seed(seed, deterministic=not setup.jit_compile)
