@@ -13,16 +13,14 @@ Writes benchmarks/results/load_time.json and load_time.md.
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from keras.src.datasets.cifar import load_batch  # imported here so no timing includes it
 
-from cifar_utils import data, repro
+from cifar_utils import data, reports, timing
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_S = 2.0
@@ -52,16 +50,6 @@ def keras_peer_contiguous(folder: Path):
     return (np.ascontiguousarray(x_train), y_train), (np.ascontiguousarray(x_test), y_test)
 
 
-def timed(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-        del result
-    return times
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="defaults to $CIFAR10_DIR")
@@ -73,9 +61,10 @@ def main(argv=None):
     if source.path is None:
         sys.exit("No local CIFAR-10 copy: set CIFAR10_DIR or pass --data-dir.")
 
-    ours = timed(lambda: data.load_cifar10(source.path, verbose=False), args.repeats)
-    peer = timed(lambda: keras_peer(source.path), args.repeats)
-    peer_c = timed(lambda: keras_peer_contiguous(source.path), args.repeats)
+    # No warm-up: the first call (cold file cache) is part of the report.
+    ours = timing.call_times(lambda: data.load_cifar10(source.path, verbose=False), args.repeats, warmup=0)
+    peer = timing.call_times(lambda: keras_peer(source.path), args.repeats, warmup=0)
+    peer_c = timing.call_times(lambda: keras_peer_contiguous(source.path), args.repeats, warmup=0)
     # Same arrays from both readers.
     (a, b), (c, d) = data.load_cifar10(source.path, verbose=False)
     (pa, pb), (pc, pd) = keras_peer(source.path)
@@ -83,7 +72,7 @@ def main(argv=None):
 
     result = {
         "benchmark": "load_time",
-        "data": "offline copy" if data.is_offline_copy(source.path) else "other copy",
+        "data": source.variant,  # "offline copy" or "official"
         "repeats": args.repeats,
         "cifar_utils_load_cifar10_s": {"first": ours[0], "median": statistics.median(ours), "all": ours},
         "keras_load_batch_peer_s": {"first": peer[0], "median": statistics.median(peer), "all": peer},
@@ -91,7 +80,7 @@ def main(argv=None):
             "first": peer_c[0], "median": statistics.median(peer_c), "all": peer_c},
         "target_s": TARGET_S,
         "meets_target": max(ours) <= TARGET_S,
-        "run": repro.run_info(),
+        "run": reports.run_info(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "load_time.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -104,8 +93,8 @@ def main(argv=None):
             f"| Keras load_batch (peer; strided views) | {peer[0]:.2f} | {statistics.median(peer):.2f} | {max(peer):.2f} |",
             f"| Keras load_batch (peer) + contiguous copy | {peer_c[0]:.2f} | {statistics.median(peer_c):.2f} | {max(peer_c):.2f} |",
             "",
-            f"{args.repeats} repeats; data: {result['data']}; {run['cpu']} ({run['cpu_cores']} cores); "
-            f"TensorFlow {run['tensorflow']}, Keras {run['keras']}, NumPy {run['numpy']}; {run['date']}.",
+            f"{args.repeats} repeats; data: {result['data']}; {reports.hardware_text(run)}; "
+            f"{reports.versions_text(run)}; {run['date']}.",
         ]
     )
     (RESULTS / "load_time.md").write_text(table + "\n")

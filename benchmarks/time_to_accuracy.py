@@ -54,14 +54,13 @@ def _peak_rss_mb() -> float:
 def _worker(name, spec, seed, quick, out_path, save_dir=None):
     """Trains one run in this process, writing its progress to `out_path` after each epoch."""
     import keras
-    import numpy as np
 
-    from cifar_utils import data, evaluation, repro, training
+    from cifar_utils import data, evaluation, reports, repro, training
     from cifar_utils.recipes import get_recipe
 
     t0 = time.perf_counter()
     (x_train, y_train), (x_test, y_test) = data.load_cifar10(verbose=False)
-    variant = "offline copy" if data.is_offline_copy(data.locate_cifar10().path) else "official"
+    variant = data.locate_cifar10().variant
     if quick:
         x_train, y_train = data.stratified_subset(x_train, y_train, 2000, seed=seed)
         x_test, y_test = x_test[:1000], y_test[:1000]
@@ -120,10 +119,10 @@ def _worker(name, spec, seed, quick, out_path, save_dir=None):
         state["train_images"] = len(x_tr)
         state["recipe"] = recipe.to_dict()
         with tempfile.TemporaryDirectory() as tmp:
-            out_dir = Path(save_dir) / name if save_dir else Path(tmp)
-            training.train(recipe, x_tr, y_tr, x_val, y_val, output_dir=out_dir, seed=seed,
+            output_dir = Path(save_dir) / name if save_dir else Path(tmp)
+            training.train(recipe, x_tr, y_tr, x_val, y_val, output_dir=output_dir, seed=seed,
                            verbose=0, callbacks=[Recorder()])
-    state["run"] = repro.run_info(seed=seed)
+    state["run"] = reports.run_info(seed=seed)
     state["peak_rss_mb"] = _peak_rss_mb()
     state["finished"] = True
     Path(out_path).write_text(json.dumps(state))
@@ -142,6 +141,7 @@ def _report(results, budget_s, quick):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cifar_utils.reports import hardware_text, versions_text
     from cifar_utils.storage import atomic_write_json, atomic_write_text
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -173,8 +173,7 @@ def _report(results, budget_s, quick):
         f"Test accuracy on the {variant} ({n_test:,} test images; recipes with tta=True use flip TTA). "
         "Wall time runs from the start of the worker (data loading included) to the end of each "
         "epoch, leaving out the benchmark's own test evaluations.",
-        f"Hardware: {run.get('cpu')} ({run.get('cpu_cores')} cores), GPUs: {run.get('gpus') or 'none'}; "
-        f"TensorFlow {run.get('tensorflow')}, Keras {run.get('keras')}; seed {run.get('seed')}; "
+        f"Hardware: {hardware_text(run)}; {versions_text(run)}; seed {run.get('seed')}; "
         f"{run.get('date')}; budget {budget_s / 60:.0f} min.",
     ]
     targets = []

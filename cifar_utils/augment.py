@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import keras
 
-from cifar_utils.data import CIFAR10_MEAN
+from cifar_utils.data import CIFAR10_MEAN, NUM_CLASSES, make_dataset
+from cifar_utils.timing import best_time
 
 # Components in the order they are applied.
 COMPONENTS = ("flip", "crop", "randaugment", "cutout", "mixup", "cutmix")
@@ -71,31 +72,31 @@ MIXUP_ALPHA = 0.2  # Beta(alpha, alpha) mixing weights; small alpha: mostly one 
 CUTMIX_FACTOR = 1.0  # Beta(1, 1) patch area: uniform
 
 
-def parse_policy(policy: str) -> tuple[str, ...]:
+def parse_policy(augmentation: str) -> tuple[str, ...]:
     """Turns a policy name into its components, in the order they run.
 
     Args:
-        policy: a name from `POLICIES`, or several joined with "+".
+        augmentation: a name from `POLICIES`, or several joined with "+".
 
     Returns:
         A tuple of component names from `COMPONENTS`.
     """
-    if not isinstance(policy, str) or not policy.strip():
+    if not isinstance(augmentation, str) or not augmentation.strip():
         raise ValueError(
-            f"policy must be a name such as 'standard' or 'cutout+mixup'; received {policy!r}. "
+            f"policy must be a name such as 'standard' or 'cutout+mixup'; received {augmentation!r}. "
             f"Known names: {', '.join(POLICIES)}."
         )
     wanted = set()
-    for part in policy.split("+"):
+    for part in augmentation.split("+"):
         part = part.strip().lower()
         if part not in POLICIES:
             raise ValueError(
-                f"Unknown augmentation policy {part!r} in {policy!r}. "
+                f"Unknown augmentation policy {part!r} in {augmentation!r}. "
                 f"Known names: {', '.join(POLICIES)} (join several with '+')."
             )
         wanted.update(POLICIES[part])
     if set(LABEL_MIXING) <= wanted:
-        raise ValueError(f"policy {policy!r} asks for both MixUp and CutMix; choose one.")
+        raise ValueError(f"policy {augmentation!r} asks for both MixUp and CutMix; choose one.")
     return tuple(c for c in COMPONENTS if c in wanted)
 
 
@@ -125,11 +126,11 @@ def _make_layer(component: str, seed):
     raise ValueError(f"Unknown component {component!r}; known: {COMPONENTS}.")
 
 
-def augmentation_layers(policy: str, seed: int | None = None) -> list:
+def augmentation_layers(augmentation: str, seed: int | None = None) -> list:
     """Creates the Keras layers of a policy.
 
     Args:
-        policy: a policy name, e.g. "standard" or "cutout+mixup".
+        augmentation: a policy name, e.g. "standard" or "cutout+mixup".
         seed: base seed; layer i gets `seed + i`, so the layers draw independent
             random numbers and the whole policy repeats with the same seed.
             Defaults to None (unseeded).
@@ -139,18 +140,18 @@ def augmentation_layers(policy: str, seed: int | None = None) -> list:
     """
     return [
         _make_layer(component, None if seed is None else seed + i)
-        for i, component in enumerate(parse_policy(policy))
+        for i, component in enumerate(parse_policy(augmentation))
     ]
 
 
-def build_augmentation(policy: str = "standard", seed: int | None = None, name="augmentation"):
+def build_augmentation(augmentation: str = "standard", seed: int | None = None, name="augmentation"):
     """Builds a policy as a layer to put inside a model (runs on the GPU).
 
     Active only while training (`model.fit`); `model.predict` and
     `model(x, training=False)` pass images through unchanged.
 
     Args:
-        policy: a policy without MixUp or CutMix, which need labels. Defaults to
+        augmentation: a policy without MixUp or CutMix, which need labels. Defaults to
             "standard".
         seed: base seed. Defaults to None.
         name: the layer's name. Defaults to "augmentation".
@@ -158,24 +159,24 @@ def build_augmentation(policy: str = "standard", seed: int | None = None, name="
     Returns:
         A `keras.Sequential` of the policy's layers (an `Identity` layer for "none").
     """
-    components = parse_policy(policy)
+    components = parse_policy(augmentation)
     mixing = [c for c in components if c in LABEL_MIXING]
     if mixing:
         raise ValueError(
-            f"policy {policy!r} includes {mixing[0]}, which mixes labels and so cannot run "
-            "inside the model; use pipeline_augment(policy) as make_dataset's augment= "
+            f"policy {augmentation!r} includes {mixing[0]}, which mixes labels and so cannot run "
+            "inside the model; use pipeline_augment(augmentation) as make_dataset's augment_fn= "
             "(with num_classes set for one-hot labels)."
         )
     if not components:
         return keras.layers.Identity(name=name)
-    return keras.Sequential(augmentation_layers(policy, seed), name=name)
+    return keras.Sequential(augmentation_layers(augmentation, seed), name=name)
 
 
-def pipeline_augment(policy: str = "standard", seed: int | None = None):
-    """Builds a policy as the `augment=` hook of `data.make_dataset`.
+def pipeline_augment(augmentation: str = "standard", seed: int | None = None):
+    """Builds a policy as the `augment_fn=` hook of `data.make_dataset`.
 
     Args:
-        policy: any policy. With "mixup" or "cutmix" the dataset must have
+        augmentation: any policy. With "mixup" or "cutmix" the dataset must have
             one-hot labels (`make_dataset(..., num_classes=10)`).
         seed: base seed. Defaults to None.
 
@@ -183,13 +184,13 @@ def pipeline_augment(policy: str = "standard", seed: int | None = None):
         A function `(images, labels) -> (images, labels)` for batches of float
         pixels in [0, 255]; it always augments (use it for training data only).
     """
-    layers = augmentation_layers(policy, seed)
+    layers = augmentation_layers(augmentation, seed)
     mixes = any(layer.name in LABEL_MIXING for layer in layers)
 
     def augment(images, labels):
         if mixes and (labels.shape.rank != 2 or labels.dtype.is_integer):
             raise ValueError(
-                f"policy {policy!r} mixes labels, which must be one-hot floats of shape "
+                f"policy {augmentation!r} mixes labels, which must be one-hot floats of shape "
                 f"(batch, num_classes); received {labels.dtype.name} labels of shape "
                 f"{labels.shape}. Pass num_classes=10 to make_dataset."
             )
@@ -201,18 +202,19 @@ def pipeline_augment(policy: str = "standard", seed: int | None = None):
                 images = layer(images, training=True)
         return images, labels
 
-    augment.policy = policy
+    augment.augmentation = augmentation
     return augment
 
 
-def measure_throughput(policy, x, y, batch_size=256, batches=20, seed=0):
+def measure_throughput(augmentation, x, y, batch_size=256, batches=20, seed=0):
     """Measures how many images per second a policy augments in the tf.data pipeline.
 
-    Runs `make_dataset(..., augment=pipeline_augment(policy))` over `batches`
-    batches after one warm-up batch (which traces the graph), on this machine.
+    Runs `make_dataset(..., augment_fn=pipeline_augment(augmentation))` over `batches`
+    batches after one warm-up batch (which traces the graph), on this machine
+    (`timing.best_time`).
 
     Args:
-        policy: a policy name.
+        augmentation: a policy name.
         x: uint8 images, shape `(N, 32, 32, 3)`.
         y: labels, shape `(N,)` or `(N, 1)`.
         batch_size: images per batch. Defaults to 256.
@@ -222,20 +224,43 @@ def measure_throughput(policy, x, y, batch_size=256, batches=20, seed=0):
     Returns:
         Images per second (float).
     """
-    import time
-
-    from cifar_utils.data import NUM_CLASSES, make_dataset
 
     if batches < 1:
         raise ValueError(f"batches must be at least 1; received {batches}.")
     ds = make_dataset(
         x, y, batch_size=batch_size, num_classes=NUM_CLASSES, drop_remainder=True,
-        augment=pipeline_augment(policy, seed=seed),
+        augment_fn=pipeline_augment(augmentation, seed=seed),
     ).repeat()
     iterator = iter(ds)
-    next(iterator)  # warm-up: tracing and the first batch
-    start = time.perf_counter()
-    for _ in range(batches):
-        images, _ = next(iterator)
-    images.numpy()  # wait for the last batch
-    return batches * batch_size / (time.perf_counter() - start)
+
+    def run_batches():
+        for _ in range(batches):
+            images, _ = next(iterator)
+        images.numpy()  # wait for the last batch
+
+    next(iterator)  # warm-up: tracing and the first batch (one batch, not a whole timed run)
+    return batches * batch_size / best_time(run_batches, repeats=1, warmup=0)
+
+
+def training_dataset(x, y, augmentation="standard", batch_size=128, seed=0, drop_remainder=False):
+    """The shuffled, augmented, one-hot `tf.data` pipeline every training run reads.
+
+    The one place that turns a policy name into `data.make_dataset`'s `augment_fn=` hook
+    ("none" adds no hook at all).
+
+    Args:
+        x: uint8 training images, shape `(N, 32, 32, 3)`.
+        y: their labels, shape `(N,)` or `(N, 1)`.
+        augmentation: a policy name (see the table above). Defaults to "standard".
+        batch_size: images per batch. Defaults to 128.
+        seed: seed of the shuffling and the augmentation. Defaults to 0.
+        drop_remainder: drop the last, smaller batch. Defaults to False.
+
+    Returns:
+        A `tf.data.Dataset` of `(float32 images in [0, 255], one-hot labels)` batches.
+    """
+    hook = pipeline_augment(augmentation, seed=seed) if parse_policy(augmentation) else None
+    return make_dataset(
+        x, y, batch_size=batch_size, shuffle=True, seed=seed, augment_fn=hook,
+        num_classes=NUM_CLASSES, drop_remainder=drop_remainder,
+    )

@@ -23,14 +23,18 @@ raw pixels; `normalize_images` computes the same outside a model.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
+import reprlib
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from cifar_utils import paths
 
 CLASS_NAMES = (
     "airplane",
@@ -54,7 +58,10 @@ IMAGE_SHAPE = (32, 32, 3)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
-ENV_VAR = "CIFAR10_DIR"
+ENV_VAR = paths.DATA_DIR_ENV_VAR
+# The data variant printed next to every accuracy (`DataSource.variant`).
+OFFLINE_COPY = "offline copy"
+OFFICIAL = "official"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 IMAGES_PER_BATCH = 10_000
@@ -66,9 +73,9 @@ BATCH_DIRNAME = "cifar-10-batches-py"
 OFFLINE_COPY_TEST_SHA256 = "5e3224972afcab1476774de0e7182de467a4713abf3630ea5aab66a9d55c56a8"
 
 _FIX_HINT = (
-    "To fix it: point the environment variable CIFAR10_DIR (or `data_dir=`) at a "
-    "complete `cifar-10-batches-py` folder, rebuild the offline copy with "
-    "`python ../shared/data/build_cifar10.py DIR`, or go online and let Keras download it."
+    "To fix it: point the environment variable CIFAR10_DIR (or `data_dir=`) at a complete "
+    "`cifar-10-batches-py` folder (`bash scripts/setup.sh` rebuilds the offline copy into "
+    ".cache/cifar10 when it finds one), or go online and let Keras download it."
 )
 
 
@@ -101,33 +108,14 @@ class DataSource:
             "keras_cache": "the Keras dataset cache",
             "keras_download": "keras.datasets.cifar10.load_data() (download)",
         }[self.kind]
-        return f"{where}: {display_path(self.path)}" if self.path is not None else where
+        return f"{where}: {paths.display_path(self.path)}" if self.path is not None else where
 
-
-def display_path(path) -> str:
-    """A path as it may be shown in a committed output: never the machine's absolute path.
-
-    A path in the repository is shown relative to the working directory when that is in
-    the repository too (a notebook shows `../.cache/cifar10/...`), else as
-    `<repository>/...`; a path below the home folder as `~/...`; any other path as
-    `.../` and its last name.
-
-    Args:
-        path: a path.
-
-    Returns:
-        The path as text.
-    """
-    path, cwd = Path(path).resolve(), Path.cwd().resolve()
-    root = Path(__file__).resolve().parent.parent
-    if path.is_relative_to(root):
-        if cwd.is_relative_to(root):
-            return os.path.relpath(path, cwd)
-        return str(Path("<repository>") / path.relative_to(root))
-    home = Path.home().resolve()
-    if path.is_relative_to(home) and path != home:
-        return str(Path("~") / path.relative_to(home))
-    return f".../{path.name}"
+    @functools.cached_property
+    def variant(self) -> str:
+        """`OFFLINE_COPY` ("offline copy") when the files are the JPEG re-encoded offline
+        copy (its test file's checksum), else `OFFICIAL` ("official"): the label to print
+        next to every accuracy measured on this data."""
+        return OFFLINE_COPY if self.path is not None and is_offline_copy(self.path) else OFFICIAL
 
 
 def _plain_dtype(spec, align=False, copy=False):
@@ -193,7 +181,7 @@ class _NumpyOnlyUnpickler(pickle._Unpickler):
 
 
 def _keras_cache_dirs() -> list[Path]:
-    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    home = paths.keras_home()
     datasets = home / "datasets"
     # Keras 3 extracts to `cifar-10-batches-py-target/cifar-10-batches-py`,
     # Keras 2 to `cifar-10-batches-py`.
@@ -238,8 +226,8 @@ def locate_cifar10(data_dir: str | os.PathLike | None = None) -> DataSource:
     """
     if data_dir is not None:
         return _resolve_given(data_dir, "data_dir")
-    if os.environ.get(ENV_VAR):
-        return _resolve_given(os.environ[ENV_VAR], "env")
+    if paths.data_dir() is not None:
+        return _resolve_given(paths.data_dir(), "env")
     for cached in _keras_cache_dirs():
         if (cached / TEST_FILE).exists():
             return DataSource("keras_cache", cached)
@@ -319,7 +307,7 @@ def _checked_labels(labels, n, path):
         odd = next((i for i, v in enumerate(labels) if type(v) is not int), None)  # bool too
         if odd is not None:
             raise CIFAR10DataError(
-                f"{path}: 'labels' holds a {type(labels[odd]).__name__} ({labels[odd]!r:.40}); "
+                f"{path}: 'labels' holds a {type(labels[odd]).__name__} ({reprlib.repr(labels[odd])}); "
                 f"expected integers 0..9. {_FIX_HINT}"
             )
     if n and (min(labels) < 0 or max(labels) >= NUM_CLASSES):
@@ -451,7 +439,7 @@ def load_cifar10(
         data = _load_folder(source.path, images_per_batch)
         variant = (
             "offline copy, JPEG re-encoded"
-            if is_offline_copy(source.path)
+            if source.variant == OFFLINE_COPY
             else "official layout; not the known offline copy"
         )
     if verbose:
@@ -622,7 +610,7 @@ def make_dataset(
     batch_size=128,
     shuffle=False,
     seed=None,
-    augment=None,
+    augment_fn=None,
     normalize=False,
     num_classes=None,
     drop_remainder=False,
@@ -643,7 +631,7 @@ def make_dataset(
         batch_size: images per batch. Defaults to 128.
         shuffle: reshuffle the order every epoch. Defaults to False.
         seed: shuffle seed; the same seed gives the same order. Defaults to None.
-        augment: optional callable `(images, labels) -> (images, labels)` run
+        augment_fn: optional callable `(images, labels) -> (images, labels)` run
             on each float32 batch in [0, 255] before normalisation (labels are
             one-hot when `num_classes` is set, so MixUp and CutMix can mix them).
             Defaults to None.
@@ -689,10 +677,10 @@ def make_dataset(
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if augment is not None:
+    if augment_fn is not None:
         # One batch at a time, in order: seeded random layers then draw their numbers
         # in the same order every run, so a seed repeats the augmentation exactly.
-        ds = ds.map(augment)
+        ds = ds.map(augment_fn)
     if normalize:
         ds = ds.map(
             lambda batch_x, batch_y: (normalize_images(batch_x), batch_y),

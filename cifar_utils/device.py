@@ -53,21 +53,34 @@ def _gpu_details(gpu) -> dict:
         return {}
 
 
+def gpu_names(with_capability=False) -> list:
+    """The names of the GPUs TensorFlow can use, one per GPU.
+
+    Args:
+        with_capability: add each GPU's compute capability, as in
+            "NVIDIA H100 (compute 9.0)". Defaults to False.
+
+    Returns:
+        A list of strings; empty without a GPU.
+    """
+    names = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = _gpu_details(gpu)
+        name = details.get("device_name", gpu.name)
+        cc = details.get("compute_capability")
+        names.append(f"{name} (compute {cc[0]}.{cc[1]})" if cc and with_capability else name)
+    return names
+
+
 def describe_devices() -> str:
     """Returns one line naming the CPU and GPUs TensorFlow can use.
 
     Example: `"CPU: 2 cores (x86_64) | GPU: none | TensorFlow 2.21.0, Keras 3.15.1"`.
     """
     cpu = f"CPU: {os.cpu_count()} cores ({platform.machine()})"
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        names = []
-        for gpu in gpus:
-            details = _gpu_details(gpu)
-            name = details.get("device_name", gpu.name)
-            cc = details.get("compute_capability")
-            names.append(f"{name} (compute {cc[0]}.{cc[1]})" if cc else name)
-        gpu_text = f"GPU: {len(gpus)} x " + ", ".join(sorted(set(names)))
+    names = gpu_names(with_capability=True)
+    if names:
+        gpu_text = f"GPU: {len(names)} x " + ", ".join(sorted(set(names)))
     else:
         gpu_text = "GPU: none"
     return f"{cpu} | {gpu_text} | TensorFlow {tf.__version__}, Keras {keras.__version__}"

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from cifar_utils.data import CLASS_NAMES
 
-def predict_proba(model, x, batch_size=512, tta=False):
+
+def predict_probs(model, x, batch_size=512, tta=False):
     """Class probabilities for images.
 
     Args:
@@ -46,7 +48,7 @@ def accuracy(model, x, y, batch_size=512, tta=False) -> float:
     """
     if len(np.ravel(y)) != len(x):
         raise ValueError(f"x has {len(x)} images but y has {len(np.ravel(y))} labels.")
-    return accuracy_from_probs(predict_proba(model, x, batch_size=batch_size, tta=tta), y)
+    return accuracy_from_probs(predict_probs(model, x, batch_size=batch_size, tta=tta), y)
 
 
 def _labels(y, n):
@@ -94,8 +96,6 @@ def classification_report(probs, y, class_names=None):
     import pandas as pd
     from sklearn.metrics import classification_report as sk_report
 
-    from cifar_utils.data import CLASS_NAMES
-
     names = list(class_names or CLASS_NAMES)
     probs = np.asarray(probs)
     y = _labels(y, len(probs))
@@ -109,15 +109,14 @@ def classification_report(probs, y, class_names=None):
     return table
 
 
-def confusion_matrix(probs, y, normalize=None, num_classes=None):
+def confusion_matrix(probs, y, normalize=False, num_classes=None):
     """Counts of (true class, predicted class) pairs.
 
     Args:
         probs: probabilities, shape `(N, num_classes)`.
         y: labels.
-        normalize: None for counts, "true" to divide each row by its total
-            (each row then shows where the images of one class went).
-            Defaults to None.
+        normalize: divide each row by its total (each row then shows where the
+            images of one class went); False gives counts. Defaults to False.
         num_classes: the matrix size. Defaults to None: `probs.shape[1]`.
 
     Returns:
@@ -128,10 +127,10 @@ def confusion_matrix(probs, y, normalize=None, num_classes=None):
 
     probs = np.asarray(probs)
     y = _labels(y, len(probs))
-    if normalize not in (None, "true"):
-        raise ValueError(f"normalize must be None or 'true'; received {normalize!r}.")
+    if not isinstance(normalize, bool):
+        raise ValueError(f"normalize must be True or False; received {normalize!r}.")
     labels = np.arange(num_classes or probs.shape[1])
-    return sk_confusion(y, probs.argmax(axis=1), labels=labels, normalize=normalize)
+    return sk_confusion(y, probs.argmax(axis=1), labels=labels, normalize="true" if normalize else None)
 
 
 def most_confused_pairs(probs, y, top=5, class_names=None):
@@ -148,8 +147,6 @@ def most_confused_pairs(probs, y, top=5, class_names=None):
         "share of true class", most mistakes first.
     """
     import pandas as pd
-
-    from cifar_utils.data import CLASS_NAMES
 
     names = list(class_names or CLASS_NAMES)
     counts = confusion_matrix(probs, y)
@@ -297,6 +294,6 @@ def grad_cam(model, images, layer_name=None, class_index=None):
 
 
 def accuracy_from_probs(probs, y) -> float:
-    """Accuracy of precomputed probabilities (see `predict_proba`)."""
+    """Accuracy of precomputed probabilities (see `predict_probs`)."""
     probs = np.asarray(probs)
     return float(np.mean(probs.argmax(axis=1) == _labels(y, len(probs))))

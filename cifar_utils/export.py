@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from cifar_utils.evaluation import accuracy_from_probs
 from cifar_utils.inference import Classifier, measure_speed
 from cifar_utils.models import computes_in_float32, float32_copy
 from cifar_utils.storage import atomic_save_model, atomic_write_bytes
@@ -152,13 +153,13 @@ def convert_tflite(saved_model_dir, path, quantization="float32", representative
     return atomic_write_bytes(path, converter.convert())
 
 
-def export_all(model, out_dir, representative_images=None, formats=EXPORTS, num_calibration=500, seed=0) -> dict:
+def export_all(model, output_dir, representative_images=None, formats=EXPORTS, num_calibration=500, seed=0) -> dict:
     """Exports a model to several formats in one folder.
 
     Args:
         model: a `keras.Model` taking raw pixels (all builders here do); a
             mixed-precision model is exported with float32 arithmetic.
-        out_dir: the folder to write into (created).
+        output_dir: the folder to write into (created).
         representative_images: uint8 training images for int8 calibration;
             needed only when "tflite_int8" is asked for. Defaults to None.
         formats: which of `EXPORTS`. Defaults to all of them.
@@ -173,15 +174,15 @@ def export_all(model, out_dir, representative_images=None, formats=EXPORTS, num_
         raise ValueError(f"unknown export formats {unknown}; choose from {EXPORTS}")
     if not computes_in_float32(model):
         model = float32_copy(model)  # every format, the .keras file included, computes in float32
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     tflite = [f for f in formats if f.startswith("tflite_")]
-    saved_model = out_dir / FILE_NAMES["saved_model"]
+    saved_model = output_dir / FILE_NAMES["saved_model"]
     if "saved_model" in formats or tflite:
         export_saved_model(model, saved_model)
     for fmt in formats:
-        target = out_dir / FILE_NAMES[fmt]
+        target = output_dir / FILE_NAMES[fmt]
         if fmt == "keras":
             paths[fmt] = atomic_save_model(model, target)
         elif fmt == "saved_model":
@@ -203,8 +204,8 @@ def compare_formats(paths: dict, x, y, reference="keras", speed=True, speed_imag
         y: their labels.
         reference: the format the others are checked against (parity).
             Defaults to "keras".
-        speed: also measure throughput and latency (`inference.measure_speed`).
-            Defaults to True.
+        speed: also measure throughput and latency (`inference.measure_speed`:
+            the model in its format, on images prepared once). Defaults to True.
         speed_images: images for the throughput. Defaults to 1024.
         batch_size: images per call. Defaults to 256.
 
@@ -218,13 +219,12 @@ def compare_formats(paths: dict, x, y, reference="keras", speed=True, speed_imag
 
     if reference not in paths:
         raise ValueError(f"the reference format {reference!r} is not among {list(paths)}")
-    y = np.asarray(y).reshape(-1)
     rows = []
     ref = ref_accuracy = None
     for fmt in [reference] + [f for f in paths if f != reference]:
         clf = Classifier(paths[fmt], batch_size=batch_size)
         probs = clf.predict_proba(x)
-        acc = float(np.mean(probs.argmax(-1) == y))
+        acc = accuracy_from_probs(probs, y)
         if ref is None:  # the reference comes first
             ref, ref_accuracy = probs, acc
         row = {

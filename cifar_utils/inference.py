@@ -4,8 +4,9 @@
     clf.predict(["cat.jpg", "plane.png"], top_k=3)
     clf.predict_files(paths)                     # one result per file, errors included
 
-`Classifier` loads a Keras `.keras` file (always in safe mode), a TensorFlow
-SavedModel folder (`model.export`) or a TFLite file, and takes file paths,
+`Classifier` loads a Keras `.keras` file (always in safe mode, through
+`storage.load_model`), a TensorFlow SavedModel folder (`model.export`) or a
+TFLite file, each run by one small backend class (`BACKENDS`), and takes file paths,
 raw bytes, PIL images or numpy arrays of any size and colour mode. Every image
 goes through `load_image`: converted to 8-bit RGB, centre-cropped to a square
 and resized to 32 x 32 with an antialiasing filter. The result is what
@@ -29,15 +30,17 @@ import json
 import os
 import sys
 import threading
-import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cifar_utils import storage, timing
 from cifar_utils.data import CLASS_NAMES
+from cifar_utils.paths import find_trained_model
 
 IMAGE_SIZE = 32
 # The largest image we decode, in pixels: PIL's decompression-bomb threshold (about
@@ -46,7 +49,6 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 # Large decoded images are first shrunk (box filter, by a whole factor) to no less than
 # this many times the output side, then resized with Lanczos: quality is unchanged.
 REDUCE_TO_AT_LEAST = 8
-FORMATS = ("keras", "saved_model", "tflite")
 RESAMPLE = Image.Resampling.LANCZOS  # antialiasing: a photo shrunk 100x keeps its shapes
 
 
@@ -313,7 +315,7 @@ def detect_format(path) -> str:
         return "keras"
     if suffix == ".tflite":
         return "tflite"
-    if suffix in (".h5", ".hdf5"):
+    if suffix in storage.LEGACY_SUFFIXES:
         raise ValueError(
             f"refusing to load {path}: legacy HDF5 (.h5) models bypass Keras's safe mode and an "
             "untrusted one can run code. Re-save a trusted copy with model.save('model.keras')."
@@ -322,16 +324,6 @@ def detect_format(path) -> str:
         f"cannot tell the format of {path} (suffix {suffix!r}); expected a .keras file, a "
         ".tflite file or a SavedModel folder"
     )
-
-
-def _tflite_interpreter(path, num_threads):
-    try:  # LiteRT is TFLite's runtime now; tf.lite.Interpreter is deprecated
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # pragma: no cover - fallback when ai-edge-litert is missing
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    return Interpreter(model_path=str(path), num_threads=num_threads)
 
 
 def _softmax_if_logits(out: np.ndarray) -> np.ndarray:
@@ -345,6 +337,116 @@ def _softmax_if_logits(out: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+class _Backend:
+    """One model format behind one call: prepared images in, model outputs out.
+
+    A subclass loads its format in `__init__(path, num_threads=None)` and runs it in
+    `forward`; `BACKENDS` maps each format name to its class. Errors while loading
+    propagate: `Classifier` turns any of them into one ValueError. Backends are not
+    thread-safe; `Classifier` calls them under a lock.
+    """
+
+    format = ""
+
+    def __init__(self, path, num_threads=None):
+        raise NotImplementedError
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Runs the model.
+
+        Args:
+            x: float32 `(N, 32, 32, 3)` raw pixels 0-255.
+
+        Returns:
+            The model's outputs `(N, num_classes)`: probabilities or logits.
+        """
+        raise NotImplementedError
+
+
+class _KerasBackend(_Backend):
+    """A `.keras` file, loaded by `storage.load_model` (safe mode), or a `keras.Model`."""
+
+    format = "keras"
+
+    def __init__(self, path, num_threads=None):
+        self.model = storage.load_model(path, compile=False)
+
+    @classmethod
+    def from_model(cls, model: keras.Model) -> _KerasBackend:
+        """A backend for a model already in memory."""
+        backend = cls.__new__(cls)
+        backend.model = model
+        return backend
+
+    def forward(self, x):
+        return np.asarray(self.model.predict_on_batch(x))
+
+
+class _SavedModelBackend(_Backend):
+    """A TensorFlow SavedModel folder (`model.export`): its `serve` endpoint or signature."""
+
+    format = "saved_model"
+
+    def __init__(self, path, num_threads=None):
+        import tensorflow as tf  # only SavedModels need TensorFlow itself, whatever Keras runs on
+
+        loaded = tf.saved_model.load(str(path))
+        if not hasattr(loaded, "serve") and "serving_default" not in loaded.signatures:
+            raise ValueError(f"{path} has no 'serve' endpoint or serving_default signature")
+        self._loaded = loaded  # keeps the variables the endpoint uses alive
+        self._fn = getattr(loaded, "serve", None) or loaded.signatures["serving_default"]
+        self._constant = tf.constant
+
+    def forward(self, x):
+        out = self._fn(self._constant(x))
+        if isinstance(out, dict):
+            out = next(iter(out.values()))
+        return np.asarray(out)
+
+
+def _tflite_interpreter(path, num_threads):
+    try:  # LiteRT is TFLite's runtime now; tf.lite.Interpreter is deprecated
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pragma: no cover - fallback when ai-edge-litert is missing
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(model_path=str(path), num_threads=num_threads)
+
+
+class _TFLiteBackend(_Backend):
+    """A LiteRT (TFLite) file; the input is resized to each batch's length."""
+
+    format = "tflite"
+
+    def __init__(self, path, num_threads=None):
+        self._interpreter = _tflite_interpreter(path, num_threads or os.cpu_count())
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        self._batch = None  # the batch length the tensors are allocated for
+
+    def forward(self, x):
+        it = self._interpreter
+        if self._batch != len(x):
+            it.resize_tensor_input(self._input["index"], list(x.shape))
+            it.allocate_tensors()
+            self._batch = len(x)
+        it.set_tensor(self._input["index"], x.astype(self._input["dtype"]))
+        it.invoke()
+        return it.get_tensor(self._output["index"]).copy()
+
+
+# Each format `detect_format` names, and the backend that runs it.
+BACKENDS = {cls.format: cls for cls in (_KerasBackend, _SavedModelBackend, _TFLiteBackend)}
+FORMATS = tuple(BACKENDS)
+
+
+def _checked_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1; received {batch_size}")
+    return int(batch_size)
+
+
 class Classifier:
     """A trained CIFAR-10 model ready to classify new images.
 
@@ -352,7 +454,7 @@ class Classifier:
         model: a path to a `.keras` file, a SavedModel folder or a `.tflite`
             file, or a `keras.Model`. Defaults to None: the model notebook 04
             or `cifar-train` saved, else the one shipped in models/
-            (`training.find_trained_model`).
+            (`paths.find_trained_model`).
         class_names: the labels, in output order. Defaults to CIFAR-10's.
         num_threads: CPU threads for TFLite. Defaults to None: all cores.
         batch_size: images per forward pass. Defaults to 256.
@@ -364,58 +466,28 @@ class Classifier:
     """
 
     def __init__(self, model=None, class_names=CLASS_NAMES, num_threads=None, batch_size=256, crop=True):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1; received {batch_size}")
         self.class_names = list(class_names)
-        self.batch_size = int(batch_size)
+        self.batch_size = _checked_batch_size(batch_size)
         self.crop = crop
-        self._lock = threading.Lock()  # TFLite interpreters are not thread-safe
+        self._lock = threading.Lock()  # backends (TFLite interpreters above all) are not thread-safe
         if model is None:
-            from cifar_utils.training import find_trained_model
-
             model, why = find_trained_model()
             if model is None:
                 raise ValueError(f"no model to load: {why}")
-        import keras
-
         if isinstance(model, keras.Model):
-            self.path, self.format, self._model = None, "keras", model
-        else:
-            self.path = Path(model)
-            self.format = detect_format(self.path)
-            try:
-                self._model = self._load(num_threads)
-            except Exception as err:  # a bad zip, no config.json, code refused by safe mode...
-                detail = " ".join(str(err).split())[:300] or type(err).__name__
-                raise ValueError(
-                    f"cannot load the {self.format} model {self.path} ({type(err).__name__}: "
-                    f"{detail}). Is it a model file this course wrote, and complete?"
-                ) from None
-
-    def _load(self, num_threads):
-        if self.format == "keras":
-            import zipfile
-
-            import keras
-
-            import cifar_utils.layers  # noqa: F401  registers the custom layers
-
-            if not zipfile.is_zipfile(self.path):  # Keras would call it "file not found"
-                raise ValueError("the file is not a zip archive, as every .keras file is")
-
-            return keras.saving.load_model(self.path, compile=False, safe_mode=True)
-        if self.format == "saved_model":
-            import tensorflow as tf
-
-            loaded = tf.saved_model.load(str(self.path))
-            if not hasattr(loaded, "serve") and "serving_default" not in loaded.signatures:
-                raise ValueError(f"{self.path} has no 'serve' endpoint or serving_default signature")
-            return loaded
-        interpreter = _tflite_interpreter(self.path, num_threads or os.cpu_count())
-        self._input = interpreter.get_input_details()[0]
-        self._output = interpreter.get_output_details()[0]
-        self._batch = None
-        return interpreter
+            self.path, self.format = None, "keras"
+            self._backend = _KerasBackend.from_model(model)
+            return
+        self.path = Path(model)
+        self.format = detect_format(self.path)
+        try:
+            self._backend = BACKENDS[self.format](self.path, num_threads)
+        except Exception as err:  # a bad zip, no config.json, code refused by safe mode...
+            detail = " ".join(str(err).split())[:300] or type(err).__name__
+            raise ValueError(
+                f"cannot load the {self.format} model {self.path} ({type(err).__name__}: "
+                f"{detail}). Is it a model file this course wrote, and complete?"
+            ) from None
 
     def __repr__(self):
         where = self.path if self.path is not None else "in memory"
@@ -425,44 +497,53 @@ class Classifier:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        """float32 (N, 32, 32, 3) raw pixels -> model outputs (N, num_classes)."""
-        if self.format == "keras":
-            return np.asarray(self._model.predict_on_batch(x))
-        if self.format == "saved_model":
-            import tensorflow as tf
-
-            fn = getattr(self._model, "serve", None) or self._model.signatures["serving_default"]
-            out = fn(tf.constant(x))
-            if isinstance(out, dict):
-                out = next(iter(out.values()))
-            return np.asarray(out)
-        it = self._model
-        if self._batch != len(x):
-            it.resize_tensor_input(self._input["index"], list(x.shape))
-            it.allocate_tensors()
-            self._batch = len(x)
-        it.set_tensor(self._input["index"], x.astype(self._input["dtype"]))
-        it.invoke()
-        return it.get_tensor(self._output["index"]).copy()
-
-    def predict_proba(self, images) -> np.ndarray:
+    def predict_proba(self, images, batch_size=None) -> np.ndarray:
         """Class probabilities for a batch of images.
 
         Args:
             images: anything `load_images` takes (paths, bytes, PIL images,
                 arrays, or one `(N, H, W, C)` array).
+            batch_size: images per forward pass, for this call only. Defaults
+                to None: the classifier's `batch_size`.
 
         Returns:
             float32 array `(N, num_classes)`, rows summing to 1.
         """
-        x = load_images(images, crop=self.crop).astype(np.float32)
-        outs = []
-        with self._lock:
-            for start in range(0, len(x), self.batch_size):
-                outs.append(self._forward(x[start:start + self.batch_size]))
-        if not outs:
+        return self.predict_prepared(load_images(images, crop=self.crop).astype(np.float32), batch_size)
+
+    def predict_prepared(self, x, batch_size=None) -> np.ndarray:
+        """Class probabilities for images already prepared, without per-image checks.
+
+        `predict_proba` is `load_images`, then this. Images prepared once (as
+        `measure_speed` and the benchmarks do) skip the per-image conversions
+        and checks of `load_image`; only the batch's shape is checked, so the
+        pixels must already be what `load_images` returns: raw 0-255 values.
+
+        Args:
+            x: a `(N, 32, 32, 3)` array of raw pixels, preferably float32
+                (`load_images(...).astype(np.float32)`); other dtypes are
+                converted to float32.
+            batch_size: images per forward pass, for this call only. Defaults
+                to None: the classifier's `batch_size`.
+
+        Returns:
+            float32 array `(N, num_classes)`, rows summing to 1.
+
+        Raises:
+            ValueError: `x` is not `(N, 32, 32, 3)`, `batch_size` is below 1,
+                or the model's outputs do not match `class_names`.
+        """
+        step = self.batch_size if batch_size is None else _checked_batch_size(batch_size)
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
+            raise ValueError(
+                f"prepared images must have shape (N, {IMAGE_SIZE}, {IMAGE_SIZE}, 3); received {x.shape}. "
+                "Use predict_proba for images of any other size or kind."
+            )
+        if len(x) == 0:
             return np.zeros((0, self.num_classes), np.float32)
+        with self._lock:
+            outs = [self._backend.forward(x[start:start + step]) for start in range(0, len(x), step)]
         probs = _softmax_if_logits(np.concatenate(outs))
         if probs.shape[-1] != self.num_classes:
             raise ValueError(
@@ -521,11 +602,20 @@ class Classifier:
 
 
 def measure_speed(classifier: Classifier, images: np.ndarray, batch_size=256, single=100, repeats=3) -> dict:
-    """Batched throughput and single-image latency of a classifier.
+    """Batched throughput and single-image latency of a classifier's model.
+
+    The images are prepared once (`load_images`), before any timing, then run
+    through `Classifier.predict_prepared`: what is timed is the model in its
+    format, not the per-image checks of `load_image`, which cost the same for
+    every format and which a plain `model.predict` does not pay either. The
+    classifier is not changed: `batch_size` is passed to each call, so one
+    shared with the web demo keeps its own. Timing is `timing.best_time` and
+    `timing.latencies_ms`, each after one untimed warm-up call.
 
     Args:
         classifier: a `Classifier`.
-        images: uint8 `(N, 32, 32, 3)` images to push through.
+        images: uint8 `(N, 32, 32, 3)` images to push through (anything
+            `load_images` takes).
         batch_size: images per call for the throughput. Defaults to 256.
         single: how many one-image calls time the latency. Defaults to 100.
         repeats: passes over `images` for the throughput; the best is kept
@@ -533,27 +623,20 @@ def measure_speed(classifier: Classifier, images: np.ndarray, batch_size=256, si
 
     Returns:
         `{"images_per_second", "latency_ms_median", "latency_ms_p90", "batch_size"}`.
+
+    Raises:
+        ValueError: no images, or `batch_size`, `single` or `repeats` below 1.
     """
-    x = np.asarray(images, np.float32)
-    old = classifier.batch_size
-    classifier.batch_size = batch_size
-    try:
-        classifier.predict_proba(x[:batch_size])  # warm-up: graph tracing, allocation
-        best = 0.0
-        for _ in range(repeats):
-            start = time.perf_counter()
-            classifier.predict_proba(x)
-            best = max(best, len(x) / (time.perf_counter() - start))
-        classifier.predict_proba(x[:1])
-        times = []
-        for i in range(single):
-            start = time.perf_counter()
-            classifier.predict_proba(x[i % len(x): i % len(x) + 1])
-            times.append((time.perf_counter() - start) * 1000)
-    finally:
-        classifier.batch_size = old
+    batch_size = _checked_batch_size(batch_size)
+    x = load_images(images, crop=classifier.crop).astype(np.float32)
+    if len(x) == 0:
+        raise ValueError("measure_speed needs at least one image; received 0")
+    seconds = timing.best_time(lambda: classifier.predict_prepared(x, batch_size=batch_size), repeats=repeats)
+    times = timing.latencies_ms(
+        lambda i: classifier.predict_prepared(x[i % len(x): i % len(x) + 1], batch_size=batch_size), single
+    )
     return {
-        "images_per_second": best,
+        "images_per_second": len(x) / seconds,
         "latency_ms_median": float(np.median(times)),
         "latency_ms_p90": float(np.percentile(times, 90)),
         "batch_size": batch_size,

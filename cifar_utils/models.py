@@ -21,7 +21,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from cifar_utils.data import IMAGE_SHAPE, NUM_CLASSES
+from cifar_utils.augment import build_augmentation
+from cifar_utils.data import IMAGE_SHAPE, NUM_CLASSES, normalize_images
 from cifar_utils.layers import (
     ScaledBias,
     classifier_head,
@@ -339,8 +340,6 @@ def init_whitening(model, images, eps=5e-4):
     Returns:
         The model, for chaining.
     """
-    from cifar_utils.data import normalize_images
-
     layer = model.get_layer("whiten")
     k_h, k_w, channels, filters = layer.kernel.shape
     x = np.asarray(normalize_images(np.asarray(images)))
@@ -422,8 +421,6 @@ def build_transfer(
     inputs = keras.Input(shape=shape, name="image")
     x = inputs
     if augmentation is not None:
-        from cifar_utils.augment import build_augmentation
-
         x = build_augmentation(augmentation, seed=seed)(x) if isinstance(augmentation, str) else augmentation(x)
     x = keras.layers.Resizing(image_size, image_size, name="resize")(x)
     x = keras.layers.Rescaling(scale, offset, name="base_preprocess")(x)

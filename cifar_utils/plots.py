@@ -6,14 +6,15 @@ script can save it; pass `save_to="figures/name.png"` to write it as well.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import tensorflow as tf
 from matplotlib import ticker
 
-from cifar_utils.data import CLASS_NAMES
+from cifar_utils.augment import pipeline_augment
+from cifar_utils.data import CLASS_NAMES, class_counts
 
 
 def save_figure(fig, path) -> Path:
@@ -102,8 +103,6 @@ def plot_class_distribution(labels_by_split, class_names=CLASS_NAMES, title="Ima
     """
     import seaborn as sns
 
-    from cifar_utils.data import class_counts
-
     if not isinstance(labels_by_split, dict):
         labels_by_split = {"all": labels_by_split}
     counts = class_counts(labels_by_split, class_names)
@@ -177,19 +176,6 @@ def show_images(images, titles=None, ncols=4, size=2.5, save_to=None):
     return _finish(fig, save_to)
 
 
-def figures_dir(default="../figures") -> Path:
-    """Returns where notebooks save figures: `$CIFAR_FIGURES_DIR` or `default`.
-
-    Tests set `CIFAR_FIGURES_DIR` to a temporary folder so that quick runs do
-    not overwrite the committed full-run figures.
-
-    Args:
-        default: the folder used when the variable is unset. Defaults to
-            "../figures" (relative to notebooks/).
-    """
-    return Path(os.environ.get("CIFAR_FIGURES_DIR") or default)
-
-
 def _label_text(weights, class_names):
     """'cat' for a one-hot label, 'cat .72' over 'dog .28' (two lines) for a mixed one."""
     order = np.argsort(weights)[::-1]
@@ -198,15 +184,11 @@ def _label_text(weights, class_names):
     return "\n".join(f"{class_names[i]} {weights[i]:.2f}".replace(" 0.", " .") for i in order[:2])
 
 
-def _augmented(x, y, indices, policy, seed, repeats):
+def _augmented(x, y, indices, augmentation, seed, repeats, num_classes):
     """Runs a policy `repeats` times over the batch `x[indices]`, one-hot labels."""
-    import tensorflow as tf
-
-    from cifar_utils.augment import pipeline_augment
-
     images = tf.constant(np.asarray(x)[indices].astype("float32"))
-    labels = tf.one_hot(np.ravel(y)[indices], 10)
-    run = pipeline_augment(policy, seed=seed)
+    labels = tf.one_hot(np.ravel(y)[indices], num_classes)
+    run = pipeline_augment(augmentation, seed=seed)
     return [tuple(t.numpy() for t in run(images, labels)) for _ in range(repeats)]
 
 
@@ -243,7 +225,7 @@ def plot_augmentations(
         len(policies), n + 1, figsize=((n + 1) * 1.6, len(policies) * 1.85), squeeze=False
     )
     for row, policy in enumerate(policies):
-        draws = _augmented(x, y, indices, policy, seed, n)
+        draws = _augmented(x, y, indices, policy, seed, n, len(class_names))
         axes[row, 0].imshow(x[image_index], interpolation="nearest")
         axes[row, 0].set_title("original", fontsize=8)
         axes[row, 0].set_ylabel(policy, fontsize=10)
@@ -258,7 +240,7 @@ def plot_augmentations(
     return _finish(fig, save_to)
 
 
-def plot_augmented_grid(x, y, policy, n=16, ncols=8, seed=0, class_names=CLASS_NAMES, save_to=None):
+def plot_augmented_grid(x, y, augmentation, n=16, ncols=8, seed=0, class_names=CLASS_NAMES, save_to=None):
     """The first `n` images after one pass of a policy, each below its original.
 
     Rows alternate: originals (titled with their class), then the same images augmented
@@ -267,7 +249,7 @@ def plot_augmented_grid(x, y, policy, n=16, ncols=8, seed=0, class_names=CLASS_N
     Args:
         x: uint8 images, shape `(N, 32, 32, 3)`.
         y: labels, shape `(N,)` or `(N, 1)`.
-        policy: a policy name.
+        augmentation: a policy name.
         n: images shown. Defaults to 16.
         ncols: images per row. Defaults to 8.
         seed: seed of the policy. Defaults to 0.
@@ -280,7 +262,7 @@ def plot_augmented_grid(x, y, policy, n=16, ncols=8, seed=0, class_names=CLASS_N
     x = _check_images(x)
     n = min(n, len(x))
     ncols = max(1, min(ncols, n))
-    ((images, labels),) = _augmented(x, y, np.arange(n), policy, seed, 1)
+    ((images, labels),) = _augmented(x, y, np.arange(n), augmentation, seed, 1, len(class_names))
     classes = np.ravel(y)
     blocks = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(2 * blocks, ncols, figsize=(ncols * 1.45, blocks * 3.3), squeeze=False)
@@ -299,7 +281,7 @@ def plot_augmented_grid(x, y, policy, n=16, ncols=8, seed=0, class_names=CLASS_N
     for block in range(blocks):
         axes[2 * block, 0].set_ylabel("original", fontsize=9)
         axes[2 * block + 1, 0].set_ylabel("augmented", fontsize=9, color="C3")
-    fig.suptitle(f"Policy '{policy}': each original above its augmented copy", y=1.0)
+    fig.suptitle(f"Policy '{augmentation}': each original above its augmented copy", y=1.0)
     fig.tight_layout()
     return _finish(fig, save_to)
 
@@ -721,7 +703,7 @@ def plot_accuracy_vs_time(curves, save_to=None):
 
     Args:
         curves: a mapping of label to `(seconds, accuracies)`: the training time (wall
-            clock, validation passes excluded, as `training.TimeBudget` measures it) at
+            clock, validation passes excluded, as `callbacks.TimeBudget` measures it) at
             each measurement, and the validation accuracy there.
         save_to: optional path to save the figure to. Defaults to None.
 

@@ -11,6 +11,10 @@ import inspect
 import math
 from dataclasses import asdict, dataclass, field, replace
 
+from cifar_utils.augment import parse_policy
+from cifar_utils.models import BUILDERS
+from cifar_utils.schedules import SCHEDULES
+
 RECIPES = {
     # The classic CNN of notebook 03: Adam needs little tuning, which suits a first model.
     "baseline_cnn": dict(
@@ -93,11 +97,13 @@ RECIPES = {
         label_smoothing=0.2,  # heavy smoothing: short runs overfit the noisy labels fast
         augmentation="standard",
         tta=True,
+        # The frozen first layer's filters are computed from this many training images'
+        # 2x2 patches (airbench: 5,000), by train() before the first step.
+        whitening_images=5000,
     ),
 }
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "warmup_cosine", "one_cycle", "triangle")
 
 
 @dataclass(frozen=True)
@@ -119,11 +125,9 @@ class Recipe:
     label_smoothing: float = 0.0
     augmentation: str = "standard"
     tta: bool = False
+    whitening_images: int = 0
 
     def __post_init__(self):
-        from cifar_utils.augment import parse_policy
-        from cifar_utils.models import BUILDERS
-
         def bad(what, expected):
             raise ValueError(
                 f"recipe {self.name!r}: {what} must be {expected}; received {getattr(self, what)!r}."
@@ -154,6 +158,9 @@ class Recipe:
         if not 0 <= self.label_smoothing < 1:
             bad("label_smoothing", "in [0, 1)")
         parse_policy(self.augmentation)  # raises with the policy names
+        if (isinstance(self.whitening_images, bool) or not isinstance(self.whitening_images, int)
+                or self.whitening_images < 0):
+            bad("whitening_images", "a whole number >= 0")
         if not isinstance(self.model_kwargs, dict):
             bad("model_kwargs", "a dict of builder arguments")
         builder = BUILDERS[self.arch]

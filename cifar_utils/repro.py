@@ -1,95 +1,64 @@
-"""Reproducibility: seeds, quick mode, and the facts recorded next to a result.
+"""Reproducibility: one seed for Python, NumPy, TensorFlow and Keras, and deterministic ops.
 
-Every number the project reports carries the hardware, library versions,
-seed and wall time it came from; `run_info()` gathers them in one dict.
+`set_seed(seed)` is the explicit call a notebook makes at the top of an experiment; it
+changes process-wide state (the random generators and, by default, TensorFlow's op
+determinism) on purpose, and says so. `deterministic(seed)` does the same for the
+length of a `with` block and then puts op determinism back as it was: `training.train`
+uses it, so that training leaves no setting behind in the notebook or test that called it.
+
+The facts recorded next to each result are gathered by `reports.run_info`.
 """
 
 from __future__ import annotations
 
-import datetime
-import os
-import platform
-import sys
+import contextlib
 
-QUICK_ENV_VAR = "CIFAR_QUICK"
-
-
-def is_quick_mode() -> bool:
-    """Returns True when `CIFAR_QUICK=1` asks for a small, fast run.
-
-    Quick mode makes each notebook use a small subset and few epochs so that
-    it finishes in minutes on two CPU cores while running every code path.
-    """
-    value = os.environ.get(QUICK_ENV_VAR, "").strip().lower()
-    if value in ("", "0", "false", "no"):
-        return False
-    if value in ("1", "true", "yes"):
-        return True
-    raise ValueError(f"{QUICK_ENV_VAR} must be 1 or 0; received {os.environ[QUICK_ENV_VAR]!r}.")
+import keras
+import tensorflow as tf
+# TensorFlow's public API can turn op determinism on but not read or turn it off; these
+# two, from the module that implements `tf.config.experimental.enable_op_determinism`,
+# let `deterministic()` restore the earlier state. Checked by tests/test_repro.py.
+from tensorflow.python.framework.config import disable_op_determinism, is_op_determinism_enabled
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:
-    """Seeds Python, NumPy, TensorFlow and Keras in one call.
+    """Seeds Python, NumPy, TensorFlow and Keras in one call, for the rest of the process.
 
     Args:
-        seed: the seed.
-        deterministic: also make TensorFlow's ops deterministic, so two runs
-            on the same machine give identical weights (slightly slower on
-            a GPU). Defaults to True.
-    """
-    import keras
-    import tensorflow as tf
+        seed: the seed, a non-negative integer.
+        deterministic: also make TensorFlow's ops deterministic from now on, so two runs
+            on the same machine give identical weights (slightly slower on a GPU).
+            Defaults to True.
 
-    if not isinstance(seed, int) or seed < 0:
+    Raises:
+        ValueError: the seed is not a non-negative integer.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; received {seed!r}.")
     keras.utils.set_random_seed(seed)  # seeds `random`, NumPy, TensorFlow and Keras
     if deterministic:
         tf.config.experimental.enable_op_determinism()
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+@contextlib.contextmanager
+def deterministic(seed: int, enabled: bool = True):
+    """Seeds everything and, inside the block, makes TensorFlow's ops deterministic.
 
+        with repro.deterministic(0):
+            model.fit(...)
 
-def run_info(seed=None, **extra) -> dict:
-    """Collects the facts to record next to a measured number.
+    On leaving the block op determinism is put back as it was before (the seeds stay
+    set: the random generators have moved on anyway).
 
     Args:
-        seed: the seed of the run. Defaults to None.
-        **extra: further fields (epochs, wall time, data variant...).
-
-    Returns:
-        A JSON-serialisable dict: date, hardware (CPU model and cores, GPUs),
-        Python, TensorFlow, Keras and NumPy versions, seed, and `extra`.
+        seed: the seed, a non-negative integer.
+        enabled: turn op determinism on inside the block; False only seeds.
+            Defaults to True.
     """
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    gpus = []
-    for gpu in tf.config.list_physical_devices("GPU"):
-        try:
-            gpus.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
-        except (ValueError, RuntimeError):
-            gpus.append(gpu.name)
-    info = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": _cpu_name(),
-        "cpu_cores": os.cpu_count(),
-        "gpus": gpus,
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "seed": seed,
-    }
-    info.update(extra)
-    return info
+    before = is_op_determinism_enabled()
+    set_seed(seed, deterministic=enabled)
+    try:
+        yield
+    finally:
+        if not before:
+            disable_op_determinism()

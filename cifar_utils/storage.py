@@ -1,27 +1,49 @@
-"""Writing results so that an interrupted save never leaves a broken file.
+"""Saving models and results so that an interrupted save never leaves a broken file,
+and loading models safely.
 
-Each function writes to a temporary name in the same folder, then renames it
-over the target with `os.replace`, which is atomic on POSIX and Windows: a
-reader sees the old complete file or the new complete file, never half of one.
+Each `atomic_*` function writes to a temporary name in the same folder, then renames
+it over the target with `os.replace`, which is atomic on POSIX and Windows: a reader
+sees the old complete file or the new complete file, never half of one.
+
+`load_model` reads a `.keras` file in Keras's safe mode with the package's custom
+objects passed explicitly, so no import is needed for them to be found
+(`cifar_utils.load_model` is the same function).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
+import secrets
+import zipfile
 from pathlib import Path
+
+import keras
+
+from cifar_utils.layers import ScaledBias
+from cifar_utils.schedules import PiecewiseLinear
+
+# Every custom object a model of this package can hold, under its registered name.
+CUSTOM_OBJECTS = {
+    f"cifar_utils>{cls.__name__}": cls for cls in (ScaledBias, PiecewiseLinear)
+}
+LEGACY_SUFFIXES = (".h5", ".hdf5")
 
 
 def _temporary_path(path: Path, suffix: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(handle)
-    # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)
-    return Path(name)
+    # A random name in mkstemp's form, created with the permissions a plain open() gives
+    # (0666 less the umask; mkstemp's are 0600) without reading or changing the process
+    # umask, which other threads share. O_EXCL: never an existing file.
+    for _ in range(100):
+        name = path.parent / f".{path.stem}.{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return name
+    raise FileExistsError(f"no free temporary name next to {path}")
 
 
 def atomic_write_bytes(path, content: bytes) -> Path:
@@ -116,8 +138,6 @@ def remove_stale_temporaries(folder, stems=("best", "final", "history")) -> list
     Returns:
         The paths removed.
     """
-    import re
-
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -128,3 +148,39 @@ def remove_stale_temporaries(folder, stems=("best", "final", "history")) -> list
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def load_model(path, compile=True):
+    """Loads a `.keras` model in Keras's safe mode, with this package's custom layers.
+
+    The custom objects (`ScaledBias`, `PiecewiseLinear`) are passed explicitly, so
+    nothing has to be imported first for Keras to find them:
+
+        model = cifar_utils.load_model("models/fast_net.keras")
+
+    Safe mode refuses Python code hidden in the file (Lambda layers). Legacy HDF5
+    files are refused outright, as safe mode does not apply to them.
+
+    Args:
+        path: a `.keras` file.
+        compile: also restore the optimiser and loss when the file has them.
+            Defaults to True.
+
+    Returns:
+        The `keras.Model`.
+
+    Raises:
+        ValueError: the path is missing, is a legacy `.h5`/`.hdf5` file, or is not a
+            `.keras` zip archive.
+    """
+    path = Path(path)
+    if path.suffix.lower() in LEGACY_SUFFIXES:
+        raise ValueError(
+            f"refusing to load {path}: legacy HDF5 (.h5) models bypass Keras's safe mode and an "
+            "untrusted one can run code. Re-save a trusted copy with model.save('model.keras')."
+        )
+    if not path.is_file():
+        raise ValueError(f"no model file at {path}")
+    if path.suffix.lower() != ".keras" or not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a .keras file (a zip archive, as every .keras file is)")
+    return keras.saving.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=compile, safe_mode=True)

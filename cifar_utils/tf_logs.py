@@ -31,7 +31,9 @@ import select
 import sys
 import threading
 
-SHOW_ALL_ENV_VAR = "CIFAR_TF_LOGS"
+from cifar_utils import paths
+
+SHOW_ALL_ENV_VAR = paths.TF_LOGS_ENV_VAR
 
 # Each pattern matches one whole line that is known to be harmless. Anything else passes.
 def _line(level, source, message):
@@ -168,7 +170,7 @@ def quiet_tensorflow() -> None:
 
     Does nothing when the environment variable `CIFAR_TF_LOGS` is "1".
     """
-    if os.environ.get(SHOW_ALL_ENV_VAR, "").strip() == "1":
+    if paths.show_all_tf_logs():
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     if _in_jupyter_kernel():

@@ -2,11 +2,12 @@
 
     result = training.train("fast", x_train, y_train, x_val, y_val, output_dir="runs/fast")
 
-`train` sets the seed, picks the device strategy (`device.setup_devices`),
+`train` seeds everything and makes ops deterministic for its own duration
+(`repro.deterministic`), picks the device strategy (`device.setup_devices`),
 builds and compiles the recipe's model inside the strategy's scope (mixed
 precision and XLA on a GPU, float32 on the CPU), streams the data through
-`data.make_dataset` with the recipe's augmentation, and fits with these
-callbacks, writing into `output_dir`:
+`augment.training_dataset` with the recipe's augmentation, and fits with the
+callbacks of `cifar_utils.callbacks`, writing into `output_dir`:
 
 - `best.keras`: the model with the best validation accuracy so far, saved
   atomically (a temporary name, then a rename);
@@ -15,14 +16,16 @@ callbacks, writing into `output_dir`:
   its last completed epoch when `train` is called again with the same folder;
 - `history.json` and `final.keras` at the end, both written atomically;
 - `tensorboard/` when asked for.
+
+When it returns, Keras's global dtype policy and TensorFlow's op determinism are as
+they were before the call. Every model of the course is compiled by `compile_model`
+(`compile_recipe` for a recipe), with an optimiser from `make_optimizer`.
 """
 
 from __future__ import annotations
 
-import csv
+import argparse
 import json
-import inspect
-import os
 import shutil
 import sys
 import time
@@ -31,80 +34,39 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from keras import ops
+import tensorflow as tf
 
 from cifar_utils import data as data_lib
-from cifar_utils import device, repro, storage
-from cifar_utils.augment import pipeline_augment
-from cifar_utils.models import BUILDERS, float32_copy
-from cifar_utils.recipes import Recipe, get_recipe
-from cifar_utils.storage import atomic_save_model, atomic_write_json, atomic_write_text
-
-OUTPUT_ENV_VAR = "CIFAR_OUTPUT_DIR"
-# The fast-recipe model committed to the repository (see models/MODEL_CARD.md).
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "fast_net.keras"
-
-
-def runs_dir(default="../runs") -> Path:
-    """Where notebooks write models and histories: `$CIFAR_OUTPUT_DIR` or `default`.
-
-    Args:
-        default: used when the variable is unset. Defaults to "../runs"
-            (the repository's runs/ folder, seen from notebooks/).
-    """
-    return Path(os.environ.get(OUTPUT_ENV_VAR) or default)
+from cifar_utils import device, evaluation, paths, repro, reports, storage
+from cifar_utils.augment import training_dataset
+from cifar_utils.callbacks import (
+    AtomicBackupAndRestore,
+    AtomicCheckpoint,
+    EpochLogger,
+    StopOnNaN,
+    pause_for_test,
+    prepare_resume,
+    read_history,
+)
+from cifar_utils.models import BUILDERS, float32_copy, init_whitening
+from cifar_utils.recipes import OPTIMIZERS, RECIPES, Recipe, get_recipe
+from cifar_utils.schedules import linear_decay, make_schedule
 
 
-def find_trained_model(runs=None):
-    """The model later notebooks and tools should use, and where it came from.
-
-    Looks for the fast model that notebook 04 or `cifar-train` saved
-    (`runs/fast/best.keras`), then the baseline's, then the model shipped in
-    the repository's models/.
-
-    Args:
-        runs: the runs folder. Defaults to None: `runs_dir()` (notebooks, or
-            `$CIFAR_OUTPUT_DIR`), and, when that variable is unset, also
-            `runs/` below the working directory, where `cifar-train` writes
-            when started from the repository root (as `cifar-predict` and
-            `cifar-demo` usually are).
-
-    Returns:
-        `(path, description)`, or `(None, reason)` when there is none (for
-        example a package installed without the repository); the caller then
-        trains a small model.
-    """
-    if runs is not None:
-        folders = [Path(runs)]
-    else:
-        folders = [runs_dir()]
-        if not os.environ.get(OUTPUT_ENV_VAR) and Path("runs").resolve() != folders[0].resolve():
-            folders.append(Path("runs"))
-    for folder, who in zip(folders, ("notebook 04", "cifar-train")):
-        for name in ("fast", "baseline_cnn"):
-            candidate = folder / name / "best.keras"
-            if candidate.exists():
-                return candidate, f"trained by {who} ({candidate})"
-    if SHIPPED_MODEL.exists():
-        return SHIPPED_MODEL, f"shipped with the repository ({SHIPPED_MODEL})"
-    where = " or ".join(str(f) for f in folders)
-    return None, f"no trained model in {where} and none shipped at {SHIPPED_MODEL}"
-
-
-def load_or_train(model_path=None, runs=None, x_train=None, y_train=None, seed=0, images=2000):
+def load_or_train(model_path=None, runs_dir=None, x_train=None, y_train=None, seed=0, num_images=2000):
     """A trained model for the later notebooks, which never fail for lack of one.
 
-    Loads `model_path` when given, else `find_trained_model(runs)`, in Keras's
-    safe mode. When there is none, trains a small fast_net (widths 16/32/32,
-    2 epochs on `images` training images) so the notebook can go on.
+    Loads `model_path` when given, else `paths.find_trained_model(runs_dir)`, in
+    Keras's safe mode. When there is none, trains a small fast_net (widths 16/32/32,
+    2 epochs on `num_images` training images) so the notebook can go on.
 
     Args:
         model_path: a `.keras` file. Defaults to None: look for one.
-        runs: the runs folder. Defaults to None: `runs_dir()`.
+        runs_dir: the runs folder. Defaults to None: `paths.runs_dir()`.
         x_train: training images for the fallback. Defaults to None: no fallback.
         y_train: their labels.
         seed: seed of the fallback's subset, split and weights. Defaults to 0.
-        images: training images for the fallback. Defaults to 2,000.
+        num_images: training images for the fallback. Defaults to 2,000.
 
     Returns:
         `(model, description of where it came from)`.
@@ -112,378 +74,119 @@ def load_or_train(model_path=None, runs=None, x_train=None, y_train=None, seed=0
     if model_path is not None:
         path, source = Path(model_path), f"given as {model_path}"
     else:
-        path, source = find_trained_model(runs)
+        path, source = paths.find_trained_model(runs_dir)
     if path is not None:
-        return keras.saving.load_model(path, safe_mode=True), source
+        return storage.load_model(path), source
     if x_train is None:
         raise ValueError(f"{source}, and no training images were given to train a small one")
-    runs = Path(runs) if runs is not None else runs_dir()
+    runs_dir = Path(runs_dir) if runs_dir is not None else paths.runs_dir()
     (x_tr, y_tr), (x_val, y_val) = data_lib.split_train_val(x_train, y_train, 0.1, seed=seed)
-    x_tr, y_tr = data_lib.stratified_subset(x_tr, y_tr, images, seed=seed)
+    x_tr, y_tr = data_lib.stratified_subset(x_tr, y_tr, num_images, seed=seed)
     recipe = get_recipe("fast", epochs=2, batch_size=128, learning_rate=0.2,
                         model_kwargs={"widths": [16, 32, 32]})
-    result = train(recipe, x_tr, y_tr, x_val, y_val, output_dir=runs / "fast", seed=seed)
-    return result.model, f"{source}: trained a small fast_net on {images:,} images instead ({runs / 'fast'})"
+    result = train(recipe, x_tr, y_tr, x_val, y_val, output_dir=runs_dir / "fast", seed=seed)
+    where = paths.display_path(runs_dir / "fast")
+    return result.model, f"{source}: trained a small fast_net on {num_images:,} images instead ({where})"
 
 
-@keras.saving.register_keras_serializable(package="cifar_utils")
-class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
-    """A learning rate that moves in straight lines between (step, value) points.
+def make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=0.0):
+    """A Keras optimiser by name, with decoupled weight decay that skips biases and batch norm.
 
-    Before the first point it holds the first value, after the last the last.
-    One-cycle and triangular schedules are three points.
-
-    Args:
-        boundaries: increasing step numbers, at least two.
-        values: the learning rate at each boundary.
-        name: optional name. Defaults to None.
-    """
-
-    def __init__(self, boundaries, values, name=None):
-        boundaries = [float(b) for b in boundaries]
-        values = [float(v) for v in values]
-        if len(boundaries) < 2 or len(boundaries) != len(values):
-            raise ValueError(
-                f"boundaries and values need the same length, at least 2; received "
-                f"{len(boundaries)} boundaries and {len(values)} values."
-            )
-        if any(b1 <= b0 for b0, b1 in zip(boundaries, boundaries[1:])):
-            raise ValueError(f"boundaries must increase; received {boundaries}.")
-        if any(v < 0 for v in values):
-            raise ValueError(f"values must be >= 0; received {values}.")
-        self.boundaries = boundaries
-        self.values = values
-        self.name = name
-
-    def __call__(self, step):
-        b = ops.convert_to_tensor(self.boundaries, dtype="float32")
-        v = ops.convert_to_tensor(self.values, dtype="float32")
-        step = ops.clip(ops.cast(step, "float32"), b[0], b[-1])
-        # Segment i holds boundaries[i] <= step < boundaries[i + 1].
-        i = ops.sum(ops.cast(step >= b[1:-1], "int32"))
-        b0, b1 = ops.take(b, i), ops.take(b, i + 1)
-        v0, v1 = ops.take(v, i), ops.take(v, i + 1)
-        return v0 + (v1 - v0) * (step - b0) / (b1 - b0)
-
-    def get_config(self):
-        return {"boundaries": self.boundaries, "values": self.values, "name": self.name}
-
-
-def make_schedule(recipe: Recipe, steps_per_epoch: int):
-    """The recipe's learning-rate schedule over its steps.
+    Weight decay is Keras's decoupled `weight_decay`; it skips biases and batch-norm
+    parameters, whose size carries no overfitting risk.
 
     Args:
-        recipe: a `Recipe`.
-        steps_per_epoch: optimiser steps per epoch.
-
-    Returns:
-        A float (constant) or a `keras.optimizers.schedules.LearningRateSchedule`:
-        "warmup_cosine": linear from 0 to `learning_rate` over the first
-        `warmup_fraction` of the steps, then cosine to 0; "one_cycle": linear
-        0.1x -> 1x, then linear to 0; "triangle": 0.2x -> 1x -> 0.07x (airbench).
-    """
-    if steps_per_epoch < 1:
-        raise ValueError(f"steps_per_epoch must be >= 1; received {steps_per_epoch}.")
-    lr = recipe.learning_rate
-    total = recipe.epochs * steps_per_epoch
-    warmup = int(round(recipe.warmup_fraction * total))
-    if recipe.schedule == "constant":
-        return lr
-    if recipe.schedule == "warmup_cosine":
-        return keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0, decay_steps=max(total - warmup, 1), alpha=0.0,
-            warmup_target=lr, warmup_steps=warmup,
-        )
-    warmup = min(max(warmup, 1), total - 1) if total > 1 else 1
-    start, end = {"one_cycle": (0.1, 0.0), "triangle": (0.2, 0.07)}[recipe.schedule]
-    return PiecewiseLinear([0, warmup, max(total, warmup + 1)], [start * lr, lr, end * lr])
-
-
-def make_optimizer(recipe: Recipe, steps_per_epoch: int):
-    """The recipe's Keras optimiser, with its schedule and weight decay.
-
-    Weight decay is decoupled (Keras's `weight_decay`) and skips biases and
-    batch-norm parameters, whose size carries no overfitting risk.
-
-    Args:
-        recipe: a `Recipe`.
-        steps_per_epoch: optimiser steps per epoch.
+        optimizer: "sgd" (with momentum), "adam" or "adamw". Defaults to "sgd".
+        learning_rate: a float or a `keras.optimizers.schedules.LearningRateSchedule`
+            (see `schedules`). Defaults to 0.1.
+        momentum: SGD momentum. Defaults to 0.9.
+        nesterov: Nesterov momentum for SGD. Defaults to True.
+        weight_decay: decoupled weight decay per step, times the learning rate;
+            0 turns it off. Defaults to 0.0.
 
     Returns:
         A `keras.optimizers.Optimizer`.
     """
-    schedule = make_schedule(recipe, steps_per_epoch)
-    decay = recipe.weight_decay or None
-    if recipe.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(
-            schedule, momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=decay
-        )
-    elif recipe.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(schedule, weight_decay=decay)
+    decay = weight_decay or None
+    if optimizer == "sgd":
+        result = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov, weight_decay=decay)
+    elif optimizer == "adam":
+        result = keras.optimizers.Adam(learning_rate, weight_decay=decay)
+    elif optimizer == "adamw":
+        result = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
     else:
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay)
-    if recipe.weight_decay:
-        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    return optimizer
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; received {optimizer!r}.")
+    if weight_decay:
+        result.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return result
 
 
-def compile_model(model, recipe: Recipe, steps_per_epoch: int, jit_compile=False):
-    """Compiles a model with the recipe's optimiser and a label-smoothed loss.
+def compile_model(model, optimizer, label_smoothing=0.0, jit_compile=False):
+    """Compiles a classifier the one way every model of the course is compiled.
 
-    Labels are one-hot (so MixUp and CutMix can mix them); the metric is
-    reported as "accuracy".
+    Labels are one-hot (so MixUp and CutMix can mix them, and label smoothing
+    applies); the metric is reported as "accuracy".
 
     Args:
         model: a `keras.Model` ending in probabilities.
-        recipe: a `Recipe`.
-        steps_per_epoch: optimiser steps per epoch.
+        optimizer: a Keras optimiser (see `make_optimizer`).
+        label_smoothing: share of the target spread over the other classes.
+            Defaults to 0.0.
         jit_compile: compile with XLA (on a GPU). Defaults to False.
 
     Returns:
         The model, compiled.
     """
     model.compile(
-        optimizer=make_optimizer(recipe, steps_per_epoch),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile,
     )
     return model
 
 
-class AtomicCheckpoint(keras.callbacks.Callback):
-    """Saves the model whenever the monitored value improves, atomically.
-
-    Unlike `keras.callbacks.ModelCheckpoint`, which writes in place, a kill
-    during the save leaves the previous best file intact.
+def compile_recipe(model, recipe: Recipe, steps_per_epoch: int, jit_compile=False):
+    """Compiles a model with a recipe's optimiser, schedule and label smoothing.
 
     Args:
-        path: the `.keras` file to keep the best model in.
-        monitor: the log entry to watch. Defaults to "val_accuracy".
-        mode: "max" or "min". Defaults to "max".
-        best: the best value seen before this run (when resuming). Defaults to None.
-    """
-
-    def __init__(self, path, monitor="val_accuracy", mode="max", best=None):
-        super().__init__()
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min'; received {mode!r}.")
-        self.path = Path(path)
-        self.monitor = monitor
-        self.mode = mode
-        self.best = best  # a resumed run passes the best value of its earlier epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        _pause_for_test("best")  # after CSVLogger wrote the epoch's row, before any save
-        value = (logs or {}).get(self.monitor)
-        if value is None:
-            return
-        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
-        if better:
-            self.best = value
-            atomic_save_model(self.model, self.path)
-
-
-class EpochLogger(keras.callbacks.Callback):
-    """Adds the epoch's wall time (s) and learning rate to the logs.
-
-    Put it before `CSVLogger` so both columns reach the CSV file.
-    """
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        logs["epoch_seconds"] = time.perf_counter() - self._start
-        lr = self.model.optimizer.learning_rate
-        logs["learning_rate"] = float(np.asarray(lr))
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stops `fit` once its training steps have used `seconds` of wall time.
-
-    Only training steps count; the validation passes at the ends of epochs do not, so
-    models that are slow to evaluate are not penalised twice. The step that crosses the
-    budget finishes, then the epoch's validation runs and training stops. After `fit`,
-    `seconds_at_epoch_end` and `val_accuracy` hold one point per epoch: accuracy against
-    training time, for comparing models at equal cost. `steps` counts the batches seen by
-    callbacks (with `steps_per_execution > 1`, one per execution). On a GPU the clock does
-    not wait for queued work, so a step's time may be billed to the next validation.
-
-        budget = training.TimeBudget(60)
-        model.fit(train_ds.repeat(), steps_per_epoch=20, epochs=1000,
-                  validation_data=val_ds, callbacks=[budget])
-
-    Args:
-        seconds: the training-time budget in seconds, > 0.
-    """
-
-    def __init__(self, seconds):
-        super().__init__()
-        if not seconds > 0:
-            raise ValueError(f"seconds must be > 0; received {seconds!r}.")
-        self.seconds = float(seconds)
-        self.used = 0.0
-        self.seconds_at_epoch_end, self.val_accuracy, self.steps = [], [], 0
-        self._start = None
-
-    def on_train_begin(self, logs=None):
-        self.used, self.steps = 0.0, 0
-        self.seconds_at_epoch_end, self.val_accuracy = [], []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def _elapsed(self):
-        return self.used + (time.perf_counter() - self._start if self._start is not None else 0.0)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps += 1
-        if self._elapsed() >= self.seconds:
-            self.model.stop_training = True
-
-    def on_test_begin(self, logs=None):  # validation inside fit: stop the training clock
-        if self._start is not None:
-            self.used, self._start = self._elapsed(), None
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.used, self._start = self._elapsed(), None
-        self.seconds_at_epoch_end.append(self.used)
-        self.val_accuracy.append(float((logs or {}).get("val_accuracy", np.nan)))
-        if self.used >= self.seconds:
-            self.model.stop_training = True
-
-
-_PAUSES = {}
-
-
-def _pause_for_test(point):
-    """Lets a test kill the process at a named save step.
-
-    With `CIFAR_TEST_PAUSE_AT=point:n` the n-th arrival at `point` ("backup", "best",
-    "final") writes `point.paused` into `$CIFAR_TEST_PAUSE_DIR` and sleeps. Used only by
-    `tests/test_resume.py`, which kills the process there; unset, this does nothing.
-    """
-    wanted = os.environ.get("CIFAR_TEST_PAUSE_AT", "")
-    if not wanted.startswith(point + ":"):
-        return
-    _PAUSES[point] = _PAUSES.get(point, 0) + 1
-    if _PAUSES[point] == int(wanted.split(":")[1]):
-        Path(os.environ["CIFAR_TEST_PAUSE_DIR"], f"{point}.paused").write_text("")
-        time.sleep(3600)
-
-
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` whose backup survives a kill at any moment.
-
-    Each epoch's weights go to a new file (`epoch3.weights.h5`); only then does
-    `state.json`, written atomically, point at it, and only then are older weights
-    files deleted. A kill while writing the weights leaves an unreferenced partial file
-    and the previous state intact. A backup that still cannot be read (damaged on disk)
-    is reported and discarded, and the run starts over instead of crashing.
-
-    Args:
-        backup_dir: the folder of the backup; `train` deletes it once the final model
-            and history are written.
-    """
-
-    def __init__(self, backup_dir):
-        super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=False)
-        self.folder = Path(backup_dir)
-
-    @staticmethod
-    def read_state(backup_dir):
-        """The saved `{"epoch", "weights"}` of a backup folder, or None if there is none.
-
-        Raises:
-            ValueError: the state or the weights file it names is unreadable.
-        """
-        state_path = Path(backup_dir) / "state.json"
-        if not state_path.exists():
-            return None
-        try:
-            state = json.loads(state_path.read_text())
-            epoch, weights = int(state["epoch"]), Path(backup_dir) / str(state["weights"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{state_path} is damaged ({type(err).__name__}: {err})") from None
-        if weights.parent != Path(backup_dir) or not weights.is_file():
-            raise ValueError(f"{state_path} names {weights.name}, which is missing")
-        return {"epoch": epoch, "weights": weights}
-
-    def _load_model(self):
-        state = self.read_state(self.folder)
-        if state is None:
-            return
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(str(state["weights"]))
-        self.model._initial_epoch = state["epoch"]
-
-    def on_train_begin(self, logs=None):
-        self._load_model()  # train() checked the backup before fit; a failure here is real
-
-    def _save_model(self):
-        self.folder.mkdir(parents=True, exist_ok=True)
-        weights = self.folder / f"epoch{self._current_epoch}.weights.h5"
-        self.model.save_weights(str(weights), overwrite=True)
-        _pause_for_test("backup")
-        atomic_write_json(self.folder / "state.json", {"epoch": self._current_epoch, "weights": weights.name})
-        for old in self.folder.glob("epoch*.weights.h5"):
-            if old != weights:
-                old.unlink(missing_ok=True)
-
-
-def _prepare_resume(backup_dir, history_csv):
-    """Makes the history agree with the backup before a run; returns the best kept value.
-
-    Rows of `history_csv` at or after the backup's epoch (written before a kill that the
-    backup did not see) are dropped. With no usable backup (none, or unreadable: reported)
-    the backup and the history are removed and the run starts over.
+        model: a `keras.Model` ending in probabilities.
+        recipe: a `Recipe`.
+        steps_per_epoch: optimiser steps per epoch, for the schedule.
+        jit_compile: compile with XLA (on a GPU). Defaults to False.
 
     Returns:
-        The best validation accuracy of the epochs kept, or None.
+        The model, compiled.
     """
-    try:
-        state = AtomicBackupAndRestore.read_state(backup_dir)
-    except ValueError as err:
-        print(f"cannot resume: {err}; starting this run from its first epoch", file=sys.stderr)
-        state = None
-    if state is None:
-        shutil.rmtree(backup_dir, ignore_errors=True)  # weights without a state: nothing to resume
-        history_csv.unlink(missing_ok=True)
-        return None
-    if not history_csv.exists():
-        return None
-    history = read_history(history_csv)
-    keep = [i for i, e in enumerate(history.get("epoch", [])) if int(e) < state["epoch"]]
-    lines = history_csv.read_text().splitlines(keepends=True)
-    atomic_write_text(history_csv, "".join(lines[:1] + [lines[1 + i] for i in keep]))
-    values = [history["val_accuracy"][i] for i in keep if "val_accuracy" in history]
-    return max(values) if values else None
+    optimizer = make_optimizer(
+        recipe.optimizer, make_schedule(recipe, steps_per_epoch), momentum=recipe.momentum,
+        nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
+    )
+    return compile_model(model, optimizer, recipe.label_smoothing, jit_compile=jit_compile)
+
+
+def build_recipe_model(recipe: Recipe, x_train, seed=0):
+    """The recipe's model, its whitening layer set from the training images if it asks.
+
+    Args:
+        recipe: a `Recipe`.
+        x_train: uint8 training images; with `recipe.whitening_images` > 0, that
+            many (drawn with `seed`) set the whitening filters (`models.init_whitening`).
+        seed: seed of that draw. Defaults to 0.
+
+    Returns:
+        The uncompiled `keras.Model`.
+    """
+    model = BUILDERS[recipe.arch](**recipe.model_kwargs)
+    if recipe.whitening_images:
+        rng = np.random.default_rng(seed)
+        sample = rng.choice(len(x_train), min(recipe.whitening_images, len(x_train)), replace=False)
+        init_whitening(model, x_train[sample])
+    return model
 
 
 class TrainingDiverged(RuntimeError):
     """Training stopped because the loss became NaN or infinite."""
-
-
-class _StopOnNaN(keras.callbacks.Callback):
-    """Keras's `TerminateOnNaN`, remembering where it stopped the run."""
-
-    def __init__(self):
-        super().__init__()
-        self.stopped_at = None
-        self._epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(float(loss)):
-            self.stopped_at = (self._epoch + 1, batch + 1)
-            self.model.stop_training = True
 
 
 @dataclass
@@ -515,26 +218,6 @@ class TrainResult:
         return self.output_dir / "final.keras"
 
 
-def read_history(path) -> dict:
-    """Reads a `history.csv` written during training into per-epoch lists."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    history = {}
-    for row in rows:
-        for key, value in row.items():
-            history.setdefault(key, []).append(float(value) if key != "epoch" else int(value))
-    return history
-
-
-def _build(recipe: Recipe, x_train, seed):
-    builder = BUILDERS[recipe.arch]
-    kwargs = dict(recipe.model_kwargs)
-    if "whitening_sample" in inspect.signature(builder).parameters:
-        rng = np.random.default_rng(seed)
-        kwargs["whitening_sample"] = x_train[rng.choice(len(x_train), min(5000, len(x_train)), replace=False)]
-    return builder(**kwargs)
-
-
 def _fit_multi_worker(model, strategy, train_ds, val_ds, epochs, callbacks, verbose):
     """`model.fit` across machines (`MultiWorkerMirroredStrategy`), which Keras 3's fit fails.
 
@@ -550,8 +233,6 @@ def _fit_multi_worker(model, strategy, train_ds, val_ds, epochs, callbacks, verb
     Returns:
         The last epoch's logs.
     """
-    import tensorflow as tf
-
     def make(step):
         @tf.function
         def run(batch):
@@ -654,7 +335,22 @@ def train(
         raise ValueError(
             f"need training and validation images; received {len(x_train)} and {len(x_val)}."
         )
-    setup = setup or device.setup_devices(verbose=False)
+    previous_policy = keras.config.dtype_policy()
+    try:
+        setup = setup or device.setup_devices(verbose=False)
+        keras.config.set_dtype_policy(setup.precision_policy)
+        # Bit-for-bit repeatable on the CPU; on a GPU, deterministic kernels would cost
+        # speed. Inside this block only: train() leaves no global setting behind.
+        with repro.deterministic(seed, enabled=not setup.jit_compile):
+            return _train(recipe, x_train, y_train, x_val, y_val, Path(output_dir), seed, setup, verbose,
+                          tensorboard, early_stopping_patience, callbacks)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _train(recipe, x_train, y_train, x_val, y_val, output_dir, seed, setup, verbose, tensorboard,
+           early_stopping_patience, callbacks):
+    """`train` under its device setup, dtype policy and op determinism."""
     multi_worker = device.is_multi_worker(setup.strategy)
     # Every worker of a cluster holds the same weights and saves them: the chief into
     # output_dir, the others into a folder of their own (output_dir may be shared).
@@ -664,25 +360,20 @@ def train(
     backup_dir = output_dir / "backup"
     history_csv = output_dir / "history.csv"
     # A fresh run starts a new log; a resumed one keeps only the epochs its backup holds.
-    best_so_far = _prepare_resume(backup_dir, history_csv)
+    best_so_far = prepare_resume(backup_dir, history_csv)
 
-    # Bit-for-bit repeatable on the CPU; on a GPU, deterministic kernels would cost speed.
-    repro.set_seed(seed, deterministic=not setup.jit_compile)
     batch_size = recipe.batch_size
     drop = len(x_train) >= batch_size  # equal-sized steps, unless the data is tiny
     steps_per_epoch = len(x_train) // batch_size if drop else 1
-    train_ds = data_lib.make_dataset(
-        x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed,
-        augment=pipeline_augment(recipe.augmentation, seed=seed) if recipe.augmentation != "none" else None,
-        num_classes=data_lib.NUM_CLASSES, drop_remainder=drop,
-    )
+    train_ds = training_dataset(x_train, y_train, recipe.augmentation, batch_size=batch_size, seed=seed,
+                                drop_remainder=drop)
     val_ds = data_lib.make_dataset(x_val, y_val, batch_size=batch_size, num_classes=data_lib.NUM_CLASSES)
 
     with setup.strategy.scope():
-        model = _build(recipe, x_train, seed)
-        compile_model(model, recipe, steps_per_epoch, jit_compile=setup.jit_compile)
+        model = build_recipe_model(recipe, x_train, seed)
+        compile_recipe(model, recipe, steps_per_epoch, jit_compile=setup.jit_compile)
 
-    stop_on_nan = _StopOnNaN()
+    stop_on_nan = StopOnNaN()
     all_callbacks = [
         stop_on_nan,
         EpochLogger(),
@@ -718,9 +409,9 @@ def train(
             f"Lower the learning rate (now {recipe.learning_rate}) and run again."
         )
     history = read_history(history_csv)
-    _pause_for_test("final")
-    atomic_save_model(model, output_dir / "final.keras")
-    run = repro.run_info(
+    pause_for_test("final")
+    storage.atomic_save_model(model, output_dir / "final.keras")
+    run = reports.run_info(
         seed=seed,
         recipe=recipe.name,
         epochs=len(history.get("epoch", [])),
@@ -732,7 +423,9 @@ def train(
         replicas=setup.num_replicas,
         best_val_accuracy=max(history.get("val_accuracy", [float("nan")])),
     )
-    atomic_write_json(output_dir / "history.json", {"recipe": recipe.to_dict(), "run": run, "history": history})
+    storage.atomic_write_json(
+        output_dir / "history.json", {"recipe": recipe.to_dict(), "run": run, "history": history}
+    )
     shutil.rmtree(backup_dir, ignore_errors=True)  # last: a kill before this resumes, not restarts
     return TrainResult(model=model, history=history, recipe=recipe, output_dir=output_dir, run=run)
 
@@ -773,17 +466,9 @@ def fine_tune(model, x_train, y_train, x_val, y_val, learning_rate=1e-3, epochs=
             f"learning_rate must be positive and epochs >= 1; received {learning_rate} and {epochs}."
         )
     steps = epochs * -(-len(x_train) // batch_size)
-    rate = PiecewiseLinear([0, steps], [learning_rate, 0.0]) if decay_to_zero else learning_rate
-    model.compile(
-        optimizer=keras.optimizers.SGD(rate, momentum=0.9, nesterov=True),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
-    train_ds = data_lib.make_dataset(
-        x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed,
-        augment=pipeline_augment(augmentation, seed=seed) if augmentation != "none" else None,
-        num_classes=data_lib.NUM_CLASSES,
-    )
+    rate = linear_decay(learning_rate, steps) if decay_to_zero else learning_rate
+    compile_model(model, make_optimizer("sgd", rate, momentum=0.9, nesterov=True), label_smoothing)
+    train_ds = training_dataset(x_train, y_train, augmentation, batch_size=batch_size, seed=seed)
     val_ds = data_lib.make_dataset(x_val, y_val, batch_size=batch_size, num_classes=data_lib.NUM_CLASSES)
     return model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False).history
 
@@ -853,10 +538,7 @@ def lr_find(model, x_train, y_train, start_lr=1e-5, end_lr=10.0, steps=200, batc
         raise ValueError(f"need 0 <= smoothing < 1 and diverge > 1; received {smoothing} and {diverge}.")
     rates = start_lr * (end_lr / start_lr) ** (np.arange(steps) / (steps - 1))
     weights = model.get_weights()
-    model.compile(
-        optimizer=keras.optimizers.SGD(start_lr, momentum=momentum, nesterov=True),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-    )
+    compile_model(model, make_optimizer("sgd", start_lr, momentum=momentum, nesterov=True), label_smoothing)
     dataset = data_lib.make_dataset(
         x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed,
         num_classes=data_lib.NUM_CLASSES, drop_remainder=len(x_train) >= batch_size,
@@ -865,7 +547,7 @@ def lr_find(model, x_train, y_train, start_lr=1e-5, end_lr=10.0, steps=200, batc
     try:
         for step, (x, y) in zip(range(steps), dataset):
             model.optimizer.learning_rate = float(rates[step])
-            loss = float(np.asarray(model.train_on_batch(x, y)).reshape(-1)[0])
+            loss = float(model.train_on_batch(x, y, return_dict=True)["loss"])
             if not np.isfinite(loss):
                 break  # diverged all the way: keep the curve finite
             losses.append(loss)
@@ -897,117 +579,47 @@ def lr_find(model, x_train, y_train, start_lr=1e-5, end_lr=10.0, steps=200, batc
     )
 
 
-def write_model_card(run_dir, model_path, test_accuracy, test_accuracy_tta, data_variant, command):
-    """Writes MODEL_CARD.md next to a shipped model, from the run's history.json.
-
-    Args:
-        run_dir: the training output folder (holds history.json).
-        model_path: the shipped `.keras` file.
-        test_accuracy: accuracy on the 10,000 test images, no TTA.
-        test_accuracy_tta: the same with flip test-time augmentation.
-        data_variant: "offline copy" or "official".
-        command: the command that reproduces the model.
-
-    Returns:
-        The card's path.
-    """
-    from cifar_utils.storage import atomic_write_text
-
-    saved = json.loads((Path(run_dir) / "history.json").read_text())
-    run, recipe = saved["run"], saved["recipe"]
-    model_path = Path(model_path)
-    size_mb = model_path.stat().st_size / 1e6
-    card = f"""# {model_path.name}
-
-The best model of the "{recipe['name']}" recipe ({recipe['arch']}), shipped so that notebooks
-05-07 and `cifar-predict` work without training first.
-
-| | |
-|---|---|
-| input | RGB images, 32 x 32, raw pixels 0-255 (the model normalises inside) |
-| output | probabilities over {', '.join(data_lib.CLASS_NAMES)} |
-| test accuracy ({data_variant}) | {test_accuracy:.4f} (with flip TTA: {test_accuracy_tta:.4f}) |
-| best validation accuracy | {run['best_val_accuracy']:.4f} on {run['val_images']:,} images split from the training set |
-| training data | {run['train_images']:,} CIFAR-10 training images ({data_variant}) |
-| epochs, training time | {run['epochs']}, {run['train_seconds']:.0f} s |
-| hardware | {run['cpu']} ({run['cpu_cores']} cores), GPUs: {', '.join(run['gpus']) or 'none'}, precision {run['precision']} |
-| versions | Python {run['python']}, TensorFlow {run['tensorflow']}, Keras {run['keras']}, NumPy {run['numpy']} |
-| seed | {run['seed']} |
-| file size | {size_mb:.1f} MB |
-| date | {run['date']} |
-
-Reproduce: `{command}`
-
-Use it (paths relative to this card's folder): `cifar-predict --model {model_path.name} IMAGE...`, or in Python
-`cifar_utils.inference.Classifier("{model_path.name}")`, or with Keras alone after
-importing the package's layers (they register custom layers such as `ScaledBias`):
-
-```python
-import keras
-import cifar_utils.layers  # noqa: F401  registers the custom layers
-model = keras.saving.load_model("{model_path.name}", safe_mode=True)
-```
-
-The test set was used once, after training, for the accuracies above; the
-validation images chose nothing but the saved epoch. The offline copy's pixels are
-JPEG re-encoded, so accuracy on the official test set will differ slightly.
-
-Recipe:
-
-```json
-{json.dumps(recipe, indent=2)}
-```
-"""
-    return atomic_write_text(model_path.parent / "MODEL_CARD.md", card)
-
-
-def ship_model(model, run_dir, ship_dir, x_test, y_test, data_variant, command):
-    """Copies a trained model into `ship_dir` with a model card.
+def ship_model(model, run_dir, output_dir, x_test, y_test, data_variant, command):
+    """Copies a trained model into `output_dir` with a model card.
 
     The test set is used here once, after training, for the card's accuracy.
 
     Args:
         model: the trained model (its run's history.json is in `run_dir`).
-        run_dir: the training output folder.
-        ship_dir: where the model and MODEL_CARD.md go, e.g. "models".
+        run_dir: the training run's folder (`train`'s `output_dir`).
+        output_dir: where the model and MODEL_CARD.md go, e.g. "models".
         x_test: the test images.
         y_test: the test labels.
-        data_variant: "offline copy" or "official".
+        data_variant: `DataSource.variant` of the data: "offline copy" or "official".
         command: the command that reproduces the model.
 
     Returns:
         The shipped model's path.
     """
-    from cifar_utils import evaluation
-
     recipe = json.loads((Path(run_dir) / "history.json").read_text())["recipe"]
-    target = Path(ship_dir) / f"{recipe['arch']}.keras"
+    target = Path(output_dir) / f"{recipe['arch']}.keras"
     # An uncompiled float32 copy: the optimiser's state (as large as the weights) is not
     # shipped, and a model trained under mixed precision on a GPU runs fast on a CPU too.
     shipped = float32_copy(model)
-    atomic_save_model(shipped, target)
+    storage.atomic_save_model(shipped, target)
     # The file's own accuracy, computed outside any distribution strategy (across machines,
     # only the first worker ships, and a prediction under the strategy would wait for the rest).
     acc = evaluation.accuracy(shipped, x_test, y_test)
     acc_tta = evaluation.accuracy(shipped, x_test, y_test, tta=True)
-    write_model_card(run_dir, target, acc, acc_tta, data_variant, command)
+    reports.write_model_card(run_dir, target, acc, acc_tta, data_variant, command)
     return target
 
 
 def main(argv=None):
     """`cifar-train`: train a recipe from the command line, optionally ship the model."""
-    import argparse
-    import sys
-
-    from cifar_utils.recipes import RECIPES
-
     parser = argparse.ArgumentParser(prog="cifar-train", description="Train a CIFAR-10 recipe.")
     parser.add_argument("--recipe", default="fast", choices=sorted(RECIPES))
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--data-dir", default=None, help="defaults to $CIFAR10_DIR, then Keras")
-    parser.add_argument("--output-dir", default=None, help="defaults to runs/RECIPE")
+    parser.add_argument("--output-dir", default=None,
+                        help="defaults to RUNS/RECIPE, RUNS being $CIFAR_OUTPUT_DIR or the repository's runs/")
     parser.add_argument("--ship", default=None, metavar="DIR",
                         help="copy the final model to DIR/ARCH.keras with a model card, "
                              "after one evaluation on the test set")
@@ -1026,7 +638,7 @@ def main(argv=None):
     # First, before any other TensorFlow work: a TF_CONFIG cluster's strategy must start first.
     setup = device.setup_devices()
     chief = not device.worker_folder(setup.strategy)
-    output_dir = Path(args.output_dir or Path("runs") / args.recipe)
+    output_dir = Path(args.output_dir) if args.output_dir else paths.runs_dir() / args.recipe
     try:
         (x, y), (x_test, y_test) = data_lib.load_cifar10(args.data_dir)
     except data_lib.CIFAR10DataError as err:
@@ -1041,9 +653,8 @@ def main(argv=None):
     print(f"trained {recipe.name}: best validation accuracy {result.run['best_val_accuracy']:.4f}, "
           f"{result.run['train_seconds']:.0f} s; files in {result.output_dir}")
     if args.ship and chief:  # across machines, the chief alone ships
-        source = data_lib.locate_cifar10(args.data_dir)
-        variant = "offline copy" if source.path and data_lib.is_offline_copy(source.path) else "official"
+        variant = data_lib.locate_cifar10(args.data_dir).variant
         command = " ".join(["cifar-train"] + list(argv if argv is not None else sys.argv[1:]))
-        target = ship_model(result.model, output_dir, args.ship, x_test, y_test, variant, command)
+        target = ship_model(result.model, result.output_dir, args.ship, x_test, y_test, variant, command)
         print(f"shipped {target}; see {target.parent / 'MODEL_CARD.md'}")
     return 0

@@ -14,7 +14,9 @@ import keras
 import numpy as np
 
 from cifar_utils.data import NUM_CLASSES, make_dataset
+from cifar_utils.evaluation import accuracy
 from cifar_utils.models import build_baseline_cnn
+from cifar_utils.training import compile_model, make_optimizer
 
 # name -> (kind, arguments). Ranges in the units the optimiser and builder take.
 SEARCH_SPACE = {
@@ -53,11 +55,7 @@ def build_candidate(learning_rate=1e-3, weight_decay=1e-4, dropout=0.3, width=32
 
 def _compile_adamw(model, learning_rate, weight_decay):
     """Compiles for one-hot labels with AdamW; biases and batch norm are not decayed."""
-    optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    model.compile(optimizer, keras.losses.CategoricalCrossentropy(),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-    return model
+    return compile_model(model, make_optimizer("adamw", learning_rate, weight_decay=weight_decay))
 
 
 def _hyperparameters(hp, space):
@@ -75,7 +73,7 @@ def _hyperparameters(hp, space):
 
 
 def search(x_train, y_train, x_val, y_val, max_trials=10, epochs=5, batch_size=128,
-           directory="tuning", project_name="baseline_cnn", seed=0, space=None, overwrite=True):
+           output_dir="tuning", project_name="baseline_cnn", seed=0, space=None, overwrite=True):
     """Random search over `SEARCH_SPACE` with KerasTuner, scored on validation accuracy.
 
     Args:
@@ -86,7 +84,7 @@ def search(x_train, y_train, x_val, y_val, max_trials=10, epochs=5, batch_size=1
         max_trials: the budget: how many settings to try. Defaults to 10.
         epochs: epochs per trial. Defaults to 5.
         batch_size: images per step. Defaults to 128.
-        directory: where KerasTuner keeps its trials. Defaults to "tuning".
+        output_dir: where KerasTuner keeps its trials. Defaults to "tuning".
         project_name: sub-folder of the search. Defaults to "baseline_cnn".
         seed: seed of the sampled settings and of training. Defaults to 0.
         space: a search space like `SEARCH_SPACE`. Defaults to None (that one).
@@ -109,7 +107,7 @@ def search(x_train, y_train, x_val, y_val, max_trials=10, epochs=5, batch_size=1
 
     tuner = kt.RandomSearch(
         hypermodel, objective=kt.Objective("val_accuracy", direction="max"), max_trials=max_trials,
-        seed=seed, directory=str(Path(directory)), project_name=project_name, overwrite=overwrite,
+        seed=seed, directory=str(Path(output_dir)), project_name=project_name, overwrite=overwrite,
     )
     train_ds = make_dataset(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed,
                             num_classes=NUM_CLASSES)
@@ -177,8 +175,6 @@ def ablation(x_train, y_train, x_val, y_val, epochs=10, batch_size=128, learning
         as `fit` reported it) and the per-epoch `fit` histories by variant.
     """
     import pandas as pd
-
-    from cifar_utils.evaluation import accuracy
 
     variants = variants or ABLATIONS
     train_ds = make_dataset(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed,

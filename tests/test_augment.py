@@ -50,7 +50,7 @@ def test_seeded_policy_repeats_through_the_pipeline():
     def epoch(seed):
         ds = data.make_dataset(
             x, y, batch_size=8, shuffle=True, seed=seed, num_classes=10,
-            augment=augment.pipeline_augment("cutout+mixup", seed=seed),
+            augment_fn=augment.pipeline_augment("cutout+mixup", seed=seed),
         )
         return np.concatenate([b[0].numpy() for b in ds])
 
@@ -133,10 +133,65 @@ def test_in_model_augmentation_serialises(tmp_path, batch):
     assert [layer.name for layer in loaded.layers[0].layers] == ["flip", "pad_and_crop", "randaugment", "cutout"]
 
 
-def test_measure_throughput_counts_images_per_second():
+def test_measure_throughput_counts_images_per_second(monkeypatch):
+    from cifar_utils import timing
+
     x = np.zeros((64, 32, 32, 3), np.uint8)
     y = np.arange(64) % 10
-    rate = augment.measure_throughput("standard", x, y, batch_size=16, batches=2)
-    assert rate > 0
+    real_rate = augment.measure_throughput("standard", x, y, batch_size=16, batches=2)
+    assert 0 < real_rate < np.inf
+
+    # The rate is the images of the timed batches over the timed seconds: count both.
+    seen, real_make_dataset = [], augment.make_dataset
+
+    class Counting:  # the pipeline, counting the images of each batch drawn from it
+        def __init__(self, ds):
+            self.ds = ds
+
+        def repeat(self):
+            return Counting(self.ds.repeat())
+
+        def __iter__(self):
+            for images, labels in self.ds:
+                seen.append(int(images.shape[0]))
+                yield images, labels
+
+    def fake_best_time(fn, **kwargs):
+        drawn = len(seen)
+        fn()
+        timed.append(sum(seen[drawn:]))  # images drawn inside the timed call
+        return 0.25
+
+    timed = []
+    monkeypatch.setattr(augment, "make_dataset", lambda *a, **k: Counting(real_make_dataset(*a, **k)))
+    monkeypatch.setattr(timing, "best_time", fake_best_time)
+    monkeypatch.setattr(augment, "best_time", fake_best_time, raising=False)  # as augment imported it
+    rate = augment.measure_throughput("standard", x, y, batch_size=16, batches=3)
+    assert seen == [16] * 4  # one warm-up batch, then the three timed ones
+    assert timed == [48] and rate == pytest.approx(48 / 0.25)
     with pytest.raises(ValueError, match="received 0"):
         augment.measure_throughput("standard", x, y, batches=0)
+
+
+def test_training_dataset_shuffles_augments_and_one_hot_encodes():
+    x = np.random.default_rng(2).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(40) % 10
+
+    def batches(augmentation, **kwargs):
+        return list(augment.training_dataset(x, y, augmentation, batch_size=16, seed=4, **kwargs))
+
+    plain = batches("none")
+    assert [int(b[0].shape[0]) for b in plain] == [16, 16, 8]
+    images = np.concatenate([b[0].numpy() for b in plain])
+    labels = np.concatenate([b[1].numpy() for b in plain])
+    assert images.dtype == np.float32 and labels.shape == (40, 10)
+    # "none": the very images, shuffled, each with its own one-hot label
+    order = [int(np.flatnonzero((x == image.astype(np.uint8)).all(axis=(1, 2, 3)))[0]) for image in images]
+    assert sorted(order) == list(range(40)) and order != list(range(40))
+    np.testing.assert_array_equal(labels.argmax(1), y[order])
+    assert [int(b[0].shape[0]) for b in batches("none", drop_remainder=True)] == [16, 16]
+    mixed = batches("mixup")  # label mixing needs the one-hot labels the pipeline gives
+    assert np.any((mixed[0][1].numpy() > 1e-6).sum(axis=1) == 2)
+    again = batches("standard")
+    np.testing.assert_array_equal(again[0][0].numpy(), batches("standard")[0][0].numpy())  # seeded
+    assert not np.array_equal(again[0][0].numpy(), plain[0][0].numpy())

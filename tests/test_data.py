@@ -2,7 +2,6 @@
 
 import os
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,6 +95,19 @@ def test_keras_cache_is_used_when_nothing_is_set(tmp_path, no_cifar_env, layout)
     np.testing.assert_array_equal(x, x_cache)
 
 
+def test_variant_says_offline_copy_only_for_its_test_file(synthetic_dir, no_cifar_env, monkeypatch):
+    import hashlib
+
+    folder, _ = synthetic_dir
+    assert data.locate_cifar10(folder).variant == data.OFFICIAL == "official"
+    assert data.DataSource("keras_download", None).variant == data.OFFICIAL
+    digest = hashlib.sha256((folder / data.TEST_FILE).read_bytes()).hexdigest()
+    monkeypatch.setattr(data, "OFFLINE_COPY_TEST_SHA256", digest)  # this folder's test file is "the" copy
+    assert data.locate_cifar10(folder).variant == data.OFFLINE_COPY == "offline copy"
+    (folder / data.TEST_FILE).write_bytes((folder / data.TEST_FILE).read_bytes() + b"\0")
+    assert data.locate_cifar10(folder).variant == data.OFFICIAL  # one byte more: not the copy
+
+
 def test_keras_download_is_last(no_cifar_env, monkeypatch):
     import keras
 
@@ -169,7 +181,7 @@ def test_missing_file_is_named(synthetic_dir, no_cifar_env):
     with pytest.raises(data.CIFAR10NotFoundError) as err:
         load(folder)
     message = str(err.value)
-    assert "data_batch_3 is missing" in message and "CIFAR10_DIR" in message and "build_cifar10.py" in message
+    assert "data_batch_3 is missing" in message and "CIFAR10_DIR" in message and "scripts/setup.sh" in message
 
 
 def test_truncated_file(synthetic_dir, no_cifar_env):
@@ -347,7 +359,7 @@ def test_pipeline_drop_remainder_and_augment_hook():
         seen.append(images.dtype)
         return tf.zeros_like(images) + 255.0, labels
 
-    ds = data.make_dataset(x, y, batch_size=16, drop_remainder=True, augment=augment, normalize=False)
+    ds = data.make_dataset(x, y, batch_size=16, drop_remainder=True, augment_fn=augment, normalize=False)
     batches = list(ds)
     assert len(batches) == 3 and all(b[0].shape[0] == 16 for b in batches)
     assert float(tf.reduce_min(batches[0][0])) == 255.0
@@ -390,21 +402,3 @@ def test_normalisation_layer_and_function_agree_under_mixed_precision():
         assert data.normalize_images(x).dtype.name == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
-
-
-def test_display_path_never_shows_the_machines_absolute_path(tmp_path, monkeypatch):
-    from cifar_utils.data import display_path
-
-    root = Path(data.__file__).resolve().parent.parent
-    monkeypatch.chdir(root / "notebooks")
-    assert display_path(root / ".cache" / "cifar10") == "../.cache/cifar10"
-    monkeypatch.chdir(tmp_path)
-    assert display_path(tmp_path / "a" / "b") == ".../b"  # below the working directory only
-    assert display_path(root / ".cache") == "<repository>/.cache"
-    monkeypatch.chdir("/")  # a container's usual working directory: no path without its slash
-    assert display_path(root / ".cache") == "<repository>/.cache"
-    assert display_path(tmp_path / "a") == ".../a"
-    assert display_path("/nowhere/known/folder") == ".../folder"
-    monkeypatch.setenv("HOME", str(tmp_path.parent))
-    monkeypatch.chdir(root)
-    assert display_path(tmp_path / "x") == f"~/{tmp_path.name}/x"

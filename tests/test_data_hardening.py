@@ -78,7 +78,9 @@ def test_billion_laughs_labels_are_refused_before_any_expansion(tmp_path):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 50e6, f"refusing it took {peak / 1e6:.0f} MB"
+    # The file's own arrays are 31 KB; a few MB allow for the parser. Expanding the labels, even
+    # only to show them in the error message, takes 30 MB at this depth and 10x more per level.
+    assert peak < 5e6, f"refusing it took {peak / 1e6:.0f} MB: the nested labels were expanded"
 
 
 @pytest.mark.parametrize("labels", [

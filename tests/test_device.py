@@ -59,6 +59,7 @@ def test_one_named_device_and_empty_list():
         device.choose_strategy([])
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     """Logical devices must be configured before TensorFlow starts: run in a fresh process."""
     script = textwrap.dedent(
@@ -89,6 +90,7 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     assert "replicas 2" in result.stdout
 
 
+@pytest.mark.slow
 def test_two_workers_train_to_identical_weights(tmp_path):
     """A TF_CONFIG cluster of two worker processes on this machine (loopback ports) trains the
     fast recipe for a few steps, as `cifar-train` does on several machines."""
@@ -140,3 +142,16 @@ def test_tf_config_that_is_not_json_is_refused(monkeypatch):
     monkeypatch.delenv("TF_CONFIG")
     assert device.cluster_workers() == 0
     assert device.worker_folder(tf.distribute.get_strategy()) == ""  # one machine: its own chief
+
+
+def test_gpu_names_with_and_without_compute_capability(monkeypatch):
+    """The one place GPU names are read: run facts, model cards and describe_devices all use it."""
+    gpus = [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU"),
+            tf.config.PhysicalDevice("/physical_device:GPU:1", "GPU")]
+    details = {gpus[0].name: {"device_name": "NVIDIA H100", "compute_capability": (9, 0)}, gpus[1].name: {}}
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: gpus if kind == "GPU" else [])
+    monkeypatch.setattr(device, "_gpu_details", lambda gpu: details[gpu.name])
+    assert device.gpu_names() == ["NVIDIA H100", "/physical_device:GPU:1"]  # no details: the device's name
+    assert device.gpu_names(with_capability=True) == ["NVIDIA H100 (compute 9.0)", "/physical_device:GPU:1"]
+    assert "NVIDIA H100 (compute 9.0)" in device.describe_devices()

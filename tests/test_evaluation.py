@@ -28,7 +28,7 @@ def images():
 def test_predict_proba_and_accuracy(images):
     x, y = images
     model = left_half_model()
-    probs = evaluation.predict_proba(model, x)
+    probs = evaluation.predict_probs(model, x)
     np.testing.assert_allclose(probs[:, 1], [1.0, 0.0, 0.0, 1.0])
     assert evaluation.accuracy(model, x, y) == 1.0
     assert evaluation.accuracy(model, x, 1 - y) == 0.0
@@ -36,7 +36,7 @@ def test_predict_proba_and_accuracy(images):
 
 def test_flip_tta_averages_with_the_mirror_image(images):
     x, y = images
-    probs = evaluation.predict_proba(left_half_model(), x, tta=True)
+    probs = evaluation.predict_probs(left_half_model(), x, tta=True)
     # image 1: 0 for itself, 1 for its mirror image -> 0.5; image 3: 1 and 0.5 -> 0.75
     np.testing.assert_allclose(probs[:, 1], [0.5, 0.5, 0.0, 0.75])
 
@@ -44,7 +44,7 @@ def test_flip_tta_averages_with_the_mirror_image(images):
 def test_bad_inputs(images):
     x, y = images
     with pytest.raises(ValueError, match="received \\(4, 4, 4\\)"):
-        evaluation.predict_proba(left_half_model(), x[..., 0])
+        evaluation.predict_probs(left_half_model(), x[..., 0])
     with pytest.raises(ValueError, match="4 images but y has 3 labels"):
         evaluation.accuracy(left_half_model(), x, y[:3])
 
@@ -91,7 +91,7 @@ def test_confusion_matrix_sums():
     np.testing.assert_array_equal(counts, [[1, 1, 0], [1, 1, 0], [0, 1, 1]])
     assert counts.sum() == len(Y)
     np.testing.assert_array_equal(counts.sum(axis=1), np.bincount(Y))
-    shares = evaluation.confusion_matrix(P, Y, normalize="true")
+    shares = evaluation.confusion_matrix(P, Y, normalize=True)
     np.testing.assert_allclose(shares.sum(axis=1), 1.0)
     with pytest.raises(ValueError, match="received 'all'"):
         evaluation.confusion_matrix(P, Y, normalize="all")

@@ -76,19 +76,22 @@ def test_bad_requests(tmp_path, exported):
         export.representative_dataset(np.zeros((0, 32, 32, 3)))
     with pytest.raises(ValueError, match="reference"):
         export.compare_formats({"tflite_int8": paths["tflite_int8"]}, X, Y)
+    with pytest.raises(ValueError, match="64 predictions but 10 labels"):  # evaluation's check
+        export.compare_formats({"keras": paths["keras"]}, X, Y[:10], speed=False)
 
 
 @pytest.mark.realdata
 @pytest.mark.skipif(not os.environ.get("CIFAR10_DIR"), reason="needs CIFAR10_DIR (the offline copy)")
 def test_int8_shipped_model_within_half_a_point(tmp_path):
     """The #6 target on validation images (split from the training set), offline copy."""
-    from cifar_utils import data, training
+    from cifar_utils import data, storage
+    from cifar_utils.paths import SHIPPED_MODEL
 
-    if not training.SHIPPED_MODEL.exists():
+    if not SHIPPED_MODEL.exists():
         pytest.skip("no shipped model in this checkout")
     (x_train, y_train), _ = data.load_cifar10(verbose=False)
     (x_fit, _), (x_val, y_val) = data.split_train_val(x_train, y_train)
-    model = keras.saving.load_model(training.SHIPPED_MODEL, safe_mode=True)
+    model = storage.load_model(SHIPPED_MODEL)
     paths = export.export_all(model, tmp_path, representative_images=x_fit,
                               formats=("keras", "tflite_int8"))
     table = export.compare_formats(paths, x_val, y_val, speed=False)

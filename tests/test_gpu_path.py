@@ -26,6 +26,7 @@ def restore_policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 @pytest.mark.parametrize("recipe_name", sorted(recipes.RECIPES))
 def test_recipe_under_gpu_settings(recipe_name, policy, tmp_path, tiny_data):
@@ -38,6 +39,7 @@ def test_recipe_under_gpu_settings(recipe_name, policy, tmp_path, tiny_data):
     assert facts["keras_tflite_max_diff"] < 0.05, facts
 
 
+@pytest.mark.slow
 def test_every_recipe_on_two_replicas_in_a_fresh_process(tmp_path):
     """MirroredStrategy over two logical CPUs, as on a machine with two GPUs."""
     script = textwrap.dedent(

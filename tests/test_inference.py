@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar_utils import inference, models, training
+from cifar_utils import inference, models, paths
 from cifar_utils.data import CLASS_NAMES
 from cifar_utils.inference import Classifier, ImageError, load_image
 
@@ -235,10 +235,103 @@ def test_predict_files_reports_each_bad_file_and_keeps_the_rest(tmp_path, tiny_p
 
 def test_default_model_is_the_trained_or_shipped_one(monkeypatch, tmp_path):
     monkeypatch.setenv("CIFAR_OUTPUT_DIR", str(tmp_path / "empty_runs"))
-    if not training.SHIPPED_MODEL.exists():
+    if not paths.SHIPPED_MODEL.exists():
         pytest.skip("no shipped model in this checkout")
     clf = Classifier()
-    assert clf.path == training.SHIPPED_MODEL and clf.format == "keras"
+    assert clf.path == paths.SHIPPED_MODEL and clf.format == "keras"
+
+
+def test_default_model_is_the_one_paths_finds(monkeypatch, tmp_path, tiny_path):
+    runs = tmp_path / "runs"
+    (runs / "fast").mkdir(parents=True)
+    trained = runs / "fast" / "best.keras"
+    trained.write_bytes(tiny_path.read_bytes())
+    monkeypatch.setenv("CIFAR_OUTPUT_DIR", str(runs))
+    assert paths.find_trained_model()[0] == trained
+    clf = Classifier()
+    assert clf.path == trained and clf.format == "keras"
+
+
+def test_inference_imports_no_training_and_no_side_effect_modules():
+    """Keras files load through storage.load_model (custom objects passed explicitly) and the
+    default model comes from paths: nothing is imported for its side effects, not even lazily."""
+    import ast
+
+    tree = ast.parse(open(inference.__file__, encoding="utf-8").read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+            imported |= {f"{node.module}.{alias.name}" for alias in node.names}
+    assert not {"cifar_utils.training", "cifar_utils.layers"} & imported, imported
+    assert {"cifar_utils.storage", "cifar_utils.paths.find_trained_model"} <= imported
+
+
+# ----------------------------------------------------------------------------- backends and batches
+
+
+def test_one_backend_per_format(tiny_model, tiny_path):
+    assert set(inference.BACKENDS) == set(inference.FORMATS) == {"keras", "saved_model", "tflite"}
+    for fmt, backend in inference.BACKENDS.items():
+        assert issubclass(backend, inference._Backend) and backend.format == fmt
+    assert type(Classifier(tiny_path)._backend) is inference._KerasBackend
+    assert type(Classifier(tiny_model)._backend) is inference._KerasBackend
+
+
+def spy_on_batches(clf):
+    """Records the length of each batch the classifier's backend runs, and its batch_size then."""
+    seen = []
+    forward = clf._backend.forward
+
+    def recording(x):
+        seen.append((len(x), clf.batch_size))
+        return forward(x)
+
+    clf._backend.forward = recording
+    return seen
+
+
+def test_batch_size_per_call_leaves_the_classifier_alone(tiny_path):
+    x = RNG.integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
+    clf = Classifier(tiny_path, batch_size=16)
+    seen = spy_on_batches(clf)
+    expected = clf.predict_proba(x)
+    assert [n for n, _ in seen] == [16, 16, 8]
+    seen.clear()
+    np.testing.assert_allclose(clf.predict_proba(x, batch_size=7), expected, atol=1e-5)
+    assert [n for n, _ in seen] == [7] * 5 + [5]
+    assert clf.batch_size == 16
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match=f"batch_size must be at least 1; received {bad}"):
+            clf.predict_proba(x, batch_size=bad)
+
+
+def test_predict_prepared_is_predict_proba_without_the_image_checks(tiny_path):
+    x = RNG.integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8)
+    clf = Classifier(tiny_path)
+    np.testing.assert_allclose(clf.predict_prepared(x.astype(np.float32)), clf.predict_proba(x), atol=1e-6)
+    assert clf.predict_prepared(np.zeros((0, 32, 32, 3), np.float32)).shape == (0, 10)
+    for bad in (np.zeros((2, 48, 48, 3), np.float32), np.zeros((32, 32, 3), np.float32)):
+        with pytest.raises(ValueError, match=r"\(N, 32, 32, 3\); received"):
+            clf.predict_prepared(bad)
+
+
+def test_measure_speed_passes_its_batch_size_and_never_changes_the_classifier(tiny_path):
+    x = RNG.integers(0, 256, size=(20, 32, 32, 3), dtype=np.uint8)
+    clf = Classifier(tiny_path, batch_size=64)
+    seen = spy_on_batches(clf)
+    speed = inference.measure_speed(clf, x, batch_size=8, single=3, repeats=2)
+    assert speed["batch_size"] == 8 and speed["images_per_second"] > 0
+    assert 0 < speed["latency_ms_median"] <= speed["latency_ms_p90"]
+    # 1 warm-up + 2 timed passes of 8, 8, 4; then 1 warm-up + 3 single images.
+    assert [n for n, _ in seen] == [8, 8, 4] * 3 + [1] * 4
+    assert {size for _, size in seen} == {64} and clf.batch_size == 64
+    with pytest.raises(ValueError, match="at least one image"):
+        inference.measure_speed(clf, x[:0])
+    with pytest.raises(ValueError, match="repeats"):
+        inference.measure_speed(clf, x, repeats=0)
 
 
 # ----------------------------------------------------------------------------- cifar-predict

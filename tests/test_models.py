@@ -133,6 +133,7 @@ def test_layers_are_named(arch):
     assert not anonymous, anonymous
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", list(models.BUILDERS))
 def test_can_overfit_a_tiny_batch(arch):
     """Loss falls on 16 fixed images: the model can learn at all (dropout off)."""
@@ -215,7 +216,9 @@ def test_model_stats_table():
     table = models.model_stats([models.build_resnet(), models.build_baseline_cnn()])
     assert list(table.index) == ["resnet20", "baseline_cnn"]
     assert table.loc["resnet20", "parameters"] == expected_resnet(20)
-    assert table.loc["baseline_cnn", "MFLOPs per image"] > 0
+    assert table.loc["baseline_cnn", "MFLOPs per image"] == round(models.count_flops(models.build_baseline_cnn()) / 1e6, 1)
+    assert table.loc["baseline_cnn", "MFLOPs per image"] > 1  # the baseline CNN's convolutions: tens of MFLOPs
+    assert table.loc["resnet20", "size MB (float32)"] == round(expected_resnet(20) * 4 / 1e6, 2)
 
 
 def test_whitening_decorrelates_patches():

@@ -65,13 +65,6 @@ def test_bad_image_shape():
         plots.plot_samples_by_class(np.zeros((5, 32, 32), np.uint8), np.zeros(5))
 
 
-def test_figures_dir(monkeypatch, tmp_path):
-    monkeypatch.delenv("CIFAR_FIGURES_DIR", raising=False)
-    assert str(plots.figures_dir()) == "../figures"
-    monkeypatch.setenv("CIFAR_FIGURES_DIR", str(tmp_path))
-    assert plots.figures_dir() == tmp_path
-
-
 def test_augmentation_figures(images, tmp_path):
     x, y = images
     fig = plots.plot_augmentations(x, y, ["none", "cutout", "mixup"], image_index=2, n=3,

@@ -1,7 +1,7 @@
 """A training run killed at any save step resumes and finishes with each epoch once (issue 13).
 
 Each test starts a real training process, lets it reach a named save step
-(`CIFAR_TEST_PAUSE_AT`, see `training._pause_for_test`), kills it with SIGKILL there,
+(`CIFAR_TEST_PAUSE_AT`, see `callbacks.pause_for_test`), kills it with SIGKILL there,
 and runs it again: the rerun must finish without an error, train only what was not
 yet backed up, and leave a history with every epoch exactly once, a final model, and
 no backup or temporary files behind.
@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow  # each test trains in two processes, 10-15 s
 
 EPOCHS = 3
 SCRIPT = f"""

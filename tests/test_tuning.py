@@ -12,7 +12,7 @@ def test_one_trial_search_runs(tiny_data, tmp_path):
     space = {"learning_rate": ("log", 1e-3, 1e-2), "width": ("choice", [8]),
              "augmentation": ("choice", ["none", "standard"])}
     tuner, table = tuning.search(x, y, xv, yv, max_trials=1, epochs=1, batch_size=32,
-                                 directory=tmp_path, space=space)
+                                 output_dir=tmp_path, space=space)
     assert len(table) == 1
     assert set(table.columns) == {"learning_rate", "width", "augmentation", "val_accuracy"}
     assert 1e-3 <= table["learning_rate"].iloc[0] <= 1e-2
@@ -25,13 +25,13 @@ def test_one_trial_search_runs(tiny_data, tmp_path):
 def test_search_rejects_no_budget(tiny_data, tmp_path):
     x, y, xv, yv = tiny_data
     with pytest.raises(ValueError, match="received 0 and 1"):
-        tuning.search(x, y, xv, yv, max_trials=0, epochs=1, directory=tmp_path)
+        tuning.search(x, y, xv, yv, max_trials=0, epochs=1, output_dir=tmp_path)
 
 
 def test_bad_search_space(tiny_data, tmp_path):
     x, y, xv, yv = tiny_data
     with pytest.raises(ValueError, match="unknown kind 'normal'"):
-        tuning.search(x, y, xv, yv, max_trials=1, epochs=1, directory=tmp_path,
+        tuning.search(x, y, xv, yv, max_trials=1, epochs=1, output_dir=tmp_path,
                       space={"dropout": ("normal", 0, 1)})
 
 
@@ -45,17 +45,15 @@ def test_ablation_table(tiny_data):
 
 
 def test_ablation_measures_train_accuracy_on_clean_images_in_inference_mode(tiny_data, monkeypatch):
-    from cifar_utils import evaluation
-
     x, y, xv, yv = tiny_data
-    calls, real = [], evaluation.accuracy
+    calls, real = [], tuning.accuracy
 
     def recording(model, images, labels, **kwargs):
         value = real(model, images, labels, **kwargs)
         calls.append((images is x, images is xv, kwargs, value))
         return value
 
-    monkeypatch.setattr(evaluation, "accuracy", recording)
+    monkeypatch.setattr(tuning, "accuracy", recording)  # evaluation.accuracy, as tuning imported it
     variants = {"heavy dropout": {"filters": (8, 16), "dropout": 0.9}}
     table, histories = tuning.ablation(x, y, xv, yv, epochs=1, batch_size=32, variants=variants)
     # evaluated after training on the very training and validation arrays, without TTA
@@ -86,19 +84,33 @@ def test_transfer_errors():
 
 def test_search_reports_when_every_trial_fails(tiny_data, tmp_path, monkeypatch):
     x, y, xv, yv = tiny_data
+    real, calls = tuning.build_candidate, []
 
     def broken(**kwargs):
-        raise ValueError("broken candidate")
+        calls.append(kwargs)
+        if len(calls) == 1:  # KerasTuner builds one candidate up front, to learn the search space
+            return real(**kwargs)
+        raise ValueError("broken candidate")  # every trial's model
 
     monkeypatch.setattr(tuning, "build_candidate", broken)
-    # KerasTuner builds one candidate up front, so the error can also come straight through
-    with pytest.raises((RuntimeError, ValueError), match="broken candidate"):
-        tuning.search(x, y, xv, yv, max_trials=1, epochs=1, directory=tmp_path)
+    # KerasTuner records a failing trial and goes on; search() must then say why, not return nothing
+    with pytest.raises(RuntimeError, match=r"(?s)^every trial of the search failed; the first error was:\n"
+                                           r".*ValueError: broken candidate"):
+        tuning.search(x, y, xv, yv, max_trials=1, epochs=1, output_dir=tmp_path)
+    assert len(calls) >= 2  # the trial itself ran, and failed
 
 
 def test_weight_decay_skips_biases_and_batch_norm():
-    model = tuning.build_candidate(width=8, seed=0)
-    decayed = {v.path: model.optimizer._use_weight_decay(v) for v in model.trainable_variables}
+    model = tuning.build_candidate(learning_rate=1e-3, weight_decay=0.1, width=8, seed=0)
+    variables = model.trainable_variables
+    for v in variables:  # non-zero everywhere, so that decay shows
+        v.assign(np.ones(v.shape, "float32"))
+    # A zero gradient moves nothing but AdamW's decoupled decay: w <- w (1 - learning_rate x decay).
+    model.optimizer.apply_gradients([(keras.ops.zeros_like(v), v) for v in variables])
+    decayed = {v.path: not np.allclose(keras.ops.convert_to_numpy(v), 1.0) for v in variables}
     assert any(decayed.values())
-    for path, uses in decayed.items():
-        assert uses == (path.endswith("kernel")), path
+    for path, shrank in decayed.items():
+        assert shrank == path.endswith("kernel"), path
+        if shrank:
+            value = keras.ops.convert_to_numpy(model.get_layer(path.split("/")[0]).kernel)
+            np.testing.assert_allclose(value, 1 - 1e-3 * 0.1, rtol=1e-6)

@@ -1,0 +1,140 @@
+"""The facts recorded next to every reported number, and the documents that show them.
+
+Every number the project reports carries the hardware, library versions, seed and wall
+time it came from: `run_info()` gathers them in one dict, `hardware_text` and
+`versions_text` format them the one way that model cards, notebooks and the benchmarks
+all print, and `write_model_card` writes the card shipped next to a model.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cifar_utils import device
+from cifar_utils.data import CLASS_NAMES
+from cifar_utils.storage import atomic_write_text
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_info(seed=None, **extra) -> dict:
+    """Collects the facts to record next to a measured number.
+
+    Args:
+        seed: the seed of the run. Defaults to None.
+        **extra: further fields (epochs, wall time, data variant...).
+
+    Returns:
+        A JSON-serialisable dict: date, hardware (CPU model and cores, GPUs),
+        Python, TensorFlow, Keras and NumPy versions, seed, and `extra`.
+    """
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": _cpu_name(),
+        "cpu_cores": os.cpu_count(),
+        "gpus": device.gpu_names(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "seed": seed,
+    }
+    info.update(extra)
+    return info
+
+
+def hardware_text(run: dict) -> str:
+    """The hardware of a `run_info()` dict as one phrase.
+
+    Example: `"AMD EPYC (2 cores), GPUs: none"`.
+    """
+    return f"{run.get('cpu')} ({run.get('cpu_cores')} cores), GPUs: {', '.join(run.get('gpus') or []) or 'none'}"
+
+
+def versions_text(run: dict) -> str:
+    """The library versions of a `run_info()` dict as one phrase.
+
+    Example: `"Python 3.11.7, TensorFlow 2.21.0, Keras 3.15.1, NumPy 2.4.0"`.
+    """
+    return (f"Python {run.get('python')}, TensorFlow {run.get('tensorflow')}, "
+            f"Keras {run.get('keras')}, NumPy {run.get('numpy')}")
+
+
+def write_model_card(run_dir, model_path, test_accuracy, test_accuracy_tta, data_variant, command):
+    """Writes MODEL_CARD.md next to a shipped model, from the run's history.json.
+
+    Args:
+        run_dir: the training output folder (holds history.json).
+        model_path: the shipped `.keras` file.
+        test_accuracy: accuracy on the 10,000 test images, no TTA.
+        test_accuracy_tta: the same with flip test-time augmentation.
+        data_variant: "offline copy" or "official".
+        command: the command that reproduces the model.
+
+    Returns:
+        The card's path.
+    """
+    saved = json.loads((Path(run_dir) / "history.json").read_text())
+    run, recipe = saved["run"], saved["recipe"]
+    model_path = Path(model_path)
+    size_mb = model_path.stat().st_size / 1e6
+    card = f"""# {model_path.name}
+
+The best model of the "{recipe['name']}" recipe ({recipe['arch']}), shipped so that notebooks
+05-07 and `cifar-predict` work without training first.
+
+| | |
+|---|---|
+| input | RGB images, 32 x 32, raw pixels 0-255 (the model normalises inside) |
+| output | probabilities over {', '.join(CLASS_NAMES)} |
+| test accuracy ({data_variant}) | {test_accuracy:.4f} (with flip TTA: {test_accuracy_tta:.4f}) |
+| best validation accuracy | {run['best_val_accuracy']:.4f} on {run['val_images']:,} images split from the training set |
+| training data | {run['train_images']:,} CIFAR-10 training images ({data_variant}) |
+| epochs, training time | {run['epochs']}, {run['train_seconds']:.0f} s |
+| hardware | {hardware_text(run)}, precision {run['precision']} |
+| versions | {versions_text(run)} |
+| seed | {run['seed']} |
+| file size | {size_mb:.1f} MB |
+| date | {run['date']} |
+
+Reproduce: `{command}`
+
+Use it (paths relative to this card's folder): `cifar-predict --model {model_path.name} IMAGE...`, or in Python
+`cifar_utils.inference.Classifier("{model_path.name}")`, or as a Keras model (safe mode, the
+package's custom layers passed to Keras for you):
+
+```python
+import cifar_utils
+model = cifar_utils.load_model("{model_path.name}")
+```
+
+The test set was used once, after training, for the accuracies above; the
+validation images chose nothing but the saved epoch. The offline copy's pixels are
+JPEG re-encoded, so accuracy on the official test set will differ slightly.
+
+Recipe:
+
+```json
+{json.dumps(recipe, indent=2)}
+```
+"""
+    return atomic_write_text(model_path.parent / "MODEL_CARD.md", card)

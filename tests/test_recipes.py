@@ -1,0 +1,70 @@
+"""cifar_utils.recipes: every recipe is valid, overrides merge, nonsense is refused."""
+
+import json
+
+import pytest
+
+from cifar_utils import recipes
+from cifar_utils.models import BUILDERS
+
+
+def test_every_recipe_is_valid_and_builds():
+    for name in recipes.RECIPES:
+        recipe = recipes.get_recipe(name)
+        assert recipe.name == name and recipe.arch in BUILDERS
+        json.dumps(recipe.to_dict())
+
+
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        ({"learning_rate": -0.1}, "learning_rate must be a positive number; received -0.1"),
+        ({"batch_size": 0}, "batch_size must be a whole number >= 1; received 0"),
+        ({"epochs": 0}, "epochs must be a whole number >= 1; received 0"),
+        ({"epochs": 2.5}, "received 2.5"),
+        ({"optimizer": "rmsprop"}, "optimizer must be one of sgd, adam, adamw; received 'rmsprop'"),
+        ({"schedule": "exp"}, "received 'exp'"),
+        ({"momentum": 1.0}, r"momentum must be in \[0, 1\); received 1.0"),
+        ({"label_smoothing": 1.5}, "received 1.5"),
+        ({"augmentation": "wobble"}, "Unknown augmentation policy 'wobble'"),
+        ({"arch": "alexnet"}, "received 'alexnet'"),
+        ({"learning_rat": 0.1}, r"Unknown recipe field\(s\) \['learning_rat'\]"),
+        ({"whitening_images": -1}, "whitening_images must be a whole number >= 0; received -1"),
+        ({"whitening_images": True}, "whitening_images must be a whole number >= 0; received True"),
+        ({"whitening_images": 10.5}, "received 10.5"),
+    ],
+)
+def test_nonsense_hyperparameters_are_refused(overrides, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        recipes.get_recipe("fast", **overrides)
+
+
+@pytest.mark.parametrize("field", ["learning_rate", "weight_decay", "momentum", "label_smoothing"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), True])
+def test_recipes_require_finite_numbers(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be a finite number"):
+        recipes.get_recipe("baseline_cnn", **{field: value})
+
+
+def test_model_kwargs_overrides_merge_into_the_recipe():
+    recipe = recipes.get_recipe("fast", model_kwargs={"widths": [8, 16, 16]})
+    assert recipe.model_kwargs == {"bias_scale": 8, "widths": [8, 16, 16]}
+    assert recipes.get_recipe("fast", model_kwargs={"bias_scale": 1}).model_kwargs == {"bias_scale": 1}
+    assert recipes.RECIPES["fast"]["model_kwargs"] == {"bias_scale": 8}  # left untouched
+
+
+def test_model_kwargs_unknown_to_the_builder_name_its_arguments():
+    with pytest.raises(ValueError, match=r"\['widht'\] are not arguments of build_fast_net; it takes .*widths"):
+        recipes.get_recipe("fast", model_kwargs={"widht": [8, 8, 8]})
+
+
+def test_only_the_fast_recipe_whitens():
+    """The field that tells `training.build_recipe_model` to set the whitening filters."""
+    assert {name: recipes.get_recipe(name).whitening_images for name in recipes.RECIPES} == {
+        "baseline_cnn": 0, "vgg": 0, "resnet": 0, "fast": 5000}
+    assert recipes.get_recipe("fast", whitening_images=0).whitening_images == 0
+
+
+def test_unknown_recipe():
+    with pytest.raises(ValueError, match="Unknown recipe 'turbo'"):
+        recipes.get_recipe("turbo")
