@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from cifar_utils import data, export, reports, storage, timing
-from cifar_utils.paths import SHIPPED_MODEL  # not `paths`: main() has a local of that name
+from cifar_utils.paths import SHIPPED_MODEL
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_IMAGES_PER_SECOND = 2000
@@ -83,21 +83,20 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     wall = time.perf_counter()
-    source = data.locate_cifar10()
-    (x_train, y_train), (x_test, y_test) = data.load_cifar10(source.path, verbose=False)
+    (x_train, y_train), (x_test, y_test), source = data.load_cifar10(verbose=False, return_source=True)
     (x_fit, _), _ = data.split_train_val(x_train, y_train)  # calibrate on training images only
     x_test, y_test = x_test[: args.test_images], y_test[: args.test_images]
     model = storage.load_model(args.model)  # safe mode, custom layers passed explicitly
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        paths = export.export_all(model, tmp, representative_images=x_fit, seed=args.seed)
+        export_paths = export.export_all(model, tmp, representative_images=x_fit, seed=args.seed)
         export_s = time.perf_counter() - start
-        table = export.compare_formats(paths, x_test, y_test, speed_images=args.speed_images,
+        table = export.compare_formats(export_paths, x_test, y_test, speed_images=args.speed_images,
                                        batch_size=args.batch_size)
         if args.ship:
             shipped = Path(args.ship) / "fast_net_int8.tflite"
-            shutil.copyfile(paths["tflite_int8"], shipped)
+            shutil.copyfile(export_paths["tflite_int8"], shipped)
             print("int8 model copied to", shipped)
     # Fair comparison: the peer gets the very float32 array our formats were timed on
     # (measure_speed prepares x_test[:speed_images] once, untimed, then times only the
@@ -144,8 +143,7 @@ def main(argv=None):
     lines.append(f"| peer: Keras `model.predict` | | | | | | {peer:,.0f} | |")
     lines += [
         "",
-        f"Model {Path(args.model).name}; accuracy on {len(x_test):,} test images of the {result['data']} "
-        f"{'(JPEG re-encoded)' if source.variant == data.OFFLINE_COPY else 'files'}; "
+        f"Model {Path(args.model).name}; accuracy on {len(x_test):,} test images ({source.describe_variant()}); "
         f"int8 calibrated on 500 training images (seed {args.seed}). "
         f"{reports.hardware_text(run)}; {reports.versions_text(run)}; "
         f"wall time {run['wall_s']:.0f} s; {run['date']}.",

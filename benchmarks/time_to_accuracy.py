@@ -59,8 +59,8 @@ def _worker(name, spec, seed, quick, out_path, save_dir=None):
     from cifar_utils.recipes import get_recipe
 
     t0 = time.perf_counter()
-    (x_train, y_train), (x_test, y_test) = data.load_cifar10(verbose=False)
-    variant = data.locate_cifar10().variant
+    (x_train, y_train), (x_test, y_test), source = data.load_cifar10(verbose=False, return_source=True)
+    variant = source.variant
     if quick:
         x_train, y_train = data.stratified_subset(x_train, y_train, 2000, seed=seed)
         x_test, y_test = x_test[:1000], y_test[:1000]

@@ -117,6 +117,14 @@ class DataSource:
         next to every accuracy measured on this data."""
         return OFFLINE_COPY if self.path is not None and is_offline_copy(self.path) else OFFICIAL
 
+    def describe_variant(self) -> str:
+        """`variant` with what is known about it, as `load_cifar10` prints it."""
+        if self.variant == OFFLINE_COPY:
+            return f"{OFFLINE_COPY}, JPEG re-encoded"
+        if self.kind in ("keras_cache", "keras_download"):
+            return f"{OFFICIAL} files"
+        return f"{OFFICIAL} layout; not the known {OFFLINE_COPY}"
+
 
 def _plain_dtype(spec, align=False, copy=False):
     """`numpy.dtype` as the unpickler may call it: plain numbers only, always a new object."""
@@ -400,6 +408,7 @@ def load_cifar10(
     data_dir: str | os.PathLike | None = None,
     verbose: bool = True,
     images_per_batch: int | None = IMAGES_PER_BATCH,
+    return_source: bool = False,
 ):
     """Loads CIFAR-10 like `keras.datasets.cifar10.load_data()`, offline first.
 
@@ -410,11 +419,15 @@ def load_cifar10(
         verbose: print which source was used. Defaults to True.
         images_per_batch: images each batch file must hold. Defaults to 10,000
             (the official files); None accepts any number (small test files).
+        return_source: also return the `DataSource`, whose `variant` ("offline
+            copy" or "official") is the label every accuracy measured on this
+            data carries. Defaults to False.
 
     Returns:
         `(x_train, y_train), (x_test, y_test)`: uint8 arrays of shapes
         `(50000, 32, 32, 3)`, `(50000, 1)`, `(10000, 32, 32, 3)`, `(10000, 1)`,
-        C-contiguous, labels 0..9 in `CLASS_NAMES` order.
+        C-contiguous, labels 0..9 in `CLASS_NAMES` order; with `return_source`,
+        `((x_train, y_train), (x_test, y_test), source)`.
 
     Raises:
         CIFAR10NotFoundError: the folder asked for, or one of its files, is
@@ -434,21 +447,15 @@ def load_cifar10(
                 f"({type(err).__name__}: {err}). {_FIX_HINT}"
             ) from None
         data = (np.ascontiguousarray(x_train), y_train), (np.ascontiguousarray(x_test), y_test)
-        variant = "official files"
     else:
         data = _load_folder(source.path, images_per_batch)
-        variant = (
-            "offline copy, JPEG re-encoded"
-            if source.variant == OFFLINE_COPY
-            else "official layout; not the known offline copy"
-        )
     if verbose:
         (x_train, _), (x_test, _) = data
         print(
-            f"CIFAR-10 loaded from {source.describe()} ({variant}): "
+            f"CIFAR-10 loaded from {source.describe()} ({source.describe_variant()}): "
             f"{len(x_train):,} training and {len(x_test):,} test images"
         )
-    return data
+    return (*data, source) if return_source else data
 
 
 def split_train_val(x_train, y_train, val_fraction=0.1, seed=0):

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import tensorflow as tf
 import keras
 
+from cifar_utils import paths
+
 
 @dataclass(frozen=True)
 class DeviceSetup:
@@ -179,7 +181,7 @@ def cluster_workers() -> int:
     Raises:
         ValueError: when `TF_CONFIG` is not such a JSON object.
     """
-    raw = os.environ.get("TF_CONFIG", "").strip()
+    raw = paths.tf_config()
     if not raw:
         return 0
     try:

@@ -1,7 +1,7 @@
 """Export a trained model for deployment and compare the formats side by side.
 
-    paths = export.export_all(model, "exports", representative_images=x_train[:2000])
-    table = export.compare_formats(paths, x_test, y_test)
+    model_paths = export.export_all(model, "exports", representative_images=x_train[:2000])
+    table = export.compare_formats(model_paths, x_test, y_test)
 
 Formats (`EXPORTS`):
 
@@ -176,7 +176,7 @@ def export_all(model, output_dir, representative_images=None, formats=EXPORTS, n
         model = float32_copy(model)  # every format, the .keras file included, computes in float32
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
+    model_paths = {}
     tflite = [f for f in formats if f.startswith("tflite_")]
     saved_model = output_dir / FILE_NAMES["saved_model"]
     if "saved_model" in formats or tflite:
@@ -184,22 +184,22 @@ def export_all(model, output_dir, representative_images=None, formats=EXPORTS, n
     for fmt in formats:
         target = output_dir / FILE_NAMES[fmt]
         if fmt == "keras":
-            paths[fmt] = atomic_save_model(model, target)
+            model_paths[fmt] = atomic_save_model(model, target)
         elif fmt == "saved_model":
-            paths[fmt] = saved_model
+            model_paths[fmt] = saved_model
         else:
-            paths[fmt] = convert_tflite(saved_model, target, fmt.removeprefix("tflite_"),
+            model_paths[fmt] = convert_tflite(saved_model, target, fmt.removeprefix("tflite_"),
                                         representative_images, num_calibration, seed)
     if "saved_model" not in formats and saved_model.exists():
         shutil.rmtree(saved_model)  # only a stepping stone to TFLite here
-    return paths
+    return model_paths
 
 
-def compare_formats(paths: dict, x, y, reference="keras", speed=True, speed_images=1024, batch_size=256):
+def compare_formats(model_paths: dict, x, y, reference="keras", speed=True, speed_images=1024, batch_size=256):
     """Size, accuracy, agreement with the reference and speed of each export.
 
     Args:
-        paths: `{format: path}`, as `export_all` returns.
+        model_paths: `{format: path}`, as `export_all` returns.
         x: uint8 test images `(N, 32, 32, 3)`.
         y: their labels.
         reference: the format the others are checked against (parity).
@@ -217,19 +217,19 @@ def compare_formats(paths: dict, x, y, reference="keras", speed=True, speed_imag
     """
     import pandas as pd
 
-    if reference not in paths:
-        raise ValueError(f"the reference format {reference!r} is not among {list(paths)}")
+    if reference not in model_paths:
+        raise ValueError(f"the reference format {reference!r} is not among {list(model_paths)}")
     rows = []
     ref = ref_accuracy = None
-    for fmt in [reference] + [f for f in paths if f != reference]:
-        clf = Classifier(paths[fmt], batch_size=batch_size)
+    for fmt in [reference] + [f for f in model_paths if f != reference]:
+        clf = Classifier(model_paths[fmt], batch_size=batch_size)
         probs = clf.predict_proba(x)
         acc = accuracy_from_probs(probs, y)
         if ref is None:  # the reference comes first
             ref, ref_accuracy = probs, acc
         row = {
             "format": fmt,
-            "size_mb": file_size(paths[fmt]) / 1e6,
+            "size_mb": file_size(model_paths[fmt]) / 1e6,
             "accuracy": acc,
             "accuracy_change": 100 * (acc - ref_accuracy),
             "agreement": float(np.mean(probs.argmax(-1) == ref.argmax(-1))),
@@ -240,4 +240,4 @@ def compare_formats(paths: dict, x, y, reference="keras", speed=True, speed_imag
             row["images_per_second"] = timing["images_per_second"]
             row["latency_ms"] = timing["latency_ms_median"]
         rows.append(row)
-    return pd.DataFrame(rows).set_index("format").loc[list(paths)]
+    return pd.DataFrame(rows).set_index("format").loc[list(model_paths)]

@@ -15,7 +15,14 @@ directory instead.
 | `CIFAR_FIGURES_DIR` | `figures_dir()` | where notebooks save figures (default `figures/`) |
 | `CIFAR_QUICK` | `is_quick_mode()` | "1": small subsets and few epochs, for tests |
 | `CIFAR_TF_LOGS` | `tf_logs.quiet_tensorflow` | "1": show all of TensorFlow's log lines |
+| `TF_CONFIG` | `device.cluster_workers` | TensorFlow's own: the workers of a multi-machine run |
 | `CIFAR_TEST_PAUSE_AT`, `CIFAR_TEST_PAUSE_DIR` | `callbacks.pause_for_test` | tests only: pause at a save step |
+
+Outside the package, the scripts and tests read a few more: `CIFAR_VENV` and
+`CIFAR10_BUILD_DIR` (`scripts/setup.sh`: where the virtual environment and the offline copy
+go), `CIFAR_REPOSITORY` (the notebooks' Colab cell and `scripts/stamp_colab.py`: a local
+clone in rehearsals), `CIFAR_REQUIRE_REAL_DATA` and `CIFAR_REQUIRE_BROWSER` (tests: fail
+instead of skip).
 
 Only the standard library is imported here: `tf_logs` reads its variable before
 TensorFlow loads.
@@ -28,6 +35,7 @@ from pathlib import Path
 
 DATA_DIR_ENV_VAR = "CIFAR10_DIR"
 KERAS_HOME_ENV_VAR = "KERAS_HOME"  # Keras's own variable
+TF_CONFIG_ENV_VAR = "TF_CONFIG"  # TensorFlow's own variable
 OUTPUT_ENV_VAR = "CIFAR_OUTPUT_DIR"
 FIGURES_ENV_VAR = "CIFAR_FIGURES_DIR"
 QUICK_ENV_VAR = "CIFAR_QUICK"
@@ -77,6 +85,11 @@ def keras_home() -> Path:
     return Path(value).expanduser() if value else Path.home() / ".keras"
 
 
+def tf_config() -> str:
+    """`$TF_CONFIG` (TensorFlow's description of a multi-machine cluster), or "" when unset."""
+    return env(TF_CONFIG_ENV_VAR) or ""
+
+
 def runs_dir() -> Path:
     """Where training runs are written and looked for: `$CIFAR_OUTPUT_DIR`, else `runs/`.
 
@@ -113,7 +126,9 @@ def is_quick_mode() -> bool:
         return False
     if value in ("1", "true", "yes"):
         return True
-    raise ValueError(f"{QUICK_ENV_VAR} must be 1 or 0; received {os.environ[QUICK_ENV_VAR]!r}.")
+    raise ValueError(
+        f"{QUICK_ENV_VAR} must be 1 or 0 (or true/false, yes/no); received {os.environ[QUICK_ENV_VAR]!r}."
+    )
 
 
 def show_all_tf_logs() -> bool:
@@ -163,8 +178,8 @@ def display_path(path) -> str:
         The path as text.
     """
     path, cwd = Path(path).resolve(), Path.cwd().resolve()
-    root = PACKAGE_DIR.parent
-    if path.is_relative_to(root):
+    root = REPO_ROOT
+    if root is not None and path.is_relative_to(root):
         if cwd.is_relative_to(root):
             return os.path.relpath(path, cwd)
         return str(Path("<repository>") / path.relative_to(root))

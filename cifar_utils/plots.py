@@ -193,7 +193,7 @@ def _augmented(x, y, indices, augmentation, seed, repeats, num_classes):
 
 
 def plot_augmentations(
-    x, y, policies, image_index=0, n=6, seed=0, class_names=CLASS_NAMES, save_to=None
+    x, y, augmentations, image_index=0, n=6, seed=0, class_names=CLASS_NAMES, save_to=None
 ):
     """One image under each policy: a row per policy, `n` random draws per row.
 
@@ -203,7 +203,7 @@ def plot_augmentations(
     Args:
         x: uint8 images, shape `(N, 32, 32, 3)`, N >= 8.
         y: labels, shape `(N,)` or `(N, 1)`.
-        policies: policy names, e.g. `list(augment.POLICIES)`.
+        augmentations: policy names, e.g. `list(augment.POLICIES)`.
         image_index: which image to show. Defaults to 0.
         n: random draws per policy. Defaults to 6.
         seed: seed of the draws and of the mixing partners. Defaults to 0.
@@ -222,9 +222,9 @@ def plot_augmentations(
     others = rng.choice(np.delete(np.arange(len(x)), image_index), size=7, replace=False)
     indices = np.concatenate([[image_index], others])
     fig, axes = plt.subplots(
-        len(policies), n + 1, figsize=((n + 1) * 1.6, len(policies) * 1.85), squeeze=False
+        len(augmentations), n + 1, figsize=((n + 1) * 1.6, len(augmentations) * 1.85), squeeze=False
     )
-    for row, policy in enumerate(policies):
+    for row, policy in enumerate(augmentations):
         draws = _augmented(x, y, indices, policy, seed, n, len(class_names))
         axes[row, 0].imshow(x[image_index], interpolation="nearest")
         axes[row, 0].set_title("original", fontsize=8)

@@ -15,10 +15,19 @@ import contextlib
 
 import keras
 import tensorflow as tf
+
 # TensorFlow's public API can turn op determinism on but not read or turn it off; these
 # two, from the module that implements `tf.config.experimental.enable_op_determinism`,
-# let `deterministic()` restore the earlier state. Checked by tests/test_repro.py.
-from tensorflow.python.framework.config import disable_op_determinism, is_op_determinism_enabled
+# let `deterministic()` restore the earlier state. Checked by tests/test_repro.py. Should a
+# TensorFlow release move them, determinism stays on after the block (as `set_seed` leaves
+# it) instead of the import failing.
+try:
+    from tensorflow.python.framework.config import disable_op_determinism, is_op_determinism_enabled
+except ImportError:  # pragma: no cover - TensorFlow 2.18-2.21 have both
+    disable_op_determinism = None
+
+    def is_op_determinism_enabled():
+        return True
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:
@@ -60,5 +69,5 @@ def deterministic(seed: int, enabled: bool = True):
     try:
         yield
     finally:
-        if not before:
+        if not before and disable_op_determinism is not None:
             disable_op_determinism()

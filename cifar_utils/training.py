@@ -2,8 +2,8 @@
 
     result = training.train("fast", x_train, y_train, x_val, y_val, output_dir="runs/fast")
 
-`train` seeds everything and makes ops deterministic for its own duration
-(`repro.deterministic`), picks the device strategy (`device.setup_devices`),
+`train` seeds everything and, on the CPU, makes ops deterministic for its own
+duration (`repro.deterministic`; on a GPU with XLA it only seeds), picks the device strategy (`device.setup_devices`),
 builds and compiles the recipe's model inside the strategy's scope (mixed
 precision and XLA on a GPU, float32 on the CPU), streams the data through
 `augment.training_dataset` with the recipe's augmentation, and fits with the
@@ -18,8 +18,9 @@ callbacks of `cifar_utils.callbacks`, writing into `output_dir`:
 - `tensorboard/` when asked for.
 
 When it returns, Keras's global dtype policy and TensorFlow's op determinism are as
-they were before the call. Every model of the course is compiled by `compile_model`
-(`compile_recipe` for a recipe), with an optimiser from `make_optimizer`.
+they were before the call. The package compiles every model it trains through
+`compile_model` (`compile_recipe` for a recipe), with an optimiser from `make_optimizer`;
+notebooks also show Keras's own `model.compile`.
 """
 
 from __future__ import annotations
@@ -121,22 +122,36 @@ def make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.9, nesterov=Tr
     return result
 
 
-def compile_model(model, optimizer, label_smoothing=0.0, jit_compile=False):
-    """Compiles a classifier the one way every model of the course is compiled.
+def compile_model(model, optimizer, label_smoothing=0.0, jit_compile="auto"):
+    """Compiles a classifier for one-hot labels: the package's one compile call.
 
-    Labels are one-hot (so MixUp and CutMix can mix them, and label smoothing
-    applies); the metric is reported as "accuracy".
+    `train` (through `compile_recipe`), `fine_tune`, `lr_find` and `tuning` compile
+    through it. Labels are one-hot (so MixUp and CutMix can mix them, and label
+    smoothing applies); the metric is reported as "accuracy".
 
     Args:
         model: a `keras.Model` ending in probabilities.
         optimizer: a Keras optimiser (see `make_optimizer`).
         label_smoothing: share of the target spread over the other classes.
             Defaults to 0.0.
-        jit_compile: compile with XLA (on a GPU). Defaults to False.
+        jit_compile: compile with XLA: True, False or "auto" (Keras's default:
+            XLA on one GPU). Defaults to "auto".
 
     Returns:
         The model, compiled.
+
+    Raises:
+        ValueError: `optimizer` is a `Recipe` (use `compile_recipe`) or not an optimiser.
     """
+    if isinstance(optimizer, Recipe):
+        raise ValueError(
+            "compile_model takes an optimiser; received the Recipe "
+            f"{optimizer.name!r}. Use compile_recipe(model, recipe, steps_per_epoch)."
+        )
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise ValueError(
+            f"optimizer must be a keras optimiser (see make_optimizer); received {type(optimizer).__name__}."
+        )
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
@@ -640,7 +655,7 @@ def main(argv=None):
     chief = not device.worker_folder(setup.strategy)
     output_dir = Path(args.output_dir) if args.output_dir else paths.runs_dir() / args.recipe
     try:
-        (x, y), (x_test, y_test) = data_lib.load_cifar10(args.data_dir)
+        (x, y), (x_test, y_test), source = data_lib.load_cifar10(args.data_dir, return_source=True)
     except data_lib.CIFAR10DataError as err:
         parser.exit(2, f"cifar-train: error: {err}\n")
     (x_train, y_train), (x_val, y_val) = data_lib.split_train_val(x, y, args.val_fraction, seed=args.seed)
@@ -653,8 +668,7 @@ def main(argv=None):
     print(f"trained {recipe.name}: best validation accuracy {result.run['best_val_accuracy']:.4f}, "
           f"{result.run['train_seconds']:.0f} s; files in {result.output_dir}")
     if args.ship and chief:  # across machines, the chief alone ships
-        variant = data_lib.locate_cifar10(args.data_dir).variant
         command = " ".join(["cifar-train"] + list(argv if argv is not None else sys.argv[1:]))
-        target = ship_model(result.model, result.output_dir, args.ship, x_test, y_test, variant, command)
+        target = ship_model(result.model, result.output_dir, args.ship, x_test, y_test, source.variant, command)
         print(f"shipped {target}; see {target.parent / 'MODEL_CARD.md'}")
     return 0

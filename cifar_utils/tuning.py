@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from cifar_utils import paths
 from cifar_utils.data import NUM_CLASSES, make_dataset
 from cifar_utils.evaluation import accuracy
 from cifar_utils.models import build_baseline_cnn
@@ -73,7 +74,7 @@ def _hyperparameters(hp, space):
 
 
 def search(x_train, y_train, x_val, y_val, max_trials=10, epochs=5, batch_size=128,
-           output_dir="tuning", project_name="baseline_cnn", seed=0, space=None, overwrite=True):
+           output_dir=None, project_name="baseline_cnn", seed=0, space=None, overwrite=True):
     """Random search over `SEARCH_SPACE` with KerasTuner, scored on validation accuracy.
 
     Args:
@@ -84,7 +85,8 @@ def search(x_train, y_train, x_val, y_val, max_trials=10, epochs=5, batch_size=1
         max_trials: the budget: how many settings to try. Defaults to 10.
         epochs: epochs per trial. Defaults to 5.
         batch_size: images per step. Defaults to 128.
-        output_dir: where KerasTuner keeps its trials. Defaults to "tuning".
+        output_dir: where KerasTuner keeps its trials. Defaults to None:
+            `paths.runs_dir() / "tuning"`.
         project_name: sub-folder of the search. Defaults to "baseline_cnn".
         seed: seed of the sampled settings and of training. Defaults to 0.
         space: a search space like `SEARCH_SPACE`. Defaults to None (that one).
@@ -107,7 +109,7 @@ def search(x_train, y_train, x_val, y_val, max_trials=10, epochs=5, batch_size=1
 
     tuner = kt.RandomSearch(
         hypermodel, objective=kt.Objective("val_accuracy", direction="max"), max_trials=max_trials,
-        seed=seed, directory=str(Path(output_dir)), project_name=project_name, overwrite=overwrite,
+        seed=seed, directory=str(Path(output_dir) if output_dir is not None else paths.runs_dir() / "tuning"), project_name=project_name, overwrite=overwrite,
     )
     train_ds = make_dataset(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed,
                             num_classes=NUM_CLASSES)

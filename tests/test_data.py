@@ -108,6 +108,23 @@ def test_variant_says_offline_copy_only_for_its_test_file(synthetic_dir, no_cifa
     assert data.locate_cifar10(folder).variant == data.OFFICIAL  # one byte more: not the copy
 
 
+def test_load_cifar10_returns_its_source_and_prints_the_same_variant(synthetic_dir, no_cifar_env, monkeypatch,
+                                                                    capsys):
+    import hashlib
+
+    folder, _ = synthetic_dir
+    (x, _), (x_test, _), source = data.load_cifar10(folder, images_per_batch=None, return_source=True)
+    assert (source.kind, source.variant) == ("data_dir", data.OFFICIAL) and len(x) and len(x_test)
+    assert "(official layout; not the known offline copy)" in capsys.readouterr().out
+    digest = hashlib.sha256((folder / data.TEST_FILE).read_bytes()).hexdigest()
+    monkeypatch.setattr(data, "OFFLINE_COPY_TEST_SHA256", digest)
+    *_, source = data.load_cifar10(folder, images_per_batch=None, return_source=True)
+    assert source.variant == data.OFFLINE_COPY
+    assert "(offline copy, JPEG re-encoded)" in capsys.readouterr().out
+    assert data.DataSource("keras_download", None).describe_variant() == "official files"
+    assert len(data.load_cifar10(folder, images_per_batch=None, verbose=False)) == 2  # Keras's shape by default
+
+
 def test_keras_download_is_last(no_cifar_env, monkeypatch):
     import keras
 

@@ -57,6 +57,7 @@ def test_compare_formats_table(exported):
         Classifier(paths["keras"]).predict_proba(X).argmax(1) == Y))
 
 
+@pytest.mark.slow
 def test_only_some_formats(tmp_path, exported):
     model, _ = exported
     paths = export.export_all(model, tmp_path, formats=("tflite_float16",))
@@ -64,6 +65,7 @@ def test_only_some_formats(tmp_path, exported):
     assert not (tmp_path / "saved_model").exists()  # only a stepping stone here
 
 
+@pytest.mark.slow
 def test_bad_requests(tmp_path, exported):
     model, paths = exported
     with pytest.raises(ValueError, match="unknown export formats"):
@@ -82,6 +84,7 @@ def test_bad_requests(tmp_path, exported):
 
 @pytest.mark.realdata
 @pytest.mark.skipif(not os.environ.get("CIFAR10_DIR"), reason="needs CIFAR10_DIR (the offline copy)")
+@pytest.mark.slow
 def test_int8_shipped_model_within_half_a_point(tmp_path):
     """The #6 target on validation images (split from the training set), offline copy."""
     from cifar_utils import data, storage

@@ -343,6 +343,7 @@ def run_cli(*args):
                           capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_classifies_good_files_and_reports_bad_ones(tmp_path, tiny_path):
     files = bad_files(tmp_path)
     good, (text, _), (missing, _) = files["good"], files["text"], files["missing"]
@@ -363,6 +364,7 @@ def test_cli_classifies_good_files_and_reports_bad_ones(tmp_path, tiny_path):
     assert done.returncode == 0 and done.stdout.count(str(good)) == 2
 
 
+@pytest.mark.slow
 def test_cli_bad_model_exits_2(tmp_path):
     legacy = tmp_path / "m.h5"
     legacy.write_bytes(b"x")

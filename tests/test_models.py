@@ -1,4 +1,4 @@
-"""cifar_utils.layers and cifar_utils.models: shapes, parameter counts worked out by hand,
+"""cifar_utils.models: shapes, parameter counts worked out by hand,
 save/load round trips, names, FLOPs, and errors that say what was received."""
 
 import keras
@@ -237,20 +237,3 @@ def test_whitening_decorrelates_patches():
     assert np.max(np.abs(np.diag(cov)[-6:] - 1)) < 0.1
     off_diagonal = cov - np.diag(np.diag(cov))
     assert np.abs(off_diagonal).max() < 0.1
-
-
-def test_scaled_bias_learns_faster_and_serialises(tmp_path):
-    from cifar_utils.layers import ScaledBias
-
-    layer = ScaledBias(8.0, name="shift")
-    model = keras.Sequential([keras.Input((3,)), layer])
-    model.compile(keras.optimizers.SGD(0.01), "mse")
-    model.fit(np.zeros((4, 3)), np.ones((4, 3)), epochs=1, batch_size=4, verbose=0)
-    # one SGD step: b moves by lr * 8 * grad, the output by 8 * that = 64x a plain bias step
-    # mse gradient on the output: 2 * (0 - 1) / 3 per unit; a plain bias would move 0.01 * 2/3
-    np.testing.assert_allclose(model.predict(np.zeros((1, 3)), verbose=0), 0.01 * 64 * 2 / 3, rtol=1e-4)
-    model.save(tmp_path / "s.keras")
-    loaded = keras.saving.load_model(tmp_path / "s.keras", safe_mode=True)
-    assert loaded.get_layer("shift").scale == 8.0
-    with pytest.raises(ValueError, match="received 0"):
-        ScaledBias(0)

@@ -80,7 +80,7 @@ def test_quick_mode(monkeypatch, value, expected):
 
 def test_quick_mode_rejects_nonsense(monkeypatch):
     monkeypatch.setenv("CIFAR_QUICK", "maybe")
-    with pytest.raises(ValueError, match="CIFAR_QUICK must be 1 or 0; received 'maybe'"):
+    with pytest.raises(ValueError, match=r"CIFAR_QUICK must be 1 or 0 \(or true/false, yes/no\); received .maybe."):
         paths.is_quick_mode()
 
 
@@ -151,3 +151,10 @@ def test_display_path_never_shows_the_machines_absolute_path(tmp_path, monkeypat
     monkeypatch.setenv("HOME", str(tmp_path.parent))
     monkeypatch.chdir(ROOT)
     assert paths.display_path(tmp_path / "x") == f"~/{tmp_path.name}/x"
+
+
+def test_tf_config_is_read_through_paths(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert paths.tf_config() == ""
+    monkeypatch.setenv("TF_CONFIG", '  {"cluster": {}}  ')
+    assert paths.tf_config() == '{"cluster": {}}'

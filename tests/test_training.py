@@ -131,10 +131,18 @@ def test_two_seeded_runs_give_identical_weights(tmp_path, tiny_data):
 
 
 def test_train_leaves_the_global_dtype_policy_and_op_determinism_as_it_found_them(tmp_path, tiny_data):
-    from tensorflow.python.framework.config import is_op_determinism_enabled
+    from tensorflow.python.framework.config import (
+        disable_op_determinism,
+        enable_op_determinism,
+        is_op_determinism_enabled,
+    )
 
     x, y, xv, yv = tiny_data
-    determinism = is_op_determinism_enabled()
+    before = is_op_determinism_enabled()
+    # Off before train(), so that a train() that left it on is caught (an earlier test may
+    # have turned it on for the rest of the process).
+    disable_op_determinism()
+    determinism = False
     try:
         # setup_devices itself sets the global policy; train() must put back what was set right before it
         setup = device.setup_devices(mixed_precision="mixed_bfloat16", verbose=False)
@@ -151,6 +159,17 @@ def test_train_leaves_the_global_dtype_policy_and_op_determinism_as_it_found_the
         assert is_op_determinism_enabled() == determinism
     finally:
         keras.config.set_dtype_policy("float32")
+        (enable_op_determinism if before else disable_op_determinism)()
+
+
+def test_compile_model_takes_an_optimiser_and_says_so_when_given_a_recipe():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    with pytest.raises(ValueError, match="compile_recipe"):
+        training.compile_model(model, recipes.get_recipe("fast"))
+    with pytest.raises(ValueError, match="received str"):
+        training.compile_model(model, "sgd")
+    compiled = training.compile_model(model, training.make_optimizer("sgd", 0.1), label_smoothing=0.2)
+    assert compiled.loss.get_config()["label_smoothing"] == 0.2
 
 
 def test_build_recipe_model_sets_the_whitening_filters_from_the_asked_images(tiny_data):

@@ -7,6 +7,7 @@ import pytest
 from cifar_utils import models, tuning
 
 
+@pytest.mark.slow
 def test_one_trial_search_runs(tiny_data, tmp_path):
     x, y, xv, yv = tiny_data
     space = {"learning_rate": ("log", 1e-3, 1e-2), "width": ("choice", [8]),
@@ -82,6 +83,7 @@ def test_transfer_errors():
         models.build_transfer(weights=None, image_size=16)
 
 
+@pytest.mark.slow
 def test_search_reports_when_every_trial_fails(tiny_data, tmp_path, monkeypatch):
     x, y, xv, yv = tiny_data
     real, calls = tuning.build_candidate, []
