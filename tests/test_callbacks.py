@@ -102,15 +102,26 @@ def test_time_budget_stops_fit_and_records_accuracy_against_time():
     # graph (1.5 s on a busy CI machine), which would overshoot any short budget.
     model.fit(x, y, batch_size=8, epochs=1, validation_data=(x, y), validation_batch_size=8, verbose=0)
     budget = TimeBudget(0.5)
+
+    class Clock(keras.callbacks.Callback):  # the budget's clock after each step, as it decided on it
+        seen = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen.append(budget._elapsed())
+
     start = time.perf_counter()
     history = model.fit(x, y, batch_size=8, epochs=100, validation_data=(x, y), validation_batch_size=8,
-                        callbacks=[Slow(), budget], verbose=0)
+                        callbacks=[Slow(), budget, Clock()], verbose=0)
     wall = time.perf_counter() - start
     epochs_run = len(history.history["loss"])
     assert 1 <= epochs_run < 100  # stopped by the budget, not by the epoch count
-    # the step that crosses 0.5 s finishes, then training stops; every step that ran was counted
-    facts = f"used {budget.used:.3f} s, steps {budget.steps}, epochs {epochs_run}, wall {wall:.3f} s"
-    assert 0.5 <= budget.used < 0.5 + 0.3, facts
+    # The step that crosses 0.5 s finishes, then training stops: the first crossing, whatever one
+    # slow step (a busy machine once stalled one for 1.3 s) adds. Every step that ran was counted.
+    facts = (f"used {budget.used:.3f} s, steps {budget.steps}, epochs {epochs_run}, wall {wall:.3f} s, "
+             f"clock after each step {[round(t, 3) for t in Clock.seen]}")
+    assert len(Clock.seen) == budget.steps, facts
+    assert Clock.seen[-1] >= 0.5 and all(t < 0.5 for t in Clock.seen[:-1]), facts
+    assert 0.5 <= budget.used < Clock.seen[-1] + 0.1, facts
     assert 8 * (epochs_run - 1) < budget.steps <= 8 * epochs_run, facts
     # validation (8 batches x 100 ms per epoch) is not billed to the training budget
     assert wall - budget.used >= 0.75 * epochs_run, facts
