@@ -15,6 +15,15 @@ A policy is a name, or names joined with "+":
 So "cutout+mixup" is flip, crop, cutout and MixUp. Layers always run in the
 order flip, crop, randaugment, cutout, then mixup or cutmix.
 
+One more policy, "airbench", is not made of layers and does not combine with
+the others: airbench's own augmentation (Jordan, 2024), which the "fast"
+recipe uses. The images are padded by 2 reflected pixels once; every epoch
+each image is cropped back at a random shift of up to 2 pixels, and flipped
+by *alternating flip*: a random half of the images is mirrored in even
+epochs, exactly the other half in odd ones, so every image is seen both ways
+in every two epochs. It needs each image's identity and the epoch, so it runs
+only as a whole dataset (`alternating_dataset`, which `training_dataset` uses).
+
 Every layer works on float pixels in [0, 255], before normalisation, and is
 seeded. Per-image layers can live inside the model (`build_augmentation`, so
 they run on the GPU) or in the `tf.data` pipeline (`pipeline_augment`); either
@@ -25,6 +34,8 @@ they need one-hot labels and run in the pipeline only.
 from __future__ import annotations
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from cifar_utils.data import CIFAR10_MEAN, NUM_CLASSES, make_dataset
 from cifar_utils.timing import best_time
@@ -68,6 +79,14 @@ CUTOUT_AREA = (0.1, 0.3)
 MEAN_PIXEL = tuple(255.0 * m for m in CIFAR10_MEAN)
 RANDAUGMENT_OPS = 2  # ops per image
 RANDAUGMENT_FACTOR = 0.3  # strength, 0 to 1; Keras's 0.5 often leaves 32x32 images unrecognisable
+# airbench's shift: at most 2 pixels each way (the classic recipes' 4 removes more of a
+# 32-pixel image than a short run can afford), from a 2-pixel reflect padding made once.
+AIRBENCH_SHIFT = 2
+EPOCH_POLICIES = {
+    "airbench": "Shift up to 2 pixels each way (borders reflected) and mirror by alternating "
+    "flip: each image is mirrored in every other epoch, so every two epochs show both views.",
+}
+AUGMENT_DTYPE = "float32"  # pixels stay float32 in [0, 255] through augmentation
 MIXUP_ALPHA = 0.2  # Beta(alpha, alpha) mixing weights; small alpha: mostly one image
 CUTMIX_FACTOR = 1.0  # Beta(1, 1) patch area: uniform
 
@@ -84,15 +103,23 @@ def parse_policy(augmentation: str) -> tuple[str, ...]:
     if not isinstance(augmentation, str) or not augmentation.strip():
         raise ValueError(
             f"policy must be a name such as 'standard' or 'cutout+mixup'; received {augmentation!r}. "
-            f"Known names: {', '.join(POLICIES)}."
+            f"Known names: {', '.join(POLICIES)}, {', '.join(EPOCH_POLICIES)}."
         )
+    if augmentation.strip().lower() in EPOCH_POLICIES:
+        return (augmentation.strip().lower(),)
     wanted = set()
     for part in augmentation.split("+"):
         part = part.strip().lower()
+        if part in EPOCH_POLICIES:
+            raise ValueError(
+                f"policy {part!r} in {augmentation!r} works on whole epochs and combines with no other "
+                "policy; use it alone."
+            )
         if part not in POLICIES:
             raise ValueError(
                 f"Unknown augmentation policy {part!r} in {augmentation!r}. "
-                f"Known names: {', '.join(POLICIES)} (join several with '+')."
+                f"Known names: {', '.join(POLICIES)} (join several with '+'), or "
+                f"{', '.join(EPOCH_POLICIES)} alone."
             )
         wanted.update(POLICIES[part])
     if set(LABEL_MIXING) <= wanted:
@@ -101,28 +128,36 @@ def parse_policy(augmentation: str) -> tuple[str, ...]:
 
 
 def _make_layer(component: str, seed):
+    # float32 whatever Keras's global policy: under mixed_bfloat16 (a GPU, or a CPU with
+    # bfloat16 instructions) the layers would otherwise compute in bfloat16, and CutMix and
+    # MixUp then fail to mix bfloat16 images with float32 weights.
     if component == "flip":
-        return keras.layers.RandomFlip("horizontal", seed=seed, name="flip")
+        return keras.layers.RandomFlip("horizontal", seed=seed, dtype=AUGMENT_DTYPE, name="flip")
     if component == "crop":
         # Nearest-neighbour sampling keeps shifts whole pixels, so images stay sharp.
         return keras.layers.RandomTranslation(
             MAX_SHIFT_FRACTION, MAX_SHIFT_FRACTION, fill_mode="reflect",
-            interpolation="nearest", seed=seed, name="pad_and_crop",
+            interpolation="nearest", seed=seed, dtype=AUGMENT_DTYPE, name="pad_and_crop",
         )
     if component == "randaugment":
         return keras.layers.RandAugment(
             value_range=(0, 255), num_ops=RANDAUGMENT_OPS, factor=RANDAUGMENT_FACTOR,
-            seed=seed, name="randaugment",
+            seed=seed, dtype=AUGMENT_DTYPE, name="randaugment",
         )
     if component == "cutout":
         return keras.layers.RandomErasing(
             factor=(1.0, 1.0), scale=CUTOUT_AREA, fill_value=MEAN_PIXEL,
-            value_range=(0, 255), seed=seed, name="cutout",
+            value_range=(0, 255), seed=seed, dtype=AUGMENT_DTYPE, name="cutout",
         )
     if component == "mixup":
-        return keras.layers.MixUp(alpha=MIXUP_ALPHA, seed=seed, name="mixup")
+        return keras.layers.MixUp(alpha=MIXUP_ALPHA, seed=seed, dtype=AUGMENT_DTYPE, name="mixup")
     if component == "cutmix":
-        return keras.layers.CutMix(factor=CUTMIX_FACTOR, seed=seed, name="cutmix")
+        return keras.layers.CutMix(factor=CUTMIX_FACTOR, seed=seed, dtype=AUGMENT_DTYPE, name="cutmix")
+    if component in EPOCH_POLICIES:
+        raise ValueError(
+            f"policy {component!r} needs each image's epoch, so it is not a layer or a batch hook; "
+            "train with augment.training_dataset(x, y, augmentation='airbench') instead."
+        )
     raise ValueError(f"Unknown component {component!r}; known: {COMPONENTS}.")
 
 
@@ -227,11 +262,8 @@ def measure_throughput(augmentation, x, y, batch_size=256, batches=20, seed=0):
 
     if batches < 1:
         raise ValueError(f"batches must be at least 1; received {batches}.")
-    ds = make_dataset(
-        x, y, batch_size=batch_size, num_classes=NUM_CLASSES, drop_remainder=True,
-        augment_fn=pipeline_augment(augmentation, seed=seed),
-    ).repeat()
-    iterator = iter(ds)
+    ds = training_dataset(x, y, augmentation, batch_size=batch_size, seed=seed, drop_remainder=True)
+    iterator = iter(ds.repeat())
 
     def run_batches():
         for _ in range(batches):
@@ -257,10 +289,76 @@ def training_dataset(x, y, augmentation="standard", batch_size=128, seed=0, drop
         drop_remainder: drop the last, smaller batch. Defaults to False.
 
     Returns:
-        A `tf.data.Dataset` of `(float32 images in [0, 255], one-hot labels)` batches.
+        A `tf.data.Dataset` of `(float32 images in [0, 255], one-hot labels)` batches:
+        one epoch, or, for "airbench", endless epochs (fit with `steps_per_epoch`).
     """
+    if parse_policy(augmentation) == ("airbench",):
+        return alternating_dataset(x, y, batch_size=batch_size, seed=seed, drop_remainder=drop_remainder)
     hook = pipeline_augment(augmentation, seed=seed) if parse_policy(augmentation) else None
     return make_dataset(
         x, y, batch_size=batch_size, shuffle=True, seed=seed, augment_fn=hook,
         num_classes=NUM_CLASSES, drop_remainder=drop_remainder,
     )
+
+
+def alternating_dataset(x, y, batch_size=256, seed=0, max_shift=AIRBENCH_SHIFT, drop_remainder=True):
+    """airbench's augmentation as an endless, seeded `tf.data` pipeline: shifts and alternating flip.
+
+    The images are padded by `max_shift` reflected pixels once (uint8, kept in
+    memory). Epoch `e` reshuffles them, crops each back to its size at a random
+    shift of up to `max_shift` pixels each way, and mirrors image `i` when
+    `first_flip[i] != (e is odd)`: half the images in even epochs and exactly the
+    other half in odd ones. airbench reports alternating flip worth about as much
+    as a few percent more epochs; the shift of 2 is its choice for short runs.
+
+    Args:
+        x: uint8 training images, shape `(N, H, W, C)`.
+        y: their labels, shape `(N,)` or `(N, 1)`.
+        batch_size: images per batch. Defaults to 256.
+        seed: seed of the order, the shifts and the first epoch's flips. Defaults to 0.
+        max_shift: largest shift in pixels. Defaults to 2.
+        drop_remainder: drop each epoch's last, smaller batch. Defaults to True.
+
+    Returns:
+        An endless `tf.data.Dataset` of `(float32 images in [0, 255], one-hot labels)`
+        batches, epoch after epoch: pass `steps_per_epoch=len(x) // batch_size` to fit.
+    """
+    x = np.asarray(x)
+    y = np.ravel(np.asarray(y))
+    if x.ndim != 4 or x.dtype != np.uint8:
+        raise ValueError(f"x must be uint8 images of shape (N, H, W, C); received {x.dtype} {x.shape}.")
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"need as many labels as images, at least one; received {len(x)} and {len(y)}.")
+    if isinstance(max_shift, bool) or not isinstance(max_shift, int) or not 0 <= max_shift < min(x.shape[1:3]):
+        raise ValueError(f"max_shift must be a whole number of pixels below the image size; received {max_shift!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; received {batch_size!r}.")
+    drop_remainder = drop_remainder and len(x) >= batch_size
+    n, height, width = len(x), x.shape[1], x.shape[2]
+    s = max_shift
+    padded = tf.constant(np.pad(x, ((0, 0), (s, s), (s, s), (0, 0)), mode="reflect") if s else x)
+    labels = tf.one_hot(tf.constant(y.astype(np.int32)), NUM_CLASSES)
+    first_flip = tf.constant(np.random.default_rng(seed).random(n) < 0.5)
+    rows, cols = tf.range(height, dtype=tf.int64), tf.range(width, dtype=tf.int64)
+
+    def load(epoch, batch_index, indices):
+        images = tf.gather(padded, indices)
+        shifts = tf.random.stateless_uniform(
+            [tf.size(indices), 2], seed=tf.stack([seed * 1_000_003 + epoch, batch_index]),
+            minval=0, maxval=2 * s + 1, dtype=tf.int64)
+        images = tf.gather(images, shifts[:, :1] + rows[None], axis=1, batch_dims=1)
+        images = tf.gather(images, shifts[:, 1:] + cols[None], axis=2, batch_dims=1)
+        flip = tf.not_equal(tf.gather(first_flip, indices), tf.equal(epoch % 2, 1))
+        images = tf.where(flip[:, None, None, None], tf.reverse(images, [2]), images)
+        return tf.cast(images, tf.float32), tf.gather(labels, indices)
+
+    def one_epoch(epoch):
+        order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([seed, epoch])))
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
+        return batches.enumerate().map(
+            lambda i, indices: load(epoch, i, indices), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    endless = tf.data.Dataset.counter().flat_map(one_epoch)
+    # flat_map hides that the stream never ends; say so, so that fit is given steps_per_epoch.
+    endless = endless.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+    return endless.prefetch(tf.data.AUTOTUNE)

@@ -195,3 +195,103 @@ def test_training_dataset_shuffles_augments_and_one_hot_encodes():
     again = batches("standard")
     np.testing.assert_array_equal(again[0][0].numpy(), batches("standard")[0][0].numpy())  # seeded
     assert not np.array_equal(again[0][0].numpy(), plain[0][0].numpy())
+
+
+# --- "airbench": shifts of up to 2 pixels and alternating flip, over whole epochs ---------------
+
+
+def _distinct_images(n, size=8):
+    """Images that differ from each other and from their own mirror images."""
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), np.arange(n) % 10
+
+
+def _epochs(ds, epochs, steps):
+    it = iter(ds)
+    return [[next(it) for _ in range(steps)] for _ in range(epochs)]
+
+
+def _which(x, image):
+    """(index, flipped) of `image` among `x` and their mirror images."""
+    for i, candidate in enumerate(x):
+        if np.array_equal(candidate, image):
+            return i, False
+        if np.array_equal(candidate[:, ::-1], image):
+            return i, True
+    raise AssertionError("the image is neither an input nor its mirror image")
+
+
+def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
+    x, y = _distinct_images(12)
+    ds = augment.alternating_dataset(x, y, batch_size=4, seed=3, max_shift=0)
+    flips = []
+    for batches in _epochs(ds, 4, 3):
+        seen = {}
+        for images, labels in batches:
+            for image, label in zip(images.numpy().astype(np.uint8), labels.numpy()):
+                index, flipped = _which(x, image)
+                assert label.argmax() == y[index]  # labels travel with their images
+                seen[index] = flipped
+        assert sorted(seen) == list(range(12))  # every image once per epoch
+        flips.append([seen[i] for i in range(12)])
+    assert 0 < sum(flips[0]) < 12  # a random part is mirrored first...
+    assert flips[1] == [not f for f in flips[0]]  # ...exactly the others next epoch
+    assert flips[2] == flips[0] and flips[3] == flips[1]
+
+
+def test_airbench_shifts_are_reflected_crops_of_at_most_two_pixels():
+    x, y = _distinct_images(16)
+    padded = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    offsets = set()
+    for images, _ in _epochs(augment.alternating_dataset(x, y, batch_size=8, seed=1), 2, 2)[1]:
+        for image in images.numpy().astype(np.uint8):
+            found = [(i, dy, dx) for i in range(16) for dy in range(5) for dx in range(5)
+                     for view in (padded[i], padded[i][:, ::-1])
+                     if np.array_equal(view[dy:dy + 8, dx:dx + 8], image)]
+            assert found, "not a crop of the reflect-padded image"
+            offsets.add(found[0][1:])
+    assert len(offsets) > 3  # the shift varies
+
+
+def test_airbench_stream_repeats_with_its_seed_and_changes_with_another():
+    x, y = _distinct_images(8)
+    first = _epochs(augment.training_dataset(x, y, "airbench", batch_size=4, seed=5), 2, 2)
+    again = _epochs(augment.training_dataset(x, y, "airbench", batch_size=4, seed=5), 2, 2)
+    other = _epochs(augment.training_dataset(x, y, "airbench", batch_size=4, seed=6), 2, 2)
+    flat = lambda run: np.concatenate([b[0].numpy() for epoch in run for b in epoch])  # noqa: E731
+    assert np.array_equal(flat(first), flat(again)) and not np.array_equal(flat(first), flat(other))
+    ds = augment.training_dataset(x, y, "airbench", batch_size=4, seed=5)
+    assert ds.cardinality() == tf.data.INFINITE_CARDINALITY  # so train() passes steps_per_epoch
+
+
+def test_airbench_policy_stands_alone_and_is_not_a_layer():
+    assert augment.parse_policy("airbench") == ("airbench",)
+    assert "airbench" not in augment.POLICIES  # the notebook's gallery draws layer policies only
+    with pytest.raises(ValueError, match="combines with no other policy"):
+        augment.parse_policy("airbench+cutout")
+    with pytest.raises(ValueError, match="training_dataset"):
+        augment.pipeline_augment("airbench")
+    with pytest.raises(ValueError, match="training_dataset"):
+        augment.build_augmentation("airbench")
+    x, y = _distinct_images(4)
+    with pytest.raises(ValueError, match="max_shift"):
+        augment.alternating_dataset(x, y, max_shift=8)
+    with pytest.raises(ValueError, match="uint8"):
+        augment.alternating_dataset(x.astype(np.float32), y)
+    with pytest.raises(ValueError, match="labels"):
+        augment.alternating_dataset(x, y[:3])
+    assert augment.measure_throughput("airbench", x, y, batch_size=2, batches=3) > 0
+
+
+@pytest.mark.parametrize("policy", ["cutmix", "mixup", "randaugment+cutout"])
+def test_policies_work_under_a_mixed_bfloat16_global_policy(policy):
+    """Layers are float32 whatever the global policy: with mixed_bfloat16 (a GPU, or a CPU with
+    bfloat16 instructions) CutMix once failed to mix bfloat16 images with float32 weights."""
+    images = tf.random.uniform((8, 32, 32, 3), 0, 255, seed=1)
+    labels = tf.one_hot(tf.range(8) % 10, 10)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        out_images, out_labels = augment.pipeline_augment(policy, seed=2)(images, labels)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert out_images.dtype == tf.float32 and out_labels.shape == (8, 10)
