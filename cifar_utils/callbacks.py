@@ -8,6 +8,8 @@
 - `AtomicBackupAndRestore` and `prepare_resume`: resume a killed run from its
   last completed epoch.
 - `StopOnNaN`: stops a run whose loss became NaN, remembering where.
+- `Lookahead`: airbench's lookahead, a slow copy of the weights that the fast
+  ones are pulled back to every few steps.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
+
+import tensorflow as tf
 
 from cifar_utils import paths
 from cifar_utils.storage import atomic_save_model, atomic_write_json, atomic_write_text
@@ -262,12 +266,69 @@ class StopOnNaN(keras.callbacks.Callback):
 
 
 def read_history(path) -> dict:
-    """Reads a `history.csv` written during training into per-epoch lists."""
+    """Reads a `history.csv` written during training into per-epoch lists.
+
+    Keras's `CSVLogger` adds `val_` columns even to a run without validation, filled
+    with "NA": columns with no value in any epoch are left out (a run without
+    validation has no "val_accuracy"); an occasional "NA" reads as NaN.
+    """
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     history = {}
     for row in rows:
         for key, value in row.items():
-            history.setdefault(key, []).append(float(value) if key != "epoch" else int(value))
-    return history
+            number = (int(value) if key == "epoch" else float(value)) if value not in ("NA", "") else float("nan")
+            history.setdefault(key, []).append(number)
+    return {key: values for key, values in history.items()
+            if not all(isinstance(v, float) and np.isnan(v) for v in values)}
 
+
+class Lookahead(keras.callbacks.Callback):
+    """airbench's lookahead: every `every` steps, average the weights into a slow copy and restart from it.
+
+    After step `t` of `total_steps` (when `t` is a multiple of `every`), every float
+    variable `w` of the model (weights and batch-norm statistics) and its slow copy
+    `s` become `s + (1 - d) * (w - s)`, where `d = peak_decay * (t / total_steps)**3`:
+    no averaging early, when the weights move far, and strong averaging late, which
+    acts like an average of the last weights (airbench: +0.2 to 0.3 points). At the
+    end of training the model takes the slow weights.
+
+    Args:
+        total_steps: optimiser steps the run will take.
+        every: steps between updates. Defaults to 5 (airbench).
+        peak_decay: the decay reached at the last step. Defaults to 0.95**5 (airbench).
+    """
+
+    def __init__(self, total_steps, every=5, peak_decay=0.95**5):
+        super().__init__()
+        if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or total_steps < 1:
+            raise ValueError(f"total_steps must be a whole number >= 1; received {total_steps!r}.")
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+            raise ValueError(f"every must be a whole number >= 1; received {every!r}.")
+        if not 0 <= peak_decay < 1:
+            raise ValueError(f"peak_decay must be in [0, 1); received {peak_decay!r}.")
+        self.total_steps, self.every, self.peak_decay = int(total_steps), int(every), float(peak_decay)
+        self.step = 0
+        self._slow = None
+
+    def on_train_begin(self, logs=None):
+        self._variables = [v for v in self.model.variables if "float" in str(v.dtype)]
+        self._slow = [tf.Variable(v.value, trainable=False) for v in self._variables]
+
+        @tf.function
+        def update(decay):
+            for slow, fast in zip(self._slow, self._variables):
+                slow.assign(slow + (1.0 - decay) * (tf.cast(fast.value, slow.dtype) - slow))
+                fast.assign(tf.cast(slow, fast.dtype))
+
+        self._update = update
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every == 0:
+            fraction = min(self.step / self.total_steps, 1.0)
+            self._update(tf.constant(self.peak_decay * fraction**3, tf.float32))
+
+    def on_train_end(self, logs=None):
+        if self._slow is not None:
+            self._update(tf.constant(1.0, tf.float32))  # the model takes the slow weights

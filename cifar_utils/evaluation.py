@@ -11,6 +11,15 @@ import numpy as np
 from cifar_utils.data import CLASS_NAMES
 
 
+TTA_MODES = (False, True, "flip", "multicrop")
+
+
+def _shifted(x, dy, dx):
+    """Images moved by (dy, dx) pixels, at most 1, the border reflected (airbench's 1-pixel pad)."""
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    return padded[:, 1 + dy:1 + dy + x.shape[1], 1 + dx:1 + dx + x.shape[2]]
+
+
 def predict_probs(model, x, batch_size=512, tta=False):
     """Class probabilities for images.
 
@@ -18,18 +27,31 @@ def predict_probs(model, x, batch_size=512, tta=False):
         model: a Keras model ending in probabilities.
         x: images, shape `(N, H, W, C)`, pixels in [0, 255].
         batch_size: images per prediction step. Defaults to 512.
-        tta: test-time augmentation: average the probabilities of each image
-            and its mirror image. Defaults to False.
+        tta: test-time augmentation. False: none. True or "flip": average the
+            probabilities of each image and its mirror image (2 passes).
+            "multicrop": airbench's: half the flip average of the image, half
+            the mean of the flip averages of the image shifted by one pixel up
+            and left and by one down and right (6 passes). Defaults to False.
 
     Returns:
         A float32 array of shape `(N, num_classes)`.
     """
+    if not any(tta is mode or (isinstance(tta, str) and tta == mode) for mode in TTA_MODES):
+        raise ValueError(f"tta must be False, True, 'flip' or 'multicrop'; received {tta!r}.")
     x = np.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"x must have shape (N, height, width, channels); received {x.shape}.")
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
-    if tta:
-        probs = (probs + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+
+    def flip_average(images):
+        probs = model.predict(images, batch_size=batch_size, verbose=0)
+        if tta is False:
+            return probs
+        return (probs + model.predict(images[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2
+
+    probs = flip_average(x)
+    if tta == "multicrop":
+        shifted = (flip_average(_shifted(x, -1, -1)) + flip_average(_shifted(x, 1, 1))) / 2
+        probs = (probs + shifted) / 2
     return probs.astype(np.float32)
 
 
@@ -41,7 +63,7 @@ def accuracy(model, x, y, batch_size=512, tta=False) -> float:
         x: images, shape `(N, H, W, C)`.
         y: labels, shape `(N,)` or `(N, 1)`.
         batch_size: images per prediction step. Defaults to 512.
-        tta: average with the mirror image. Defaults to False.
+        tta: test-time augmentation, as in `predict_probs`. Defaults to False.
 
     Returns:
         The accuracy, between 0 and 1.

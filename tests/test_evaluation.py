@@ -155,3 +155,21 @@ def test_grad_cam_errors():
     with pytest.raises(ValueError, match="needs a 4-D one"):
         evaluation.grad_cam(model, images, layer_name="fc")
     assert evaluation.last_conv_layer(model).startswith("stage2")
+
+
+def test_multicrop_tta_is_airbenchs_six_view_average(images):
+    x, _ = images
+    model = left_half_model()
+
+    def flip_avg(v):
+        return (model.predict(v, verbose=0) + model.predict(v[:, :, ::-1], verbose=0)) / 2
+
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    up_left, down_right = padded[:, 0:4, 0:4], padded[:, 2:6, 2:6]
+    expected = 0.5 * flip_avg(x) + 0.25 * (flip_avg(up_left) + flip_avg(down_right))
+    got = evaluation.predict_probs(model, x, tta="multicrop")
+    assert np.allclose(got, expected, atol=1e-6)
+    assert not np.allclose(got, evaluation.predict_probs(model, x, tta="flip"))
+    assert np.allclose(evaluation.predict_probs(model, x, tta="flip"), evaluation.predict_probs(model, x, tta=True))
+    with pytest.raises(ValueError, match="received 'crops'"):
+        evaluation.predict_probs(model, x, tta="crops")

@@ -237,3 +237,29 @@ def test_whitening_decorrelates_patches():
     assert np.max(np.abs(np.diag(cov)[-6:] - 1)) < 0.1
     off_diagonal = cov - np.diag(np.diag(cov))
     assert np.abs(off_diagonal).max() < 0.1
+
+
+def test_fast_net_airbench_start_identity_convolutions_and_pytorch_scale():
+    model = models.build_fast_net(widths=(16, 32, 32), init="pytorch", dirac=True, activation="gelu")
+    conv2 = model.get_layer("group2_conv2").kernel.numpy()  # 32 -> 32: all filters identities
+    identity = np.zeros_like(conv2)
+    identity[1, 1, np.arange(32), np.arange(32)] = 1.0
+    assert np.array_equal(conv2, identity)
+    conv1 = model.get_layer("group2_conv1").kernel.numpy()  # 16 -> 32: the first 16 filters
+    assert np.array_equal(conv1[..., :16], identity[:, :, :16, :16])
+    rest = conv1[..., 16:]  # PyTorch's default: uniform within 1/sqrt(fan_in)
+    bound = 1 / np.sqrt(3 * 3 * 16)
+    assert np.abs(rest).max() <= bound and np.abs(rest).max() > 0.8 * bound
+    fc = model.get_layer("fc").kernel.numpy()
+    assert np.abs(fc).max() <= 1 / np.sqrt(32)
+    assert model.get_layer("group1_gelu1").get_config()["activation"] == "gelu"
+    keras_init = models.build_fast_net(widths=(16, 32, 32))
+    assert not np.array_equal(keras_init.get_layer("group2_conv2").kernel.numpy(), identity)
+    assert np.abs(keras_init.get_layer("fc").kernel.numpy()).max() > 1 / np.sqrt(32)  # Glorot is larger
+
+
+def test_fast_net_rejects_unknown_init_and_activation():
+    with pytest.raises(ValueError, match="received 'he'"):
+        models.build_fast_net(init="he")
+    with pytest.raises(ValueError, match="received 'swish'"):
+        models.build_fast_net(activation="swish")
