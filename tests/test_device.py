@@ -27,8 +27,13 @@ def test_description_is_one_line():
     assert "\n" not in text and text.startswith("CPU: ") and f"TensorFlow {tf.__version__}" in text
 
 
+NO_BF16 = frozenset({"fpu", "sse2", "avx2", "avx512f"})
+WITH_BF16 = NO_BF16 | {"avx512_bf16"}
+
+
 @pytest.mark.skipif(not NO_GPU, reason="checks the CPU-only behaviour")
-def test_cpu_only_setup_stays_float32_without_xla(capsys):
+def test_cpu_only_setup_stays_float32_without_xla(capsys, monkeypatch):
+    monkeypatch.setattr(device, "cpu_flags", lambda: NO_BF16)
     setup = device.setup_devices()
     assert "GPU: none" in setup.description
     assert setup.precision_policy == "float32" and not setup.jit_compile
@@ -37,6 +42,40 @@ def test_cpu_only_setup_stays_float32_without_xla(capsys):
     assert "Strategy: " in capsys.readouterr().out
     assert device.mixed_precision_policy() == "float32"
     assert device.enable_memory_growth() == 0
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks the CPU-only behaviour")
+@pytest.mark.parametrize("flag", ["avx512_bf16", "amx_bf16"])
+def test_cpu_with_bfloat16_instructions_trains_in_mixed_bfloat16(capsys, monkeypatch, flag):
+    monkeypatch.setattr(device, "cpu_flags", lambda: NO_BF16 | {flag})
+    assert device.cpu_has_bfloat16()
+    assert device.mixed_precision_policy() == "mixed_bfloat16"
+    setup = device.setup_devices()
+    assert setup.precision_policy == "mixed_bfloat16" and not setup.jit_compile  # XLA stays off on CPUs
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert f"bfloat16: the CPU has {flag.upper()}" in setup.description and "\n" not in setup.description
+    assert "precision: mixed_bfloat16" in capsys.readouterr().out
+    # False still means float32, and True still insists on a GPU.
+    assert device.setup_devices(mixed_precision=False, verbose=False).precision_policy == "float32"
+    with pytest.raises(ValueError, match="compute capability 7.0"):
+        device.setup_devices(mixed_precision=True, verbose=False)
+
+
+def test_cpu_flags_are_read_from_proc_cpuinfo(monkeypatch, tmp_path):
+    flags = device.cpu_flags()
+    assert isinstance(flags, frozenset)
+    if os.path.exists("/proc/cpuinfo"):
+        assert "fpu" in flags or "fp" in flags or flags  # x86 lists fpu; other CPUs list theirs
+    assert device.cpu_has_bfloat16() == bool(flags & set(device.BF16_CPU_FLAGS))
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        if path == "/proc/cpuinfo":
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    assert device.cpu_flags() == frozenset() and not device.cpu_has_bfloat16()
 
 
 @pytest.mark.skipif(not NO_GPU, reason="checks the CPU-only behaviour")
