@@ -5,7 +5,8 @@
 `train` seeds everything and, on the CPU, makes ops deterministic for its own
 duration (`repro.deterministic`; on a GPU with XLA it only seeds), picks the device strategy (`device.setup_devices`),
 builds and compiles the recipe's model inside the strategy's scope (mixed
-precision and XLA on a GPU, float32 on the CPU), streams the data through
+precision and XLA on a GPU, `mixed_bfloat16` on CPUs with bfloat16 instructions, float32 on
+other CPUs), streams the data through
 `augment.training_dataset` with the recipe's augmentation, and fits with the
 callbacks of `cifar_utils.callbacks`, writing into `output_dir`:
 
@@ -44,14 +45,18 @@ from cifar_utils.callbacks import (
     AtomicBackupAndRestore,
     AtomicCheckpoint,
     EpochLogger,
+    Lookahead,
     StopOnNaN,
+    TimeBudget,
     pause_for_test,
     prepare_resume,
     read_history,
 )
-from cifar_utils.models import BUILDERS, float32_copy, init_whitening
-from cifar_utils.recipes import OPTIMIZERS, RECIPES, Recipe, get_recipe
-from cifar_utils.schedules import linear_decay, make_schedule
+from cifar_utils.budget import plan_budget
+from cifar_utils.compiling import build_recipe_model, compile_model, compile_recipe, make_optimizer
+from cifar_utils.models import float32_copy
+from cifar_utils.recipes import RECIPES, Recipe, get_recipe
+from cifar_utils.schedules import linear_decay
 
 
 def load_or_train(model_path=None, runs_dir=None, x_train=None, y_train=None, seed=0, num_images=2000):
@@ -90,116 +95,6 @@ def load_or_train(model_path=None, runs_dir=None, x_train=None, y_train=None, se
     return result.model, f"{source}: trained a small fast_net on {num_images:,} images instead ({where})"
 
 
-def make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=0.0):
-    """A Keras optimiser by name, with decoupled weight decay that skips biases and batch norm.
-
-    Weight decay is Keras's decoupled `weight_decay`; it skips biases and batch-norm
-    parameters, whose size carries no overfitting risk.
-
-    Args:
-        optimizer: "sgd" (with momentum), "adam" or "adamw". Defaults to "sgd".
-        learning_rate: a float or a `keras.optimizers.schedules.LearningRateSchedule`
-            (see `schedules`). Defaults to 0.1.
-        momentum: SGD momentum. Defaults to 0.9.
-        nesterov: Nesterov momentum for SGD. Defaults to True.
-        weight_decay: decoupled weight decay per step, times the learning rate;
-            0 turns it off. Defaults to 0.0.
-
-    Returns:
-        A `keras.optimizers.Optimizer`.
-    """
-    decay = weight_decay or None
-    if optimizer == "sgd":
-        result = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov, weight_decay=decay)
-    elif optimizer == "adam":
-        result = keras.optimizers.Adam(learning_rate, weight_decay=decay)
-    elif optimizer == "adamw":
-        result = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; received {optimizer!r}.")
-    if weight_decay:
-        result.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    return result
-
-
-def compile_model(model, optimizer, label_smoothing=0.0, jit_compile="auto"):
-    """Compiles a classifier for one-hot labels: the package's one compile call.
-
-    `train` (through `compile_recipe`), `fine_tune`, `lr_find` and `tuning` compile
-    through it. Labels are one-hot (so MixUp and CutMix can mix them, and label
-    smoothing applies); the metric is reported as "accuracy".
-
-    Args:
-        model: a `keras.Model` ending in probabilities.
-        optimizer: a Keras optimiser (see `make_optimizer`).
-        label_smoothing: share of the target spread over the other classes.
-            Defaults to 0.0.
-        jit_compile: compile with XLA: True, False or "auto" (Keras's default:
-            XLA on one GPU). Defaults to "auto".
-
-    Returns:
-        The model, compiled.
-
-    Raises:
-        ValueError: `optimizer` is a `Recipe` (use `compile_recipe`) or not an optimiser.
-    """
-    if isinstance(optimizer, Recipe):
-        raise ValueError(
-            "compile_model takes an optimiser; received the Recipe "
-            f"{optimizer.name!r}. Use compile_recipe(model, recipe, steps_per_epoch)."
-        )
-    if not isinstance(optimizer, keras.optimizers.Optimizer):
-        raise ValueError(
-            f"optimizer must be a keras optimiser (see make_optimizer); received {type(optimizer).__name__}."
-        )
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        jit_compile=jit_compile,
-    )
-    return model
-
-
-def compile_recipe(model, recipe: Recipe, steps_per_epoch: int, jit_compile=False):
-    """Compiles a model with a recipe's optimiser, schedule and label smoothing.
-
-    Args:
-        model: a `keras.Model` ending in probabilities.
-        recipe: a `Recipe`.
-        steps_per_epoch: optimiser steps per epoch, for the schedule.
-        jit_compile: compile with XLA (on a GPU). Defaults to False.
-
-    Returns:
-        The model, compiled.
-    """
-    optimizer = make_optimizer(
-        recipe.optimizer, make_schedule(recipe, steps_per_epoch), momentum=recipe.momentum,
-        nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
-    )
-    return compile_model(model, optimizer, recipe.label_smoothing, jit_compile=jit_compile)
-
-
-def build_recipe_model(recipe: Recipe, x_train, seed=0):
-    """The recipe's model, its whitening layer set from the training images if it asks.
-
-    Args:
-        recipe: a `Recipe`.
-        x_train: uint8 training images; with `recipe.whitening_images` > 0, that
-            many (drawn with `seed`) set the whitening filters (`models.init_whitening`).
-        seed: seed of that draw. Defaults to 0.
-
-    Returns:
-        The uncompiled `keras.Model`.
-    """
-    model = BUILDERS[recipe.arch](**recipe.model_kwargs)
-    if recipe.whitening_images:
-        rng = np.random.default_rng(seed)
-        sample = rng.choice(len(x_train), min(recipe.whitening_images, len(x_train)), replace=False)
-        init_whitening(model, x_train[sample])
-    return model
-
-
 class TrainingDiverged(RuntimeError):
     """Training stopped because the loss became NaN or infinite."""
 
@@ -233,7 +128,7 @@ class TrainResult:
         return self.output_dir / "final.keras"
 
 
-def _fit_multi_worker(model, strategy, train_ds, val_ds, epochs, callbacks, verbose):
+def _fit_multi_worker(model, strategy, train_ds, val_ds, epochs, callbacks, verbose, steps_per_epoch=None):
     """`model.fit` across machines (`MultiWorkerMirroredStrategy`), which Keras 3's fit fails.
 
     Keras 3.15's fit averages per-replica values in ways that break across workers (it asks
@@ -243,7 +138,8 @@ def _fit_multi_worker(model, strategy, train_ds, val_ds, epochs, callbacks, verb
     averages the logs and, after each epoch, the batch-norm statistics across workers, and
     drives the same callbacks, starting from the epoch `BackupAndRestore` restored as fit
     does. `get_next_as_optional` keeps the workers in step when their shares of the data
-    differ by a batch.
+    differ by a batch. An endless `train_ds` (the "airbench" policy) is read by one iterator,
+    `steps_per_epoch` batches per epoch; `val_ds` may be None (no validation).
 
     Returns:
         The last epoch's logs.
@@ -266,23 +162,26 @@ def _fit_multi_worker(model, strategy, train_ds, val_ds, epochs, callbacks, verb
         local = strategy.run(lambda: [tf.identity(v.value) for v in statistics])
         return [strategy.reduce("MEAN", value, axis=None) for value in local]
 
-    def passes(dataset, step, on_begin=None, on_end=None):
-        logs, iterator, index = {}, iter(strategy.experimental_distribute_dataset(dataset)), 0
-        while True:
+    def passes(dataset, step, on_begin=None, on_end=None, iterator=None, limit=None):
+        logs, index = {}, 0
+        iterator = iterator or iter(strategy.experimental_distribute_dataset(dataset))
+        while limit is None or index < limit:
             batch = iterator.get_next_as_optional()
             if not batch.has_value():
-                return {name: float(value) for name, value in logs.items()}
+                break
             if on_begin:
                 on_begin(index)
             logs = step(batch.get_value())
             if on_end:
                 on_end(index, logs)
             index += 1
+        return {name: float(value) for name, value in logs.items()}
 
     callback_list = keras.callbacks.CallbackList(
         list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
-        verbose=verbose, epochs=epochs, steps=int(train_ds.cardinality()),
+        verbose=verbose, epochs=epochs, steps=steps_per_epoch or int(train_ds.cardinality()),
     )
+    endless = iter(strategy.experimental_distribute_dataset(train_ds)) if steps_per_epoch else None
     model.stop_training = False
     callback_list.on_train_begin()
     logs = {}
@@ -291,15 +190,21 @@ def _fit_multi_worker(model, strategy, train_ds, val_ds, epochs, callbacks, verb
     for epoch in range(start, epochs):
         model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
-        logs = passes(train_ds, train_step, callback_list.on_train_batch_begin, callback_list.on_train_batch_end)
+        logs = passes(train_ds, train_step, callback_list.on_train_batch_begin, callback_list.on_train_batch_end,
+                      iterator=endless, limit=steps_per_epoch)
         for variable, value in zip(statistics, average_statistics()):
             variable.assign(value)
         model.reset_metrics()
-        logs.update({f"val_{name}": value for name, value in passes(val_ds, test_step).items()})
+        if val_ds is not None:
+            logs.update({f"val_{name}": value for name, value in passes(val_ds, test_step).items()})
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
     callback_list.on_train_end(logs)
+    # Callbacks may set the weights at the end (Lookahead restores its slow copy, whose batch-norm
+    # statistics were copied from this worker's own batches): average the statistics once more.
+    for variable, value in zip(statistics, average_statistics()):
+        variable.assign(value)
     return logs
 
 
@@ -316,6 +221,8 @@ def train(
     tensorboard=False,
     early_stopping_patience=None,
     callbacks=(),
+    budget_min=None,
+    checkpoints=True,
 ):
     """Trains a recipe end to end and writes its model and history.
 
@@ -326,8 +233,9 @@ def train(
         recipe: a recipe name (see `recipes.RECIPES`) or a `Recipe`.
         x_train: uint8 training images, shape `(N, 32, 32, 3)`.
         y_train: their labels, shape `(N,)` or `(N, 1)`.
-        x_val: uint8 validation images, split from the training set.
-        y_val: their labels.
+        x_val: uint8 validation images, split from the training set, or None:
+            no validation (and so no `best.keras`), as in a timed benchmark run.
+        y_val: their labels, or None.
         output_dir: folder for the model files, history and backup. Across
             machines (a `TF_CONFIG` cluster) the chief (or worker 0) writes
             here and worker N into `output_dir/workerN`.
@@ -339,17 +247,34 @@ def train(
         early_stopping_patience: stop after this many epochs without a better
             validation accuracy. Defaults to None (never).
         callbacks: more Keras callbacks. Defaults to ().
+        budget_min: a wall-time budget in minutes for the whole call: the run
+            measures this machine's speed on its first steps and chooses the
+            epochs (and the fast network's widths) to end inside it, with the
+            learning-rate schedule fitted to those epochs (`budget.plan_budget`);
+            a `TimeBudget` stops it if the estimate was short. The plan is in
+            `result.run["budget"]`. Defaults to None: the recipe's epochs.
+        checkpoints: keep `best.keras` and the `backup/` to resume from after each
+            epoch. Defaults to True; timed runs turn them off (each save takes time).
 
     Returns:
         A `TrainResult`.
     """
+    start = time.perf_counter()
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     if not isinstance(recipe, Recipe):
         raise ValueError(f"recipe must be a name or a Recipe; received {type(recipe).__name__}.")
-    if len(x_train) < 1 or len(x_val) < 1:
+    if (x_val is None) != (y_val is None):
+        raise ValueError("pass both x_val and y_val, or neither (no validation).")
+    if len(x_train) < 1 or (x_val is not None and len(x_val) < 1):
         raise ValueError(
-            f"need training and validation images; received {len(x_train)} and {len(x_val)}."
+            f"need training images, and validation images unless x_val is None; received {len(x_train)} "
+            f"and {len(x_val)}."
         )
+    if early_stopping_patience is not None and x_val is None:
+        raise ValueError("early_stopping_patience needs validation images; received x_val=None.")
+    if budget_min is not None and (isinstance(budget_min, bool) or not isinstance(budget_min, (int, float))
+                                   or not budget_min > 0):
+        raise ValueError(f"budget_min must be a positive number of minutes; received {budget_min!r}.")
     previous_policy = keras.config.dtype_policy()
     try:
         setup = setup or device.setup_devices(verbose=False)
@@ -357,14 +282,29 @@ def train(
         # Bit-for-bit repeatable on the CPU; on a GPU, deterministic kernels would cost
         # speed. Inside this block only: train() leaves no global setting behind.
         with repro.deterministic(seed, enabled=not setup.jit_compile):
-            return _train(recipe, x_train, y_train, x_val, y_val, Path(output_dir), seed, setup, verbose,
-                          tensorboard, early_stopping_patience, callbacks)
+            plan = None
+            if budget_min is not None:
+                plan = plan_budget(recipe, x_train, y_train, budget_min * 60, setup=setup, seed=seed,
+                                   val_images=0 if x_val is None else len(x_val))
+                recipe = plan.recipe
+                if verbose:
+                    print(plan.describe())
+                left = budget_min * 60 - (time.perf_counter() - start)
+                callbacks = [TimeBudget(max(left, 1.0))] + list(callbacks)
+            result = _train(recipe, x_train, y_train, x_val, y_val, Path(output_dir), seed, setup, verbose,
+                            tensorboard, early_stopping_patience, callbacks, checkpoints)
+            if plan is not None:
+                result.run["budget"] = {"minutes": budget_min, "plan": plan.describe(),
+                                        "seconds_per_step": {"x".join(map(str, k)) if k else "model": v
+                                                             for k, v in plan.measured.items()},
+                                        "call_seconds": time.perf_counter() - start}
+            return result
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
 
 def _train(recipe, x_train, y_train, x_val, y_val, output_dir, seed, setup, verbose, tensorboard,
-           early_stopping_patience, callbacks):
+           early_stopping_patience, callbacks, checkpoints=True):
     """`train` under its device setup, dtype policy and op determinism."""
     multi_worker = device.is_multi_worker(setup.strategy)
     # Every worker of a cluster holds the same weights and saves them: the chief into
@@ -382,7 +322,8 @@ def _train(recipe, x_train, y_train, x_val, y_val, output_dir, seed, setup, verb
     steps_per_epoch = len(x_train) // batch_size if drop else 1
     train_ds = training_dataset(x_train, y_train, recipe.augmentation, batch_size=batch_size, seed=seed,
                                 drop_remainder=drop)
-    val_ds = data_lib.make_dataset(x_val, y_val, batch_size=batch_size, num_classes=data_lib.NUM_CLASSES)
+    val_ds = None if x_val is None else data_lib.make_dataset(
+        x_val, y_val, batch_size=batch_size, num_classes=data_lib.NUM_CLASSES)
 
     with setup.strategy.scope():
         model = build_recipe_model(recipe, x_train, seed)
@@ -393,24 +334,31 @@ def _train(recipe, x_train, y_train, x_val, y_val, output_dir, seed, setup, verb
         stop_on_nan,
         EpochLogger(),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
-        AtomicCheckpoint(output_dir / "best.keras", best=best_so_far),
-        AtomicBackupAndRestore(backup_dir),
     ]
+    if checkpoints and val_ds is not None:
+        all_callbacks.append(AtomicCheckpoint(output_dir / "best.keras", best=best_so_far))
+    if checkpoints:
+        all_callbacks.append(AtomicBackupAndRestore(backup_dir))
     if early_stopping_patience is not None:
         all_callbacks.append(
             keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=early_stopping_patience)
         )
     if tensorboard:
         all_callbacks.append(keras.callbacks.TensorBoard(str(output_dir / "tensorboard")))
+    if recipe.lookahead_steps:
+        all_callbacks.append(Lookahead(recipe.epochs * steps_per_epoch, every=recipe.lookahead_steps))
     all_callbacks.extend(callbacks)
 
+    endless = train_ds.cardinality() == tf.data.INFINITE_CARDINALITY  # the "airbench" policy
     start = time.perf_counter()
     if multi_worker:
-        _fit_multi_worker(model, setup.strategy, train_ds, val_ds, recipe.epochs, all_callbacks, verbose)
+        _fit_multi_worker(model, setup.strategy, train_ds, val_ds, recipe.epochs, all_callbacks, verbose,
+                          steps_per_epoch=steps_per_epoch if endless else None)
     else:
         model.fit(
             train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=all_callbacks,
             verbose=verbose, shuffle=False,  # the dataset shuffles itself, with the seed
+            steps_per_epoch=steps_per_epoch if endless else None,
         )
     session_seconds = time.perf_counter() - start
     if stop_on_nan.stopped_at is not None:
@@ -433,10 +381,10 @@ def _train(recipe, x_train, y_train, x_val, y_val, output_dir, seed, setup, verb
         train_seconds=float(sum(history.get("epoch_seconds", []))),
         last_session_seconds=session_seconds,
         train_images=len(x_train),
-        val_images=len(x_val),
         precision=setup.precision_policy,
         replicas=setup.num_replicas,
-        best_val_accuracy=max(history.get("val_accuracy", [float("nan")])),
+        val_images=0 if x_val is None else len(x_val),
+        best_val_accuracy=max(history.get("val_accuracy") or [float("nan")]),
     )
     storage.atomic_write_json(
         output_dir / "history.json", {"recipe": recipe.to_dict(), "run": run, "history": history}
@@ -484,7 +432,8 @@ def fine_tune(model, x_train, y_train, x_val, y_val, learning_rate=1e-3, epochs=
     rate = linear_decay(learning_rate, steps) if decay_to_zero else learning_rate
     compile_model(model, make_optimizer("sgd", rate, momentum=0.9, nesterov=True), label_smoothing)
     train_ds = training_dataset(x_train, y_train, augmentation, batch_size=batch_size, seed=seed)
-    val_ds = data_lib.make_dataset(x_val, y_val, batch_size=batch_size, num_classes=data_lib.NUM_CLASSES)
+    val_ds = None if x_val is None else data_lib.make_dataset(
+        x_val, y_val, batch_size=batch_size, num_classes=data_lib.NUM_CLASSES)
     return model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=verbose, shuffle=False).history
 
 
@@ -630,6 +579,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="cifar-train", description="Train a CIFAR-10 recipe.")
     parser.add_argument("--recipe", default="fast", choices=sorted(RECIPES))
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    parser.add_argument("--budget-min", type=float, default=None, metavar="N",
+                        help="train for at most N minutes: measure this machine on the first steps, "
+                             "then choose epochs (and the fast network's widths) to fit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--data-dir", default=None, help="defaults to $CIFAR10_DIR, then Keras")
@@ -641,6 +593,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be at least 1; received {args.epochs}")
+    if args.budget_min is not None and not args.budget_min > 0:
+        parser.error(f"--budget-min must be a positive number of minutes; received {args.budget_min}")
+    if args.budget_min is not None and args.epochs is not None:
+        parser.error("--budget-min chooses the epochs itself; pass --epochs or --budget-min, not both")
     if not 0 < args.val_fraction < 1:
         parser.error(f"--val-fraction must be between 0 and 1 (exclusive); received {args.val_fraction}")
     if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
@@ -661,7 +617,7 @@ def main(argv=None):
     (x_train, y_train), (x_val, y_val) = data_lib.split_train_val(x, y, args.val_fraction, seed=args.seed)
     try:
         result = train(recipe, x_train, y_train, x_val, y_val, output_dir=output_dir, seed=args.seed,
-                       setup=setup)
+                       setup=setup, budget_min=args.budget_min)
     except TrainingDiverged as err:
         print(f"cifar-train: {err}", file=sys.stderr)
         return 1

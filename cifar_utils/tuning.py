@@ -17,7 +17,7 @@ from cifar_utils import paths
 from cifar_utils.data import NUM_CLASSES, make_dataset
 from cifar_utils.evaluation import accuracy
 from cifar_utils.models import build_baseline_cnn
-from cifar_utils.training import compile_model, make_optimizer
+from cifar_utils.compiling import compile_model, make_optimizer
 
 # name -> (kind, arguments). Ranges in the units the optimiser and builder take.
 SEARCH_SPACE = {

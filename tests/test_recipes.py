@@ -32,6 +32,10 @@ def test_every_recipe_is_valid_and_builds():
         ({"whitening_images": -1}, "whitening_images must be a whole number >= 0; received -1"),
         ({"whitening_images": True}, "whitening_images must be a whole number >= 0; received True"),
         ({"whitening_images": 10.5}, "received 10.5"),
+        ({"lookahead_steps": -1}, "lookahead_steps must be a whole number >= 0 .0: no lookahead.; received -1"),
+        ({"lookahead_steps": True}, "lookahead_steps must be .*received True"),
+        ({"tta": "crops"}, "tta must be False, True .flip., 'flip' or 'multicrop'; received 'crops'"),
+        ({"augmentation": "airbench+cutout"}, "combines with no other policy"),
     ],
 )
 def test_nonsense_hyperparameters_are_refused(overrides, pattern):
@@ -47,10 +51,11 @@ def test_recipes_require_finite_numbers(field, value):
 
 
 def test_model_kwargs_overrides_merge_into_the_recipe():
+    own = {"bias_scale": 8, "init": "pytorch", "dirac": True}
     recipe = recipes.get_recipe("fast", model_kwargs={"widths": [8, 16, 16]})
-    assert recipe.model_kwargs == {"bias_scale": 8, "widths": [8, 16, 16]}
-    assert recipes.get_recipe("fast", model_kwargs={"bias_scale": 1}).model_kwargs == {"bias_scale": 1}
-    assert recipes.RECIPES["fast"]["model_kwargs"] == {"bias_scale": 8}  # left untouched
+    assert recipe.model_kwargs == {**own, "widths": [8, 16, 16]}
+    assert recipes.get_recipe("fast", model_kwargs={"bias_scale": 1}).model_kwargs == {**own, "bias_scale": 1}
+    assert recipes.RECIPES["fast"]["model_kwargs"] == own  # left untouched
 
 
 def test_model_kwargs_unknown_to_the_builder_name_its_arguments():

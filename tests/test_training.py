@@ -154,7 +154,8 @@ def test_train_leaves_the_global_dtype_policy_and_op_determinism_as_it_found_the
         assert is_op_determinism_enabled() == determinism
         keras.config.set_dtype_policy("bfloat16")
         result = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path / "b", verbose=0)
-        assert result.model.dtype_policy.name == "float32"  # the CPU's own setup
+        # The machine's own setup: float32, or mixed_bfloat16 on a CPU with bfloat16 instructions.
+        assert result.model.dtype_policy.name == device.mixed_precision_policy()
         assert keras.config.dtype_policy().name == "bfloat16"
         assert is_op_determinism_enabled() == determinism
     finally:
@@ -260,7 +261,11 @@ def test_ship_model_writes_model_and_card(tmp_path, tiny_data):
                    "TensorFlow", "training time", '"arch": "baseline_cnn"'):
         assert needed in card, needed
     loaded = keras.saving.load_model(target, safe_mode=True)
-    np.testing.assert_array_equal(loaded.predict(xv, verbose=0), result.model.predict(xv, verbose=0))
+    # The shipped file is the float32 copy (the run may have trained in mixed_bfloat16 on this CPU).
+    assert models.computes_in_float32(loaded)
+    np.testing.assert_array_equal(loaded.predict(xv, verbose=0),
+                                  models.float32_copy(result.model).predict(xv, verbose=0))
+    np.testing.assert_allclose(loaded.predict(xv, verbose=0), result.model.predict(xv, verbose=0), atol=0.02)
 
 
 def test_load_or_train_never_leaves_a_notebook_without_a_model(tmp_path, monkeypatch):
@@ -409,6 +414,8 @@ def test_a_run_whose_loss_becomes_nan_stops_and_says_so(tiny_data, tmp_path):
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
     (["--data-dir", "/nonexistent/cifar"], "--data-dir /nonexistent/cifar is not a folder"),
+    (["--budget-min", "0"], "--budget-min must be a positive number of minutes; received 0.0"),
+    (["--budget-min", "5", "--epochs", "3"], "pass --epochs or --budget-min, not both"),
 ])
 def test_cifar_train_bad_arguments_are_one_line_and_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
@@ -432,3 +439,48 @@ def test_temporaries_left_by_a_killed_save_are_removed_on_the_next_run(tiny_data
     assert all(p.exists() for p in keep)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".best.", ".final.", ".history."))
                 and p not in keep]
+
+
+# --- issue 15: airbench's recipe pieces, timed runs, budgets ----------------------------------
+
+
+def test_airbench_augmentation_and_lookahead_train_whole_epochs(tiny_data, tmp_path):
+    x, y, xv, yv = tiny_data
+    recipe = recipes.get_recipe("fast", epochs=2, batch_size=16, augmentation="airbench", lookahead_steps=2,
+                                tta="multicrop", whitening_images=32,
+                                model_kwargs={"widths": [8, 8, 8], "init": "pytorch", "dirac": True})
+    result = training.train(recipe, x, y, xv, yv, output_dir=tmp_path, verbose=0)
+    assert len(result.history["loss"]) == 2 and len(result.history["val_accuracy"]) == 2
+    # fit was told the endless stream's epoch length: 64 images / 16 = 4 steps, not forever
+    assert result.run["epochs"] == 2 and (tmp_path / "final.keras").exists()
+
+
+def test_a_timed_run_skips_validation_and_checkpoints(tiny_data, tmp_path):
+    x, y, _, _ = tiny_data
+    result = training.train(tiny_recipe(epochs=2), x, y, None, None, output_dir=tmp_path, verbose=0,
+                            checkpoints=False)
+    assert (tmp_path / "final.keras").exists() and not (tmp_path / "best.keras").exists()
+    assert "val_accuracy" not in result.history and len(result.history["loss"]) == 2
+    assert result.run["val_images"] == 0
+    with pytest.raises(ValueError, match="both x_val and y_val, or neither"):
+        training.train(tiny_recipe(), x, y, None, y[:4], output_dir=tmp_path / "b", verbose=0)
+    with pytest.raises(ValueError, match="early_stopping_patience needs validation images"):
+        training.train(tiny_recipe(), x, y, None, None, output_dir=tmp_path / "c", verbose=0,
+                       early_stopping_patience=2)
+    with pytest.raises(ValueError, match="budget_min must be a positive number of minutes; received 0"):
+        training.train(tiny_recipe(), x, y, None, None, output_dir=tmp_path / "d", verbose=0, budget_min=0)
+
+
+@pytest.mark.slow
+def test_a_budget_chooses_the_epochs_and_ends_inside_it(tiny_data, tmp_path, capsys):
+    x, y, xv, yv = tiny_data
+    x, y = np.concatenate([x] * 4), np.concatenate([y] * 4)  # 256 images: 16 steps of 16 an epoch
+    start = time.perf_counter()
+    result = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path, verbose=1, budget_min=0.5)
+    seconds = time.perf_counter() - start
+    budget = result.run["budget"]
+    assert budget["minutes"] == 0.5 and "model" in budget["seconds_per_step"]
+    assert result.recipe.epochs == len(result.history["loss"]) > 1  # the plan, not the recipe's 1 epoch
+    assert result.recipe.epochs * 16 * budget["seconds_per_step"]["model"] < 30
+    assert seconds < 30 + 15  # inside the budget, give or take saving final.keras on a busy machine
+    assert "budget 0.5 min:" in capsys.readouterr().out

@@ -1,0 +1,207 @@
+"""Fit a training run into a wall-time budget: measure this machine, then choose width and epochs.
+
+    plan = budget.plan_budget("fast", x_train, y_train, budget_seconds=10 * 60)
+    print(plan.describe())
+    training.train(plan.recipe, ...)            # or training.train("fast", ..., budget_min=10)
+
+`plan_budget` times a few real training steps of the recipe's model on this
+machine (with the device setup that will train it), then picks the widest
+network that still gets the epochs its airbench recipe trains (timing it too),
+and as many epochs as fit. Setting `epochs` before the run fits the learning-rate schedule
+to the steps that will really run: the schedule warms up, peaks and anneals
+inside the budget instead of being cut off mid-way. The measuring counts
+against the budget.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import keras
+import numpy as np
+
+from cifar_utils import device
+from cifar_utils.augment import training_dataset
+from cifar_utils.compiling import compile_recipe
+from cifar_utils.models import BUILDERS, count_flops
+from cifar_utils.recipes import Recipe, get_recipe
+
+# Widths the planner may give the fast recipe's network, widest first, each with the fewest
+# epochs it is worth training: the epochs of the airbench recipe of that width (airbench95:
+# 15 epochs at 128/384/384; airbench94: 9.9 at 64/256/256). Narrower nets need fewer
+# epochs to level off; the last one is taken whatever the budget allows.
+FAST_NET_WIDTHS = (
+    ((128, 384, 384), 15),
+    ((64, 256, 256), 8),
+    ((48, 192, 192), 6),
+    ((32, 128, 128), 4),
+    ((16, 64, 64), 1),
+)
+MAX_EPOCHS = 100  # beyond this a longer run stops paying on CIFAR-10 at these widths
+# Share of the time left after measuring that is planned for training steps. The rest covers
+# what the estimate leaves out: building the model, the first step's tracing, the whitening
+# filters, saving final.keras, and steps slower than the measured ones.
+PLANNED_SHARE = 0.9
+# An inference step (validation) costs about a third of a training step: no backward pass.
+EVAL_COST = 1 / 3
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """What `plan_budget` chose, and from what.
+
+    Attributes:
+        recipe: the recipe to run: epochs (and, for the fast recipe, widths) chosen.
+        budget_seconds: the whole budget, measuring included.
+        measured: seconds per training step, by the widths measured (None for
+            networks without widths).
+        measure_seconds: the time the measuring took.
+        planned_seconds: the estimated time of the chosen run's steps and validation.
+    """
+
+    recipe: Recipe
+    budget_seconds: float
+    measured: dict = field(default_factory=dict)
+    measure_seconds: float = 0.0
+    planned_seconds: float = 0.0
+
+    def describe(self) -> str:
+        """One line: the budget, the choice and the measured step times."""
+        widths = self.recipe.model_kwargs.get("widths")
+        rates = ", ".join(f"{'x'.join(map(str, w)) if w else 'model'}: {s * 1000:.0f} ms"
+                          for w, s in self.measured.items())
+        return (
+            f"budget {self.budget_seconds / 60:.1f} min: {self.recipe.epochs} epoch(s)"
+            + (f" at widths {list(widths)}" if widths else "")
+            + f", about {self.planned_seconds / 60:.1f} min of steps planned "
+            f"(measured per step: {rates}; measuring took {self.measure_seconds:.0f} s)"
+        )
+
+
+def measure_step_seconds(recipe, x_train, y_train, setup=None, steps=4, warmup=2, seed=0) -> float:
+    """Seconds one training step of a recipe takes here, after `warmup` untimed steps.
+
+    Args:
+        recipe: a `Recipe`; its model, batch size, optimiser and augmentation are used.
+        x_train: uint8 training images (a few batches are enough).
+        y_train: their labels.
+        setup: the `device.DeviceSetup` that will train. Defaults to None: `setup_devices()`.
+        steps: steps timed. Defaults to 4.
+        warmup: steps run first and not timed (the first one traces the graph). Defaults to 2.
+        seed: seed of the data order. Defaults to 0.
+
+    Returns:
+        The median seconds per step.
+    """
+    needed = recipe.batch_size * (steps + warmup)
+    reps = math.ceil(needed / len(x_train))
+    x = np.concatenate([x_train] * reps)[:needed]
+    y = np.concatenate([np.ravel(y_train)] * reps)[:needed]
+    previous = keras.config.dtype_policy()  # setup_devices sets the global policy: put it back after
+    try:
+        setup = setup or device.setup_devices(verbose=False)
+        keras.config.set_dtype_policy(setup.precision_policy)
+        with setup.strategy.scope():
+            model = BUILDERS[recipe.arch](**recipe.model_kwargs)
+            compile_recipe(model, recipe, steps_per_epoch=steps + warmup, jit_compile=setup.jit_compile)
+        batches = iter(training_dataset(x, y, recipe.augmentation, batch_size=recipe.batch_size, seed=seed,
+                                        drop_remainder=True))
+        times = []
+        for i in range(steps + warmup):
+            images, labels = next(batches)
+            start = time.perf_counter()
+            model.train_on_batch(images, labels)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return float(np.median(times))
+
+
+def plan_budget(recipe, x_train, y_train, budget_seconds, val_images=0, setup=None, seed=0,
+                max_epochs=MAX_EPOCHS) -> BudgetPlan:
+    """Chooses epochs (and the fast network's widths) so that a run ends within `budget_seconds`.
+
+    For the fast recipe without explicit `widths`, its own network is measured,
+    the others of `FAST_NET_WIDTHS` estimated from their FLOPs, and the widest
+    that gets its minimum epochs is measured and taken (or the next narrower,
+    if it measured slower than estimated); other recipes keep their network
+    and get epochs.
+
+    Args:
+        recipe: a recipe name or `Recipe`.
+        x_train: uint8 training images (all of them: an epoch is `len(x_train)`
+            images).
+        y_train: their labels.
+        budget_seconds: wall time for measuring and training, > 0.
+        val_images: validation images evaluated after every epoch. Defaults to 0.
+        setup: the `device.DeviceSetup` that will train. Defaults to None.
+        seed: seed of the measuring steps. Defaults to 0.
+        max_epochs: upper limit on the epochs. Defaults to 100.
+
+    Returns:
+        A `BudgetPlan`.
+    """
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    if not isinstance(recipe, Recipe):
+        raise ValueError(f"recipe must be a name or a Recipe; received {type(recipe).__name__}.")
+    if isinstance(budget_seconds, bool) or not isinstance(budget_seconds, (int, float)) \
+            or not math.isfinite(budget_seconds) or budget_seconds <= 0:
+        raise ValueError(f"budget_seconds must be a positive number of seconds; received {budget_seconds!r}.")
+    start = time.perf_counter()
+    steps_per_epoch = max(1, len(x_train) // recipe.batch_size)
+    eval_steps = EVAL_COST * math.ceil(val_images / recipe.batch_size)
+
+    def with_widths(widths):
+        kwargs = dict(recipe.model_kwargs)
+        if widths is not None:
+            kwargs["widths"] = list(widths)
+        return replace(recipe, model_kwargs=kwargs)
+
+    measured = {}
+
+    def measure(widths):
+        key = tuple(widths) if widths is not None else None
+        if key not in measured:
+            measured[key] = measure_step_seconds(with_widths(widths), x_train[:4096], y_train[:4096],
+                                                 setup=setup, seed=seed)
+        return measured[key]
+
+    def epochs_for(step_seconds):
+        left = max(budget_seconds - (time.perf_counter() - start), 0.0)
+        return int(left * PLANNED_SHARE // (step_seconds * (steps_per_epoch + eval_steps))), \
+            step_seconds * (steps_per_epoch + eval_steps)
+
+    if recipe.arch == "fast_net" and "widths" not in recipe.model_kwargs:
+        # Measure the recipe's own network, estimate the others from their arithmetic (narrow
+        # nets use the CPU less well, so the estimate is optimistic), then measure the one
+        # chosen: two measurements, not five.
+        reference = tuple(inspect.signature(BUILDERS["fast_net"]).parameters["widths"].default)
+        flops = {w: count_flops(BUILDERS["fast_net"](**with_widths(w).model_kwargs)) for w, _ in FAST_NET_WIDTHS}
+        reference_step = measure(reference)
+        candidates = list(FAST_NET_WIDTHS)
+        while True:
+            widths, min_epochs = candidates[0]
+            estimate = reference_step * flops[widths] / flops[reference] if widths != reference else reference_step
+            if len(candidates) > 1 and epochs_for(estimate)[0] < min_epochs:
+                candidates.pop(0)
+                continue
+            epochs, epoch_seconds = epochs_for(measure(widths))
+            if epochs >= min_epochs or len(candidates) == 1:
+                break
+            candidates.pop(0)  # slower than its arithmetic said: the next narrower one
+    else:
+        widths = recipe.model_kwargs.get("widths")
+        epochs, epoch_seconds = epochs_for(measure(widths))
+    chosen = with_widths(widths)
+    epochs = min(max(epochs, 1), max_epochs)
+    return BudgetPlan(
+        recipe=replace(chosen, epochs=epochs),
+        budget_seconds=float(budget_seconds),
+        measured=measured,
+        measure_seconds=time.perf_counter() - start,
+        planned_seconds=epochs * epoch_seconds,
+    )
