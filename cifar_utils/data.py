@@ -695,3 +695,45 @@ def make_dataset(
             deterministic=True,
         )
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+LOSSLESS_SAMPLE_SIZE = 1000
+
+
+def load_lossless_test_sample(path=None) -> np.ndarray:
+    """The first 1,000 official CIFAR-10 test images, lossless, from one PNG.
+
+    The offline copy's pixels are JPEG re-encoded, which makes its test set harder
+    than the official one; this sample measures by how much. The PNG holds one
+    image per row (1,000 rows of 1,024 RGB pixels, each row a 32 x 32 x 3 image in
+    row-major order). The images are the official test set's first 1,000, in
+    order, so their labels are `y_test[:1000]` of the official or the offline copy.
+
+    Args:
+        path: the PNG. Defaults to None: `paths.lossless_sample()` (`$CIFAR10_LOSSLESS`,
+            else `official_test_first_1000.png` beside the `$CIFAR10_DIR` folder).
+
+    Returns:
+        uint8 images of shape `(1000, 32, 32, 3)`.
+
+    Raises:
+        CIFAR10DataError: the file is missing or not such a PNG.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path).expanduser() if path is not None else paths.lossless_sample()
+    hint = (f"set {paths.LOSSLESS_ENV_VAR} to the file {paths.LOSSLESS_FILE} "
+            "(scripts/setup.sh puts it beside the offline copy)")
+    if path is None or not path.is_file():
+        raise CIFAR10DataError(f"the lossless test sample is not at {path}; {hint}.")
+    expected = (LOSSLESS_SAMPLE_SIZE, 32 * 32)  # rows, pixels per row
+    try:
+        with Image.open(path) as image:
+            if (image.height, image.width) != expected:
+                raise CIFAR10DataError(
+                    f"{path}: expected {expected[0]} rows of {expected[1]} pixels; received "
+                    f"{image.height} x {image.width}. {hint}.")
+            pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as err:
+        raise CIFAR10DataError(f"{path} is not a readable PNG ({err}); {hint}.") from None
+    return pixels.reshape(LOSSLESS_SAMPLE_SIZE, 32, 32, 3)

@@ -10,6 +10,7 @@ directory instead.
 | variable | read by | meaning |
 |---|---|---|
 | `CIFAR10_DIR` | `data.locate_cifar10` | folder of the CIFAR-10 python-version files |
+| `CIFAR10_LOSSLESS` | `data.load_lossless_test_sample` | the PNG of the first 1,000 official test images (default: `official_test_first_1000.png` beside `$CIFAR10_DIR`'s folder) |
 | `KERAS_HOME` | `data.locate_cifar10` | Keras's own folder (default `~/.keras`), for its dataset cache |
 | `CIFAR_OUTPUT_DIR` | `runs_dir()` | where training runs are written (default `runs/`) |
 | `CIFAR_FIGURES_DIR` | `figures_dir()` | where notebooks save figures (default `figures/`) |
@@ -34,6 +35,8 @@ import os
 from pathlib import Path
 
 DATA_DIR_ENV_VAR = "CIFAR10_DIR"
+LOSSLESS_ENV_VAR = "CIFAR10_LOSSLESS"
+LOSSLESS_FILE = "official_test_first_1000.png"
 KERAS_HOME_ENV_VAR = "KERAS_HOME"  # Keras's own variable
 TF_CONFIG_ENV_VAR = "TF_CONFIG"  # TensorFlow's own variable
 OUTPUT_ENV_VAR = "CIFAR_OUTPUT_DIR"
@@ -77,6 +80,17 @@ def data_dir() -> Path | None:
     """`$CIFAR10_DIR` as a path, or None when unset."""
     value = env(DATA_DIR_ENV_VAR)
     return Path(value).expanduser() if value else None
+
+
+def lossless_sample() -> Path | None:
+    """The PNG of the first 1,000 official test images: `$CIFAR10_LOSSLESS`, else the file
+    `official_test_first_1000.png` in the folder that holds `$CIFAR10_DIR` (where
+    `scripts/setup.sh` puts it), else None."""
+    value = env(LOSSLESS_ENV_VAR)
+    if value:
+        return Path(value).expanduser()
+    folder = data_dir()
+    return None if folder is None else folder.parent / LOSSLESS_FILE
 
 
 def keras_home() -> Path:

@@ -32,6 +32,9 @@ if [ -z "${CIFAR10_DIR:-}" ]; then
     if [ -f "$builder" ]; then
         data_root="${CIFAR10_BUILD_DIR:-$ROOT/.cache/cifar10}"
         python "$builder" "$data_root" > /dev/null  # leaves a complete copy alone
+        # The first 1,000 official test images, lossless (data.load_lossless_test_sample).
+        lossless="$ROOT/../shared/data/official_test_first_1000.png"
+        [ -f "$lossless" ] && cp "$lossless" "$data_root/"
         export CIFAR10_DIR="$data_root/cifar-10-batches-py"
         echo "setup: CIFAR10_DIR=$CIFAR10_DIR (offline copy, JPEG re-encoded)"
     else

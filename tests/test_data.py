@@ -419,3 +419,36 @@ def test_normalisation_layer_and_function_agree_under_mixed_precision():
         assert data.normalize_images(x).dtype.name == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+# --- the lossless sample of the official test set -------------------------------------------
+
+
+def _lossless_png(path, images):
+    from PIL import Image
+
+    Image.fromarray(images.reshape(len(images), 32 * 32, 3)).save(path)
+    return path
+
+
+def test_lossless_sample_reads_one_image_per_row(tmp_path, monkeypatch):
+    images = np.random.default_rng(1).integers(0, 256, (1000, 32, 32, 3), dtype=np.uint8)
+    png = _lossless_png(tmp_path / "official_test_first_1000.png", images)
+    assert np.array_equal(data.load_lossless_test_sample(png), images)
+    # Without a path: $CIFAR10_LOSSLESS, else the file beside the $CIFAR10_DIR folder.
+    monkeypatch.delenv("CIFAR10_LOSSLESS", raising=False)
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "cifar-10-batches-py"))
+    assert np.array_equal(data.load_lossless_test_sample(), images)
+    monkeypatch.setenv("CIFAR10_LOSSLESS", str(tmp_path / "elsewhere.png"))
+    with pytest.raises(data.CIFAR10DataError, match="elsewhere.png.*set CIFAR10_LOSSLESS"):
+        data.load_lossless_test_sample()
+
+
+def test_lossless_sample_refuses_other_files(tmp_path):
+    small = _lossless_png(tmp_path / "small.png", np.zeros((10, 32, 32, 3), np.uint8))
+    with pytest.raises(data.CIFAR10DataError, match="expected 1000 rows of 1024 pixels; received 10 x 1024"):
+        data.load_lossless_test_sample(small)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not a png at all")
+    with pytest.raises(data.CIFAR10DataError, match="not a readable PNG"):
+        data.load_lossless_test_sample(junk)

@@ -66,12 +66,9 @@ def test_channel_statistics_are_cifar_like(cifar):
 def test_pixels_match_lossless_reference(cifar):
     """Orientation and channel order are right: the first 1,000 test images match
     the lossless official ones up to JPEG noise (mean 5.8/255 per SOURCE.md)."""
-    from PIL import Image
-
     _, (x_test, y_test) = cifar
-    rows = np.asarray(Image.open(REFERENCE_PNG).convert("RGB"))
-    # One image per row of 1024 pixels, each pixel an RGB triple: reshape to 32 x 32 x 3.
-    reference = rows.reshape(1000, 32, 32, 3).astype(np.int16)
+    # One image per row of 1024 pixels, each pixel an RGB triple (the package's reader).
+    reference = data.load_lossless_test_sample(REFERENCE_PNG).astype(np.int16)
     diff = np.abs(x_test[:1000].astype(np.int16) - reference).mean(axis=(1, 2, 3))
     assert diff.mean() < 10, f"mean absolute difference {diff.mean():.1f}/255"
     assert diff.max() < 20

@@ -1,0 +1,75 @@
+"""benchmarks/time_to_accuracy.py: its table and targets from given results, and the anchor's skip.
+
+The benchmark itself trains for hours; these check its bookkeeping on hand-made results.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_accuracy.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("time_to_accuracy", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(kind, points, wall=None, final=None, peak_mb=1000, **extra):
+    epochs = [{"epoch": i + 1, "seconds": s, "test_accuracy": {"offline": a, "lossless": b}}
+              for i, (s, a, b) in enumerate(points)]
+    return {"spec": {"kind": kind}, "epochs": epochs, "train_images": 50_000, "finished": True,
+            "test_images": {"offline": 10_000, "lossless": 1_000}, "peak_rss_mb": peak_mb,
+            "wall_seconds": wall or points[-1][0], "data": "offline copy",
+            **({"final_tta": {"kind": "multicrop", "test_accuracy": final}} if final else {}), **extra}
+
+
+def test_table_and_targets_from_results(bench, tmp_path):
+    results = {
+        "peer": _run("peer", [(18 * i, 0.5 + 0.017 * i, 0.52 + 0.017 * i) for i in range(1, 11)]),
+        "airbench": _run("airbench", [(200 * i, 0.8 + 0.0095 * i, 0.81 + 0.01 * i) for i in range(1, 11)],
+                         final={"offline": 0.905, "lossless": 0.915}),
+        "fast-peer-time": _run("recipe", [(90, 0.80, 0.82), (170, 0.86, 0.87)]),
+        "fast-60": _run("recipe", [(100 * i, 0.80 + 0.004 * i, 0.82 + 0.004 * i) for i in range(1, 31)],
+                        peak_mb=3000),
+        "missing": {"spec": {"kind": "airbench"}, "epochs": [], "skipped": "PyTorch or airbench is not installed"},
+    }
+    text = bench.report(results, quick=True, results_dir=tmp_path)
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 0.8600 / 0.8700 |" in rows["fast-peer-time"]  # at the peer's 180 s
+    # at the peer's time (none yet), at 10 epochs, at 60 minutes, final with TTA
+    assert "| - | 0.8950 / 0.9100 | 0.8950 / 0.9100 | 0.9050 / 0.9150 (multicrop) |" in rows["airbench"]
+    assert "0.9200 / 0.9400" in rows["fast-60"]  # its epoch 30 at 3,000 s is within 60 minutes
+    assert "skipped: PyTorch or airbench is not installed" in rows["missing"]
+    assert "- at least 85% (aim 88%) at the peer's 180 s: met, 0.8600 (fast-peer-time; the peer: 0.6700)" in text
+    # airbench ends at 0.895 in 2,000 s; fast-60 reaches it at epoch 24, 2,400 s > 1,000 s
+    assert ("the anchor's final accuracy without TTA (0.8950 in 2000 s) within half its time (1000 s): not met, "
+            "first reached at 2400 s by fast-60") in text
+    assert "- at least 91.5% on offline within 60 minutes: met, 0.9200 (fast-60)" in text
+    assert "- at least 93.0% on lossless within 60 minutes: met, 0.9400 (fast-60)" in text
+    assert "peak memory at most 2.5 GiB: not met, fast-60 (largest 2.93 GiB)" in text
+    saved = json.loads((tmp_path / "time_to_accuracy_quick.json").read_text())
+    assert set(saved["runs"]) == set(results)
+    assert (tmp_path / "time_to_accuracy_quick.png").stat().st_size > 0
+
+
+def test_the_anchor_is_skipped_with_the_install_command_when_torch_is_missing(bench, monkeypatch, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "airbench")
+                        else real(name, *a))
+    progress = bench._Progress("airbench", {"kind": "airbench"}, tmp_path / "out.json", {})
+    bench._airbench_worker(progress, {"kind": "airbench"}, None, None, seed=0)
+    assert "pip install -e .[bench]" in progress.state["skipped"]
+
+
+def test_budgets_come_from_earlier_runs(bench):
+    results = {"peer": {"wall_seconds": 180.0}, "airbench": {"epochs": []}}
+    assert bench._budget_for({"budget": "peer", "share": 1.0}, results) == 180.0
+    assert bench._budget_for({"budget": "airbench", "share": 0.5}, results) is None  # it did not run
+    assert bench._budget_for({"budget": 3600.0}, results) == 3600.0
+    assert bench._budget_for({}, results) is None
