@@ -20,7 +20,6 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 
-import keras
 import numpy as np
 
 from cifar_utils import device
@@ -100,10 +99,7 @@ def measure_step_seconds(recipe, x_train, y_train, setup=None, steps=4, warmup=2
     reps = math.ceil(needed / len(x_train))
     x = np.concatenate([x_train] * reps)[:needed]
     y = np.concatenate([np.ravel(y_train)] * reps)[:needed]
-    previous = keras.config.dtype_policy()  # setup_devices sets the global policy: put it back after
-    try:
-        setup = setup or device.setup_devices(verbose=False)
-        keras.config.set_dtype_policy(setup.precision_policy)
+    with device.dtype_policy_scope(setup) as setup:  # the global policy is put back after
         with setup.strategy.scope():
             model = BUILDERS[recipe.arch](**recipe.model_kwargs)
             compile_recipe(model, recipe, steps_per_epoch=steps + warmup, jit_compile=setup.jit_compile)
@@ -116,8 +112,6 @@ def measure_step_seconds(recipe, x_train, y_train, setup=None, steps=4, warmup=2
             model.train_on_batch(images, labels)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
-    finally:
-        keras.config.set_dtype_policy(previous)
     return float(np.median(times))
 
 
@@ -180,12 +174,19 @@ def plan_budget(recipe, x_train, y_train, budget_seconds, val_images=0, setup=No
         # nets use the CPU less well, so the estimate is optimistic), then measure the one
         # chosen: two measurements, not five.
         reference = tuple(inspect.signature(BUILDERS["fast_net"]).parameters["widths"].default)
-        flops = {w: count_flops(BUILDERS["fast_net"](**with_widths(w).model_kwargs)) for w, _ in FAST_NET_WIDTHS}
+        flops = {}
+
+        def flops_of(widths):  # counted when asked: building a network takes a while
+            if widths not in flops:
+                flops[widths] = count_flops(BUILDERS["fast_net"](**with_widths(widths).model_kwargs))
+            return flops[widths]
+
         reference_step = measure(reference)
         candidates = list(FAST_NET_WIDTHS)
         while True:
             widths, min_epochs = candidates[0]
-            estimate = reference_step * flops[widths] / flops[reference] if widths != reference else reference_step
+            estimate = reference_step * flops_of(widths) / flops_of(reference) if widths != reference \
+                else reference_step
             if len(candidates) > 1 and epochs_for(estimate)[0] < min_epochs:
                 candidates.pop(0)
                 continue

@@ -16,6 +16,7 @@ tests rehearse the GPU path on machines without one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -131,9 +132,15 @@ def cpu_flags() -> frozenset:
     return frozenset()
 
 
+def cpu_bfloat16_flags() -> list:
+    """The flags of `BF16_CPU_FLAGS` this CPU has (one read of /proc/cpuinfo), e.g. ["avx512_bf16"]."""
+    flags = cpu_flags()
+    return [flag for flag in BF16_CPU_FLAGS if flag in flags]
+
+
 def cpu_has_bfloat16() -> bool:
     """Whether the CPU computes bfloat16 natively (AVX512_BF16 or AMX), so mixed_bfloat16 pays off."""
-    return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
+    return bool(cpu_bfloat16_flags())
 
 
 def mixed_precision_policy() -> str:
@@ -149,6 +156,11 @@ def mixed_precision_policy() -> str:
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
+    return _gpu_policy(gpus)
+
+
+def _gpu_policy(gpus) -> str:
+    """The policy of `mixed_precision_policy` for a non-empty list of GPUs."""
     capabilities = [_gpu_details(g).get("compute_capability", (0, 0)) for g in gpus]
     lowest = min(capabilities)
     if lowest >= (8, 0):
@@ -283,15 +295,17 @@ def setup_devices(mixed_precision="auto", memory_growth=True, devices=None, jit_
         raise ValueError(f"jit_compile must be 'auto', True or False; received {jit_compile!r}.")
     if memory_growth:
         enable_memory_growth()
-    if mixed_precision == "auto" or mixed_precision is True:
-        policy = mixed_precision_policy()
-        if mixed_precision is True and not tf.config.list_physical_devices("GPU"):
-            policy = "float32"  # True insists on a GPU's mixed precision
-        if mixed_precision is True and policy == "float32":
+    gpus = tf.config.list_physical_devices("GPU")
+    cpu_bf16 = [] if gpus else cpu_bfloat16_flags()  # /proc/cpuinfo read once per call
+    if mixed_precision is True:  # insists on a GPU's mixed precision
+        policy = _gpu_policy(gpus) if gpus else "float32"
+        if policy == "float32":
             raise ValueError(
                 "mixed_precision=True needs a GPU with compute capability 7.0 or more; "
                 f"received devices: {describe_devices()}. Use mixed_precision='auto'."
             )
+    elif isinstance(mixed_precision, str) and mixed_precision == "auto":
+        policy = _gpu_policy(gpus) if gpus else ("mixed_bfloat16" if cpu_bf16 else "float32")
     elif mixed_precision is False:
         policy = "float32"
     elif isinstance(mixed_precision, str):
@@ -316,11 +330,10 @@ def setup_devices(mixed_precision="auto", memory_growth=True, devices=None, jit_
             "use variables on several devices: use jit_compile='auto' (off with several replicas)."
         )
     if jit_compile == "auto":
-        jit_compile = single and bool(tf.config.list_physical_devices("GPU"))
+        jit_compile = single and bool(gpus)
     description = describe_devices()
-    if policy == "mixed_bfloat16" and not tf.config.list_physical_devices("GPU") and cpu_has_bfloat16():
-        description += " | bfloat16: the CPU has " + ", ".join(
-            f.upper() for f in BF16_CPU_FLAGS if f in cpu_flags())
+    if policy == "mixed_bfloat16" and cpu_bf16:
+        description += " | bfloat16: the CPU has " + ", ".join(f.upper() for f in cpu_bf16)
     setup = DeviceSetup(
         strategy=strategy,
         precision_policy=policy,
@@ -333,3 +346,23 @@ def setup_devices(mixed_precision="auto", memory_growth=True, devices=None, jit_
             f"({setup.num_replicas} replica(s)) | precision: {policy} | XLA: {setup.jit_compile}"
         )
     return setup
+
+
+@contextlib.contextmanager
+def dtype_policy_scope(setup=None):
+    """Runs a block under a device setup's dtype policy, then puts Keras's global policy back.
+
+    Args:
+        setup: a `DeviceSetup`. Defaults to None: `setup_devices(verbose=False)`,
+            called inside the scope (it sets the global policy itself).
+
+    Yields:
+        The `DeviceSetup` in use.
+    """
+    previous = keras.config.dtype_policy()
+    try:
+        setup = setup or setup_devices(verbose=False)
+        keras.config.set_dtype_policy(setup.precision_policy)
+        yield setup
+    finally:
+        keras.config.set_dtype_policy(previous)

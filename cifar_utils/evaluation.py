@@ -12,6 +12,12 @@ from cifar_utils.data import CLASS_NAMES
 
 
 TTA_MODES = (False, True, "flip", "multicrop")
+"""Values `tta` takes: False (none), True or "flip" (2 passes), "multicrop" (6 passes)."""
+
+
+def is_tta_mode(tta) -> bool:
+    """Whether `tta` is one of `TTA_MODES` (by identity for the booleans, so 1 and 0 are not)."""
+    return any(tta is mode or (isinstance(tta, str) and tta == mode) for mode in TTA_MODES)
 
 
 def _shifted(x, dy, dx):
@@ -36,7 +42,7 @@ def predict_probs(model, x, batch_size=512, tta=False):
     Returns:
         A float32 array of shape `(N, num_classes)`.
     """
-    if not any(tta is mode or (isinstance(tta, str) and tta == mode) for mode in TTA_MODES):
+    if not is_tta_mode(tta):
         raise ValueError(f"tta must be False, True, 'flip' or 'multicrop'; received {tta!r}.")
     x = np.asarray(x)
     if x.ndim != 4:

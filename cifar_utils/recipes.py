@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from cifar_utils.augment import parse_policy
+from cifar_utils.evaluation import is_tta_mode
 from cifar_utils.models import BUILDERS
 from cifar_utils.schedules import SCHEDULES
 
@@ -179,7 +180,7 @@ class Recipe:
         if (isinstance(self.lookahead_steps, bool) or not isinstance(self.lookahead_steps, int)
                 or self.lookahead_steps < 0):
             bad("lookahead_steps", "a whole number >= 0 (0: no lookahead)")
-        if not (self.tta is True or self.tta is False or self.tta in ("flip", "multicrop")):
+        if not is_tta_mode(self.tta):
             bad("tta", "False, True (flip), 'flip' or 'multicrop'")
         if not isinstance(self.model_kwargs, dict):
             bad("model_kwargs", "a dict of builder arguments")

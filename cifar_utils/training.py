@@ -275,10 +275,7 @@ def train(
     if budget_min is not None and (isinstance(budget_min, bool) or not isinstance(budget_min, (int, float))
                                    or not budget_min > 0):
         raise ValueError(f"budget_min must be a positive number of minutes; received {budget_min!r}.")
-    previous_policy = keras.config.dtype_policy()
-    try:
-        setup = setup or device.setup_devices(verbose=False)
-        keras.config.set_dtype_policy(setup.precision_policy)
+    with device.dtype_policy_scope(setup) as setup:
         # Bit-for-bit repeatable on the CPU; on a GPU, deterministic kernels would cost
         # speed. Inside this block only: train() leaves no global setting behind.
         with repro.deterministic(seed, enabled=not setup.jit_compile):
@@ -299,8 +296,6 @@ def train(
                                                              for k, v in plan.measured.items()},
                                         "call_seconds": time.perf_counter() - start}
             return result
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
 
 
 def _train(recipe, x_train, y_train, x_val, y_val, output_dir, seed, setup, verbose, tensorboard,

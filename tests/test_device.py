@@ -61,6 +61,15 @@ def test_cpu_with_bfloat16_instructions_trains_in_mixed_bfloat16(capsys, monkeyp
         device.setup_devices(mixed_precision=True, verbose=False)
 
 
+@pytest.mark.skipif(not NO_GPU, reason="checks the CPU-only behaviour")
+def test_setup_reads_the_cpu_flags_once(monkeypatch):
+    reads = []
+    monkeypatch.setattr(device, "cpu_flags", lambda: reads.append(1) or WITH_BF16)
+    setup = device.setup_devices(verbose=False)
+    assert setup.precision_policy == "mixed_bfloat16" and "AVX512_BF16" in setup.description
+    assert len(reads) == 1
+
+
 def test_cpu_flags_are_read_from_proc_cpuinfo(monkeypatch, tmp_path):
     flags = device.cpu_flags()
     assert isinstance(flags, frozenset)
