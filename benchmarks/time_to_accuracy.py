@@ -493,18 +493,88 @@ def _budget_for(spec, results):
     return source["wall_seconds"] * spec.get("share", 1.0)
 
 
+def ship(name, save_dir, ship_to, results_dir=RESULTS):
+    """Ships run `name`'s saved model as the project's model, with a model card from this benchmark.
+
+    The model is `SAVE_DIR/NAME.keras`, saved by a full run with `--save-dir`; its facts
+    (recipe, epochs, wall time, precision, hardware, versions, seed) come from that run's
+    entry in `results_dir/time_to_accuracy.json`. The test sets are measured here again on
+    the float32 copy that is shipped.
+
+    Args:
+        name: a recipe run of `RUNS`, e.g. "fast-60".
+        save_dir: the `--save-dir` of the benchmark run.
+        ship_to: folder of the shipped model and MODEL_CARD.md, e.g. "models".
+        results_dir: folder of time_to_accuracy.json. Defaults to benchmarks/results.
+
+    Returns:
+        The shipped model's path.
+    """
+    from cifar_utils import data, evaluation, load_model, models, reports, storage
+
+    results_path = Path(results_dir) / "time_to_accuracy.json"
+    if not results_path.exists():
+        raise ValueError(f"no benchmark results at {results_path}: run the full benchmark with --save-dir first.")
+    entry = json.loads(results_path.read_text())["runs"].get(name)
+    if not entry or "recipe" not in entry or not entry.get("finished"):
+        raise ValueError(f"{results_path.name} has no finished recipe run {name!r}; recipe runs: "
+                         f"{', '.join(n for n, s in RUNS.items() if s['kind'] == 'recipe')}.")
+    source = Path(save_dir) / f"{name}.keras"
+    if not source.exists():
+        raise ValueError(f"{source} does not exist: the benchmark saves it when run with --save-dir {save_dir}.")
+    recipe = entry["recipe"]
+    model = models.float32_copy(load_model(source, compile=False))
+    target = Path(ship_to) / f"{recipe['arch']}.keras"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    storage.atomic_save_model(model, target)
+    (_, _), (x_test, y_test), source_data = data.load_cifar10(verbose=False, return_source=True)
+    accuracies = [evaluation.accuracy(model, x_test, y_test, tta=tta) for tta in (False, True)]
+    try:
+        x_lossless = data.load_lossless_test_sample()
+        y_lossless = y_test[:data.LOSSLESS_SAMPLE_SIZE]
+        lossless = [evaluation.accuracy(model, x_lossless, y_lossless, tta=tta) for tta in (False, True)]
+    except data.CIFAR10DataError as err:
+        print(f"no lossless test sample: {err}")
+        lossless = None
+    if source_data.variant != data.OFFLINE_COPY:
+        lossless = None  # the sample is part of the official test set measured above
+    run = {**entry["run"], "val_images": 0, "train_images": entry["train_images"],
+           "epochs": len(entry["epochs"]), "train_seconds": entry["wall_seconds"],
+           "precision": entry.get("precision")}
+    command = (f"python benchmarks/time_to_accuracy.py --save-dir {save_dir} (its {name} run), then "
+               f"python benchmarks/time_to_accuracy.py --ship {name} --save-dir {save_dir} --ship-to {ship_to}")
+    reports.write_model_card(None, target, *accuracies, source_data.variant, command,
+                             saved={"run": run, "recipe": recipe}, lossless=lossless)
+    print(f"shipped {source} as {target}: test accuracy ({source_data.variant}) {accuracies[0]:.4f}, "
+          f"flip TTA {accuracies[1]:.4f}" + ("" if lossless is None else
+                                            f"; lossless first 1,000: {lossless[0]:.4f}, {lossless[1]:.4f}"))
+    return target
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default=None, help="comma-separated names from: " + ", ".join(RUNS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_IMAGES:,} images, 1 epoch: a smoke run")
     parser.add_argument("--save-dir", default=None, help="keep each recipe run's final model as SAVE_DIR/NAME.keras")
+    parser.add_argument("--ship", default=None, metavar="NAME",
+                        help="instead of running: ship SAVE_DIR/NAME.keras of an earlier full run with a model card")
+    parser.add_argument("--ship-to", default="models", help="folder for --ship. Defaults to models")
     parser.add_argument("--results-dir", default=str(RESULTS), help=argparse.SUPPRESS)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--budget-seconds", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     table = QUICK_RUNS if args.quick else RUNS
+    if args.ship:
+        if not args.save_dir:
+            parser.error("--ship needs the --save-dir of the run that saved the model")
+        try:
+            ship(args.ship, args.save_dir, args.ship_to, args.results_dir)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     if args.worker:
         _worker(args.worker, table[args.worker], args.seed, args.quick, args.out, args.budget_seconds,
                 args.save_dir)

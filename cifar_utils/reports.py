@@ -79,24 +79,45 @@ def versions_text(run: dict) -> str:
             f"Keras {run.get('keras')}, NumPy {run.get('numpy')}")
 
 
-def write_model_card(run_dir, model_path, test_accuracy, test_accuracy_tta, data_variant, command):
+def write_model_card(run_dir, model_path, test_accuracy, test_accuracy_tta, data_variant, command,
+                     saved=None, lossless=None):
     """Writes MODEL_CARD.md next to a shipped model, from the run's history.json.
 
     Args:
-        run_dir: the training output folder (holds history.json).
+        run_dir: the training output folder (holds history.json); None when
+            `saved` is given.
         model_path: the shipped `.keras` file.
         test_accuracy: accuracy on the 10,000 test images, no TTA.
         test_accuracy_tta: the same with flip test-time augmentation.
         data_variant: "offline copy" or "official".
         command: the command that reproduces the model.
+        saved: the contents of history.json ({"run": ..., "recipe": ...}).
+            Defaults to None: read from `run_dir`. A run without validation
+            (`run["val_images"]` 0) is described as trained on all images.
+        lossless: (accuracy, accuracy with flip TTA) on the first 1,000
+            official test images, lossless (`data.load_lossless_test_sample`).
+            Defaults to None: no such row.
 
     Returns:
         The card's path.
     """
-    saved = json.loads((Path(run_dir) / "history.json").read_text())
+    if saved is None:
+        saved = json.loads((Path(run_dir) / "history.json").read_text())
     run, recipe = saved["run"], saved["recipe"]
     model_path = Path(model_path)
     size_mb = model_path.stat().st_size / 1e6
+    if run.get("val_images"):
+        validation = (f"| best validation accuracy | {run['best_val_accuracy']:.4f} on {run['val_images']:,} "
+                      "images split from the training set |")
+        test_use = ("The test set was used once, after training, for the accuracies above; the\n"
+                    "validation images chose nothing but the saved epoch.")
+    else:
+        validation = "| validation | none: trained on all the training images; the model is the last epoch |"
+        test_use = ("No test image chose anything: the model is the last epoch of a run of fixed\n"
+                    "length, and the test accuracies above were measured on it afterwards.")
+    lossless_row = ("" if lossless is None else
+                    f"| first 1,000 official test images, lossless | {lossless[0]:.4f} "
+                    f"(with flip TTA: {lossless[1]:.4f}) |\n")
     card = f"""# {model_path.name}
 
 The best model of the "{recipe['name']}" recipe ({recipe['arch']}), shipped so that notebooks
@@ -107,7 +128,7 @@ The best model of the "{recipe['name']}" recipe ({recipe['arch']}), shipped so t
 | input | RGB images, 32 x 32, raw pixels 0-255 (the model normalises inside) |
 | output | probabilities over {', '.join(CLASS_NAMES)} |
 | test accuracy ({data_variant}) | {test_accuracy:.4f} (with flip TTA: {test_accuracy_tta:.4f}) |
-| best validation accuracy | {run['best_val_accuracy']:.4f} on {run['val_images']:,} images split from the training set |
+{lossless_row}{validation}
 | training data | {run['train_images']:,} CIFAR-10 training images ({data_variant}) |
 | epochs, training time | {run['epochs']}, {run['train_seconds']:.0f} s |
 | hardware | {hardware_text(run)}, precision {run['precision']} |
@@ -127,8 +148,7 @@ import cifar_utils
 model = cifar_utils.load_model("{model_path.name}")
 ```
 
-The test set was used once, after training, for the accuracies above; the
-validation images chose nothing but the saved epoch. The offline copy's pixels are
+{test_use} The offline copy's pixels are
 JPEG re-encoded, so accuracy on the official test set will differ slightly.
 
 Recipe:

@@ -73,3 +73,40 @@ def test_budgets_come_from_earlier_runs(bench):
     assert bench._budget_for({"budget": "airbench", "share": 0.5}, results) is None  # it did not run
     assert bench._budget_for({"budget": 3600.0}, results) == 3600.0
     assert bench._budget_for({}, results) is None
+
+
+def test_ship_makes_the_saved_run_the_project_model_with_its_card(bench, tmp_path, monkeypatch, capsys):
+    import keras
+
+    from cifar_utils import load_model, recipes, reports
+    from cifar_utils.models import build_fast_net
+    from cifar_utils.storage import atomic_save_model
+    from conftest import make_synthetic
+
+    make_synthetic(tmp_path / "cifar-10-batches-py")
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "cifar-10-batches-py"))
+    monkeypatch.setenv("CIFAR10_LOSSLESS", str(tmp_path / "absent.png"))  # the card then has no such row
+    recipe = recipes.get_recipe("fast", epochs=3).to_dict()
+    entry = _run("recipe", [(10, 0.5, 0.6), (20, 0.6, 0.7)], wall=25.0, recipe=recipe,
+                 precision="mixed_bfloat16", run=reports.run_info(seed=0))
+    (tmp_path / "time_to_accuracy.json").write_text(json.dumps({"runs": {"fast-60": entry}}))
+    with keras.mixed_precision.policy_scope("mixed_bfloat16"):  # as the benchmark trains on this CPU
+        atomic_save_model(build_fast_net(widths=(8, 16, 16)), tmp_path / "saved" / "fast-60.keras")
+
+    args = ["--ship", "fast-60", "--save-dir", str(tmp_path / "saved"), "--ship-to", str(tmp_path / "models"),
+            "--results-dir", str(tmp_path)]
+    assert bench.main(args) == 0
+    shipped = load_model(tmp_path / "models" / "fast_net.keras")
+    assert {layer.dtype_policy.name for layer in shipped.layers} == {"float32"}
+    card = (tmp_path / "models" / "MODEL_CARD.md").read_text()
+    for needed in ("| validation | none: trained on all the training images", "| epochs, training time | 2, 25 s |",
+                   "precision mixed_bfloat16", "--ship fast-60", '"epochs": 3'):
+        assert needed in card, needed
+    assert "lossless" not in card and "no lossless test sample" in capsys.readouterr().out
+
+    # A run that is not in the results, or whose model was not saved: a message, no traceback.
+    assert bench.main(["--ship", "fast-peer-time", *args[2:]]) == 2
+    assert "no finished recipe run 'fast-peer-time'" in capsys.readouterr().err
+    (tmp_path / "saved" / "fast-60.keras").unlink()
+    assert bench.main(args) == 2
+    assert "fast-60.keras does not exist" in capsys.readouterr().err

@@ -65,6 +65,12 @@ def test_model_card_shows_the_run_facts(card_dir):
                    f"| versions | {reports.versions_text(RUN)} |", "Reproduce: `cifar-train --recipe fast`",
                    'cifar_utils.load_model("net.keras")', '"whitening_images": 5000'):
         assert needed in card, needed
+    assert "lossless" not in card
+
+    reports.write_model_card(card_dir, card_dir / "net.keras", 0.91234, 0.92345, "offline copy", "c",
+                             lossless=(0.93, 0.9456))
+    card = card_path.read_text()
+    assert "| first 1,000 official test images, lossless | 0.9300 (with flip TTA: 0.9456) |" in card
 
 
 @pytest.mark.slow
