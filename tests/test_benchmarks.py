@@ -86,12 +86,19 @@ def test_ship_makes_the_saved_run_the_project_model_with_its_card(bench, tmp_pat
     make_synthetic(tmp_path / "cifar-10-batches-py")
     monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "cifar-10-batches-py"))
     monkeypatch.setenv("CIFAR10_LOSSLESS", str(tmp_path / "absent.png"))  # the card then has no such row
+    from cifar_utils import data
+
+    real_load = data.load_cifar10  # the synthetic batches hold 20 images, not 10,000
+    monkeypatch.setattr(data, "load_cifar10", lambda **kwargs: real_load(images_per_batch=None, **kwargs))
     recipe = recipes.get_recipe("fast", epochs=3).to_dict()
     entry = _run("recipe", [(10, 0.5, 0.6), (20, 0.6, 0.7)], wall=25.0, recipe=recipe,
                  precision="mixed_bfloat16", run=reports.run_info(seed=0))
     (tmp_path / "time_to_accuracy.json").write_text(json.dumps({"runs": {"fast-60": entry}}))
-    with keras.mixed_precision.policy_scope("mixed_bfloat16"):  # as the benchmark trains on this CPU
+    keras.config.set_dtype_policy("mixed_bfloat16")  # as the benchmark trains on this CPU
+    try:
         atomic_save_model(build_fast_net(widths=(8, 16, 16)), tmp_path / "saved" / "fast-60.keras")
+    finally:
+        keras.config.set_dtype_policy("float32")
 
     args = ["--ship", "fast-60", "--save-dir", str(tmp_path / "saved"), "--ship-to", str(tmp_path / "models"),
             "--results-dir", str(tmp_path)]

@@ -480,7 +480,9 @@ def test_a_budget_chooses_the_epochs_and_ends_inside_it(tiny_data, tmp_path, cap
     seconds = time.perf_counter() - start
     budget = result.run["budget"]
     assert budget["minutes"] == 0.5 and "model" in budget["seconds_per_step"]
-    assert result.recipe.epochs == len(result.history["loss"]) > 1  # the plan, not the recipe's 1 epoch
+    # The plan, not the recipe's 1 epoch; on a machine busier than when it measured, the
+    # TimeBudget callback may end the run before the planned epochs.
+    assert result.recipe.epochs >= len(result.history["loss"]) > 1
     assert result.recipe.epochs * 16 * budget["seconds_per_step"]["model"] < 30
     assert seconds < 30 + 15  # inside the budget, give or take saving final.keras on a busy machine
     assert "budget 0.5 min:" in capsys.readouterr().out
