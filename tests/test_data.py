@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from cifar_utils import data
+from cifar_utils import batch_files, data
 from conftest import make_synthetic, write_batch
 
 
@@ -266,6 +266,11 @@ def test_errors_are_value_errors():
     assert issubclass(data.CIFAR10NotFoundError, FileNotFoundError)
 
 
+def test_the_batch_files_labels_are_the_class_names():
+    """`batch_files` checks labels 0..9 without importing `data`; both must agree."""
+    assert batch_files.NUM_CLASSES == data.NUM_CLASSES == len(data.CLASS_NAMES)
+
+
 # --- splits ----------------------------------------------------------------------------
 
 
@@ -386,8 +391,9 @@ def test_pipeline_drop_remainder_and_augment_hook():
 @pytest.mark.parametrize(
     "kwargs, pattern",
     [
-        ({"batch_size": 0}, "batch_size must be a positive integer; received 0"),
+        ({"batch_size": 0}, "batch_size must be a whole number >= 1; received 0"),
         ({"batch_size": 2.5}, "received 2.5"),
+        ({"batch_size": True}, "batch_size must be a whole number"),
     ],
 )
 def test_pipeline_rejects_bad_arguments(kwargs, pattern):

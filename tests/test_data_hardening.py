@@ -11,7 +11,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from cifar_utils import data
+from cifar_utils import batch_files
 from conftest import write_batch
 
 N = 10  # images per crafted batch
@@ -31,8 +31,8 @@ def _write(path, batch, protocol=4):
 
 
 def _refused(path, match=None):
-    with pytest.raises(data.CIFAR10DataError) as info:
-        data.read_batch(path, images_per_batch=None)
+    with pytest.raises(batch_files.CIFAR10DataError) as info:
+        batch_files.read_batch(path, images_per_batch=None)
     message = str(info.value)
     assert str(path) in message or path.name in message, message  # names the file
     if match:
@@ -49,10 +49,10 @@ def test_a_crafted_object_dtype_cannot_crash_the_process(tmp_path):
     assert crafted != raw
     path = tmp_path / "data_batch_1"
     path.write_bytes(crafted)
-    code = ("from cifar_utils import data\n"
+    code = ("from cifar_utils import batch_files\n"
             "try:\n"
-            f"    data.read_batch({str(path)!r}, images_per_batch=None)\n"
-            "except data.CIFAR10DataError as err:\n"
+            f"    batch_files.read_batch({str(path)!r}, images_per_batch=None)\n"
+            "except batch_files.CIFAR10DataError as err:\n"
             "    print('REFUSED', err)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"the process died (status {done.returncode}): {done.stderr[-500:]}"
@@ -95,7 +95,7 @@ def test_labels_that_are_not_integers_0_to_9_are_refused(tmp_path, labels):
 def test_integer_labels_as_a_list_or_an_int_array_still_load(tmp_path):
     for labels in ([int(v) for v in np.arange(N) % 10], (np.arange(N) % 10).astype(np.int64)):
         path = _write(tmp_path / "data_batch_4", {b"data": _flat(_images()), b"labels": labels})
-        images, loaded = data.read_batch(path, images_per_batch=None)
+        images, loaded = batch_files.read_batch(path, images_per_batch=None)
         assert images.shape == (N, 32, 32, 3) and loaded.tolist() == list(np.arange(N) % 10)
 
 
@@ -134,8 +134,8 @@ def test_a_fifo_in_place_of_a_file_does_not_hang(tmp_path):
 
     def read():
         try:
-            data.read_batch(fifo)
-        except data.CIFAR10DataError as err:
+            batch_files.read_batch(fifo)
+        except batch_files.CIFAR10DataError as err:
             outcome["error"] = str(err)
 
     thread = threading.Thread(target=read, daemon=True)
@@ -150,5 +150,5 @@ def test_a_fifo_in_place_of_a_file_does_not_hang(tmp_path):
 def test_a_legitimate_batch_still_round_trips(tmp_path):
     images = _images()
     write_batch(tmp_path / "data_batch_1", images, np.arange(N) % 10)
-    loaded, labels = data.read_batch(tmp_path / "data_batch_1", images_per_batch=None)
+    loaded, labels = batch_files.read_batch(tmp_path / "data_batch_1", images_per_batch=None)
     np.testing.assert_array_equal(loaded, images)
