@@ -6,8 +6,10 @@ it over the target with `os.replace`, which is atomic on POSIX and Windows: a re
 sees the old complete file or the new complete file, never half of one.
 
 `load_model` reads a `.keras` file in Keras's safe mode with the package's custom
-objects passed explicitly, so no import is needed for them to be found
-(`cifar_utils.load_model` is the same function).
+objects (`custom_objects.CUSTOM_OBJECTS`) passed explicitly, so no import is needed for
+them to be found (`cifar_utils.load_model` is the same function). Loading a model imports
+only Keras and that small module, not the training code. `refuse_legacy_hdf5` is the one
+place that refuses `.h5` models.
 """
 
 from __future__ import annotations
@@ -21,13 +23,8 @@ from pathlib import Path
 
 import keras
 
-from cifar_utils.layers import ScaledBias
-from cifar_utils.schedules import PiecewiseLinear
+from cifar_utils.custom_objects import CUSTOM_OBJECTS
 
-# Every custom object a model of this package can hold, under its registered name.
-CUSTOM_OBJECTS = {
-    f"cifar_utils>{cls.__name__}": cls for cls in (ScaledBias, PiecewiseLinear)
-}
 LEGACY_SUFFIXES = (".h5", ".hdf5")
 
 
@@ -150,6 +147,26 @@ def remove_stale_temporaries(folder, stems=("best", "final", "history")) -> list
     return removed
 
 
+def refuse_legacy_hdf5(path) -> None:
+    """Refuses a legacy HDF5 model (`.h5`, `.hdf5`, any case) by its name.
+
+    Keras's safe mode does not apply to HDF5 files, so an untrusted one can run code
+    when loaded. `load_model` and `inference.detect_format` both call this.
+
+    Args:
+        path: a model path.
+
+    Raises:
+        ValueError: `path` ends in a legacy suffix; the message says how to convert it.
+    """
+    path = Path(path)
+    if path.suffix.lower() in LEGACY_SUFFIXES:
+        raise ValueError(
+            f"refusing to load {path}: legacy HDF5 (.h5) models bypass Keras's safe mode and an "
+            "untrusted one can run code. Re-save a trusted copy with model.save('model.keras')."
+        )
+
+
 def load_model(path, compile=True):
     """Loads a `.keras` model in Keras's safe mode, with this package's custom layers.
 
@@ -174,13 +191,11 @@ def load_model(path, compile=True):
             `.keras` zip archive.
     """
     path = Path(path)
-    if path.suffix.lower() in LEGACY_SUFFIXES:
-        raise ValueError(
-            f"refusing to load {path}: legacy HDF5 (.h5) models bypass Keras's safe mode and an "
-            "untrusted one can run code. Re-save a trusted copy with model.save('model.keras')."
-        )
+    refuse_legacy_hdf5(path)
     if not path.is_file():
         raise ValueError(f"no model file at {path}")
     if path.suffix.lower() != ".keras" or not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a .keras file (a zip archive, as every .keras file is)")
-    return keras.saving.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=compile, safe_mode=True)
+    return keras.saving.load_model(
+        path, custom_objects=CUSTOM_OBJECTS, compile=compile, safe_mode=True
+    )

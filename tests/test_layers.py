@@ -1,11 +1,11 @@
-"""cifar_utils.layers: the layer stacks name their layers; ScaledBias learns faster and serialises."""
+"""cifar_utils.layers names its layers; ScaledBias (custom_objects) learns faster, serialises."""
 
 import keras
 import numpy as np
 import pytest
 
 from cifar_utils import layers
-from cifar_utils.layers import ScaledBias
+from cifar_utils.custom_objects import ScaledBias
 
 
 def test_blocks_name_their_layers_after_the_stack():

@@ -1,4 +1,4 @@
-"""cifar_utils.schedules: PiecewiseLinear, the recipes' schedules, linear decay."""
+"""PiecewiseLinear (cifar_utils.custom_objects), the recipes' schedules, linear decay."""
 
 import doctest
 from types import SimpleNamespace
@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from cifar_utils import recipes, schedules
-from cifar_utils.schedules import PiecewiseLinear
+from cifar_utils import custom_objects, recipes, schedules
+from cifar_utils.custom_objects import PiecewiseLinear
 
 
 def test_piecewise_linear_values_and_serialisation():
@@ -30,7 +30,8 @@ def test_piecewise_linear_from_config_round_trip():
 def test_the_docstring_example_runs():
     finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     examples = 0
-    for test in finder.find(schedules.PiecewiseLinear, "PiecewiseLinear", globs={"PiecewiseLinear": PiecewiseLinear}):
+    globs = {"PiecewiseLinear": PiecewiseLinear}
+    for test in finder.find(custom_objects.PiecewiseLinear, "PiecewiseLinear", globs=globs):
         examples += len(test.examples)
         runner.run(test)
     results = runner.summarize(verbose=False)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -98,10 +99,28 @@ def test_remove_stale_temporaries_removes_only_their_names(tmp_path):
 
 
 def test_custom_objects_are_the_registered_ones():
-    from cifar_utils.layers import ScaledBias
-    from cifar_utils.schedules import PiecewiseLinear
+    from cifar_utils.custom_objects import CUSTOM_OBJECTS, PiecewiseLinear, ScaledBias
 
-    assert storage.CUSTOM_OBJECTS == {keras.saving.get_registered_name(cls): cls for cls in (ScaledBias, PiecewiseLinear)}
+    assert storage.CUSTOM_OBJECTS is CUSTOM_OBJECTS
+    assert CUSTOM_OBJECTS == {keras.saving.get_registered_name(cls): cls for cls in (ScaledBias, PiecewiseLinear)}
+    # The names the shipped model's file records: renaming them would orphan every saved model.
+    assert set(CUSTOM_OBJECTS) == {"cifar_utils>ScaledBias", "cifar_utils>PiecewiseLinear"}
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_loading_the_shipped_model_does_not_import_the_augmentation_module():
+    """`storage.load_model` needs only Keras and `custom_objects` (issue 22)."""
+    if not (REPO / "models" / "fast_net.keras").is_file():
+        pytest.skip("no shipped model in this checkout")
+    code = ("import sys, cifar_utils; cifar_utils.load_model('models/fast_net.keras'); "
+            "print('cifar_utils.augment' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout
 
 
 LOAD_SCRIPT = """
@@ -121,10 +140,10 @@ print("SAME PREDICTIONS")
 @pytest.mark.slow
 def test_load_model_reads_custom_layers_and_schedules_in_a_fresh_process(tmp_path):
     """`import cifar_utils` alone is enough: the custom objects are passed to Keras explicitly."""
-    from cifar_utils import models, recipes, training
+    from cifar_utils import compiling, models, recipes
 
     recipe = recipes.get_recipe("fast", epochs=2)
-    model = training.compile_recipe(models.build_fast_net(widths=(8, 16, 16), bias_scale=8), recipe, 10)
+    model = compiling.compile_recipe(models.build_fast_net(widths=(8, 16, 16), bias_scale=8), recipe, 10)
     model.optimizer.build(model.trainable_variables)  # saved with its (zero) state, as after training
     x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("float32")
     np.save(tmp_path / "x.npy", x)
@@ -161,6 +180,20 @@ def test_load_model_refuses_legacy_hdf5(tmp_path, name):
     (tmp_path / "model.h5").rename(tmp_path / name)
     with pytest.raises(ValueError, match="refusing to load .*legacy HDF5"):
         cifar_utils.load_model(tmp_path / name)
+
+
+def test_one_function_refuses_legacy_hdf5_for_load_model_and_the_classifier(tmp_path):
+    from cifar_utils import inference
+
+    for name in ("m.h5", "m.HDF5"):
+        with pytest.raises(ValueError, match="refusing to load .*legacy HDF5") as refused:
+            storage.refuse_legacy_hdf5(tmp_path / name)
+        (tmp_path / name).write_bytes(b"x")
+        for load in (storage.load_model, inference.detect_format):
+            with pytest.raises(ValueError) as again:
+                load(tmp_path / name)
+            assert str(again.value) == str(refused.value)
+    assert storage.refuse_legacy_hdf5(tmp_path / "m.keras") is None
 
 
 def test_load_model_refuses_what_is_not_a_keras_zip(tmp_path):
