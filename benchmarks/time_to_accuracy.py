@@ -510,7 +510,7 @@ def ship(name, save_dir, ship_to, results_dir=RESULTS):
     Returns:
         The shipped model's path.
     """
-    from cifar_utils import data, evaluation, load_model, models, reports, storage
+    from cifar_utils import data, load_model, shipping
 
     results_path = Path(results_dir) / "time_to_accuracy.json"
     if not results_path.exists():
@@ -522,32 +522,15 @@ def ship(name, save_dir, ship_to, results_dir=RESULTS):
     source = Path(save_dir) / f"{name}.keras"
     if not source.exists():
         raise ValueError(f"{source} does not exist: the benchmark saves it when run with --save-dir {save_dir}.")
-    recipe = entry["recipe"]
-    model = models.float32_copy(load_model(source, compile=False))
-    target = Path(ship_to) / f"{recipe['arch']}.keras"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    storage.atomic_save_model(model, target)
-    (_, _), (x_test, y_test), source_data = data.load_cifar10(verbose=False, return_source=True)
-    accuracies = [evaluation.accuracy(model, x_test, y_test, tta=tta) for tta in (False, True)]
-    try:
-        x_lossless = data.load_lossless_test_sample()
-        y_lossless = y_test[:data.LOSSLESS_SAMPLE_SIZE]
-        lossless = [evaluation.accuracy(model, x_lossless, y_lossless, tta=tta) for tta in (False, True)]
-    except data.CIFAR10DataError as err:
-        print(f"no lossless test sample: {err}")
-        lossless = None
-    if source_data.variant != data.OFFLINE_COPY:
-        lossless = None  # the sample is part of the official test set measured above
     run = {**entry["run"], "val_images": 0, "train_images": entry["train_images"],
            "epochs": len(entry["epochs"]), "train_seconds": entry["wall_seconds"],
            "precision": entry.get("precision")}
     command = (f"python benchmarks/time_to_accuracy.py --save-dir {save_dir} (its {name} run), then "
                f"python benchmarks/time_to_accuracy.py --ship {name} --save-dir {save_dir} --ship-to {ship_to}")
-    reports.write_model_card(None, target, *accuracies, source_data.variant, command,
-                             saved={"run": run, "recipe": recipe}, lossless=lossless)
-    print(f"shipped {source} as {target}: test accuracy ({source_data.variant}) {accuracies[0]:.4f}, "
-          f"flip TTA {accuracies[1]:.4f}" + ("" if lossless is None else
-                                            f"; lossless first 1,000: {lossless[0]:.4f}, {lossless[1]:.4f}"))
+    (_, _), (x_test, y_test), source_data = data.load_cifar10(verbose=False, return_source=True)
+    target = shipping.ship_model(load_model(source, compile=False), ship_to, x_test, y_test,
+                                 source_data.variant, command, saved={"run": run, "recipe": entry["recipe"]})
+    print(f"shipped {source} as {target} with its model card")
     return target
 
 

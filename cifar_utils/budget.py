@@ -1,6 +1,6 @@
 """Fit a training run into a wall-time budget: measure this machine, then choose width and epochs.
 
-    plan = budget.plan_budget("fast", x_train, y_train, budget_seconds=10 * 60)
+    plan = budget.plan_budget("fast", x_train, y_train, budget_min=10)
     print(plan.describe())
     training.train(plan.recipe, ...)            # or training.train("fast", ..., budget_min=10)
 
@@ -15,18 +15,17 @@ against the budget.
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from cifar_utils import device
+from cifar_utils import checks, device
 from cifar_utils.augment import training_dataset
-from cifar_utils.compiling import compile_recipe
+from cifar_utils.compiling import check_recipe, compile_recipe
 from cifar_utils.models import BUILDERS, count_flops
-from cifar_utils.recipes import Recipe, get_recipe
+from cifar_utils.recipes import Recipe
 
 # Widths the planner may give the fast recipe's network, widest first, each with the fewest
 # epochs it is worth training: the epochs of the airbench recipe of that width (airbench95:
@@ -39,6 +38,8 @@ FAST_NET_WIDTHS = (
     ((32, 128, 128), 4),
     ((16, 64, 64), 1),
 )
+# The fast recipe's own network: build_fast_net's default widths (airbench94's).
+REFERENCE_WIDTHS = (64, 256, 256)
 MAX_EPOCHS = 100  # beyond this a longer run stops paying on CIFAR-10 at these widths
 # Share of the time left after measuring that is planned for training steps. The rest covers
 # what the estimate leaves out: building the model, the first step's tracing, the whitening
@@ -70,14 +71,26 @@ class BudgetPlan:
     def describe(self) -> str:
         """One line: the budget, the choice and the measured step times."""
         widths = self.recipe.model_kwargs.get("widths")
-        rates = ", ".join(f"{'x'.join(map(str, w)) if w else 'model'}: {s * 1000:.0f} ms"
-                          for w, s in self.measured.items())
+        rates = ", ".join(
+            f"{'x'.join(map(str, w)) if w else 'model'}: {s * 1000:.0f} ms"
+            for w, s in self.measured.items()
+        )
         return (
             f"budget {self.budget_seconds / 60:.1f} min: {self.recipe.epochs} epoch(s)"
             + (f" at widths {list(widths)}" if widths else "")
             + f", about {self.planned_seconds / 60:.1f} min of steps planned "
             f"(measured per step: {rates}; measuring took {self.measure_seconds:.0f} s)"
         )
+
+    def record(self, call_seconds=None) -> dict:
+        """The plan as JSON-ready facts, for a run's record (`train`'s `result.run["budget"]`)."""
+        per_step = {"x".join(map(str, k)) if k else "model": v for k, v in self.measured.items()}
+        return {
+            "minutes": self.budget_seconds / 60,
+            "plan": self.describe(),
+            "seconds_per_step": per_step,
+            "call_seconds": call_seconds,
+        }
 
 
 def measure_step_seconds(recipe, x_train, y_train, setup=None, steps=4, warmup=2, seed=0) -> float:
@@ -102,9 +115,19 @@ def measure_step_seconds(recipe, x_train, y_train, setup=None, steps=4, warmup=2
     with device.dtype_policy_scope(setup) as setup:  # the global policy is put back after
         with setup.strategy.scope():
             model = BUILDERS[recipe.arch](**recipe.model_kwargs)
-            compile_recipe(model, recipe, steps_per_epoch=steps + warmup, jit_compile=setup.jit_compile)
-        batches = iter(training_dataset(x, y, recipe.augmentation, batch_size=recipe.batch_size, seed=seed,
-                                        drop_remainder=True))
+            compile_recipe(
+                model, recipe, steps_per_epoch=steps + warmup, jit_compile=setup.jit_compile
+            )
+        batches = iter(
+            training_dataset(
+                x,
+                y,
+                recipe.augmentation,
+                batch_size=recipe.batch_size,
+                seed=seed,
+                drop_remainder=True,
+            )
+        )
         times = []
         for i in range(steps + warmup):
             images, labels = next(batches)
@@ -115,9 +138,15 @@ def measure_step_seconds(recipe, x_train, y_train, setup=None, steps=4, warmup=2
     return float(np.median(times))
 
 
-def plan_budget(recipe, x_train, y_train, budget_seconds, val_images=0, setup=None, seed=0,
-                max_epochs=MAX_EPOCHS) -> BudgetPlan:
-    """Chooses epochs (and the fast network's widths) so that a run ends within `budget_seconds`.
+def check_budget_min(budget_min) -> float:
+    """`budget_min` as a float, if it is a positive finite number of minutes (else ValueError)."""
+    return checks.number(budget_min, "budget_min (minutes)", positive=True)
+
+
+def plan_budget(
+    recipe, x_train, y_train, budget_min, val_images=0, setup=None, seed=0, max_epochs=MAX_EPOCHS
+) -> BudgetPlan:
+    """Chooses epochs (and the fast network's widths) so that a run ends within `budget_min`.
 
     For the fast recipe without explicit `widths`, its own network is measured,
     the others of `FAST_NET_WIDTHS` estimated from their FLOPs, and the widest
@@ -130,7 +159,7 @@ def plan_budget(recipe, x_train, y_train, budget_seconds, val_images=0, setup=No
         x_train: uint8 training images (all of them: an epoch is `len(x_train)`
             images).
         y_train: their labels.
-        budget_seconds: wall time for measuring and training, > 0.
+        budget_min: minutes of wall time for measuring and training, > 0.
         val_images: validation images evaluated after every epoch. Defaults to 0.
         setup: the `device.DeviceSetup` that will train. Defaults to None.
         seed: seed of the measuring steps. Defaults to 0.
@@ -139,70 +168,78 @@ def plan_budget(recipe, x_train, y_train, budget_seconds, val_images=0, setup=No
     Returns:
         A `BudgetPlan`.
     """
-    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
-    if not isinstance(recipe, Recipe):
-        raise ValueError(f"recipe must be a name or a Recipe; received {type(recipe).__name__}.")
-    if isinstance(budget_seconds, bool) or not isinstance(budget_seconds, (int, float)) \
-            or not math.isfinite(budget_seconds) or budget_seconds <= 0:
-        raise ValueError(f"budget_seconds must be a positive number of seconds; received {budget_seconds!r}.")
-    start = time.perf_counter()
-    steps_per_epoch = max(1, len(x_train) // recipe.batch_size)
-    eval_steps = EVAL_COST * math.ceil(val_images / recipe.batch_size)
+    recipe = check_recipe(recipe)
+    budget_seconds = 60 * check_budget_min(budget_min)
+    planner = _Planner(recipe, x_train, y_train, budget_seconds, val_images, setup, seed)
+    if recipe.arch == "fast_net" and "widths" not in recipe.model_kwargs:
+        widths, epochs, epoch_seconds = planner.choose_widths()
+    else:
+        widths = recipe.model_kwargs.get("widths")
+        epochs, epoch_seconds = planner.epochs_for(planner.measure(widths))
+    epochs = min(max(epochs, 1), max_epochs)
+    return BudgetPlan(
+        recipe=replace(planner.with_widths(widths), epochs=epochs),
+        budget_seconds=float(budget_seconds),
+        measured=planner.measured,
+        measure_seconds=time.perf_counter() - planner.start,
+        planned_seconds=epochs * epoch_seconds,
+    )
 
-    def with_widths(widths):
-        kwargs = dict(recipe.model_kwargs)
+
+class _Planner:
+    """The measurements and arithmetic of one `plan_budget` call."""
+
+    def __init__(self, recipe, x_train, y_train, budget_seconds, val_images, setup, seed):
+        self.recipe, self.setup, self.seed = recipe, setup, seed
+        self.x, self.y = x_train[:4096], y_train[:4096]  # enough batches to time a step
+        self.budget_seconds = budget_seconds
+        self.steps_per_epoch = max(1, len(x_train) // recipe.batch_size)
+        self.eval_steps = EVAL_COST * math.ceil(val_images / recipe.batch_size)
+        self.start = time.perf_counter()
+        self.measured, self.flops = {}, {}
+
+    def with_widths(self, widths) -> Recipe:
+        kwargs = dict(self.recipe.model_kwargs)
         if widths is not None:
             kwargs["widths"] = list(widths)
-        return replace(recipe, model_kwargs=kwargs)
+        return replace(self.recipe, model_kwargs=kwargs)
 
-    measured = {}
-
-    def measure(widths):
+    def measure(self, widths) -> float:
         key = tuple(widths) if widths is not None else None
-        if key not in measured:
-            measured[key] = measure_step_seconds(with_widths(widths), x_train[:4096], y_train[:4096],
-                                                 setup=setup, seed=seed)
-        return measured[key]
+        if key not in self.measured:
+            self.measured[key] = measure_step_seconds(
+                self.with_widths(widths), self.x, self.y, setup=self.setup, seed=self.seed
+            )
+        return self.measured[key]
 
-    def epochs_for(step_seconds):
-        left = max(budget_seconds - (time.perf_counter() - start), 0.0)
-        return int(left * PLANNED_SHARE // (step_seconds * (steps_per_epoch + eval_steps))), \
-            step_seconds * (steps_per_epoch + eval_steps)
+    def flops_of(self, widths) -> int:  # counted when asked: building a network takes a while
+        if widths not in self.flops:
+            model = BUILDERS["fast_net"](**self.with_widths(widths).model_kwargs)
+            self.flops[widths] = count_flops(model)
+        return self.flops[widths]
 
-    if recipe.arch == "fast_net" and "widths" not in recipe.model_kwargs:
-        # Measure the recipe's own network, estimate the others from their arithmetic (narrow
-        # nets use the CPU less well, so the estimate is optimistic), then measure the one
-        # chosen: two measurements, not five.
-        reference = tuple(inspect.signature(BUILDERS["fast_net"]).parameters["widths"].default)
-        flops = {}
+    def epochs_for(self, step_seconds):
+        """(whole epochs that fit in the time left, seconds per epoch) at this step time."""
+        left = max(self.budget_seconds - (time.perf_counter() - self.start), 0.0)
+        epoch_seconds = step_seconds * (self.steps_per_epoch + self.eval_steps)
+        return int(left * PLANNED_SHARE // epoch_seconds), epoch_seconds
 
-        def flops_of(widths):  # counted when asked: building a network takes a while
-            if widths not in flops:
-                flops[widths] = count_flops(BUILDERS["fast_net"](**with_widths(widths).model_kwargs))
-            return flops[widths]
+    def choose_widths(self):
+        """(widths, epochs, seconds per epoch) of the widest fast net that gets its minimum epochs.
 
-        reference_step = measure(reference)
+        Measures the recipe's own network, estimates the others from their arithmetic (narrow
+        nets use the CPU less well, so the estimate is optimistic), then measures the one
+        chosen: two measurements, not five.
+        """
+        reference_step = self.measure(REFERENCE_WIDTHS)
         candidates = list(FAST_NET_WIDTHS)
         while True:
             widths, min_epochs = candidates[0]
-            estimate = reference_step * flops_of(widths) / flops_of(reference) if widths != reference \
-                else reference_step
-            if len(candidates) > 1 and epochs_for(estimate)[0] < min_epochs:
+            estimate = reference_step * self.flops_of(widths) / self.flops_of(REFERENCE_WIDTHS)
+            if len(candidates) > 1 and self.epochs_for(estimate)[0] < min_epochs:
                 candidates.pop(0)
                 continue
-            epochs, epoch_seconds = epochs_for(measure(widths))
+            epochs, epoch_seconds = self.epochs_for(self.measure(widths))
             if epochs >= min_epochs or len(candidates) == 1:
-                break
+                return widths, epochs, epoch_seconds
             candidates.pop(0)  # slower than its arithmetic said: the next narrower one
-    else:
-        widths = recipe.model_kwargs.get("widths")
-        epochs, epoch_seconds = epochs_for(measure(widths))
-    chosen = with_widths(widths)
-    epochs = min(max(epochs, 1), max_epochs)
-    return BudgetPlan(
-        recipe=replace(chosen, epochs=epochs),
-        budget_seconds=float(budget_seconds),
-        measured=measured,
-        measure_seconds=time.perf_counter() - start,
-        planned_seconds=epochs * epoch_seconds,
-    )

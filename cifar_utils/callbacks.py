@@ -1,12 +1,11 @@
-"""Keras callbacks of a training run: saving, resuming, logging, time budgets.
+"""Keras callbacks of a training run: the best model, logging, time budgets, lookahead.
 
-`training.train` uses all of them; notebooks use `TimeBudget` directly.
+`training.default_callbacks` puts them together for `train`; notebooks use `TimeBudget`
+directly. The backup that lets a killed run resume is `runs.EpochBackup`.
 
 - `AtomicCheckpoint`: keeps the best model, saved atomically.
 - `EpochLogger`: adds each epoch's wall time and learning rate to the logs.
 - `TimeBudget`: stops `fit` after a number of seconds of training steps.
-- `AtomicBackupAndRestore` and `prepare_resume`: resume a killed run from its
-  last completed epoch.
 - `StopOnNaN`: stops a run whose loss became NaN, remembering where.
 - `Lookahead`: airbench's lookahead, a slow copy of the weights that the fast
   ones are pulled back to every few steps.
@@ -14,20 +13,15 @@
 
 from __future__ import annotations
 
-import csv
-import json
-import shutil
-import sys
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
-
 import tensorflow as tf
 
-from cifar_utils import paths
-from cifar_utils.storage import atomic_save_model, atomic_write_json, atomic_write_text
+from cifar_utils import checks
+from cifar_utils.storage import atomic_save_model
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
@@ -53,11 +47,12 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self.best = best  # a resumed run passes the best value of its earlier epochs
 
     def on_epoch_end(self, epoch, logs=None):
-        pause_for_test("best")  # after CSVLogger wrote the epoch's row, before any save
         value = (logs or {}).get(self.monitor)
         if value is None:
             return
-        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        better = self.best is None or (
+            value > self.best if self.mode == "max" else value < self.best
+        )
         if better:
             self.best = value
             atomic_save_model(self.model, self.path)
@@ -135,116 +130,6 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-_PAUSES = {}
-
-
-def pause_for_test(point):
-    """Lets a test kill the process at a named save step.
-
-    With `CIFAR_TEST_PAUSE_AT=point:n` the n-th arrival at `point` ("backup", "best",
-    "final") writes `point.paused` into `$CIFAR_TEST_PAUSE_DIR` and sleeps. Used only by
-    `tests/test_resume.py`, which kills the process there; unset, this does nothing.
-    """
-    wanted = paths.env(paths.PAUSE_AT_ENV_VAR) or ""
-    if not wanted.startswith(point + ":"):
-        return
-    _PAUSES[point] = _PAUSES.get(point, 0) + 1
-    if _PAUSES[point] == int(wanted.split(":")[1]):
-        Path(paths.env(paths.PAUSE_DIR_ENV_VAR), f"{point}.paused").write_text("")
-        time.sleep(3600)
-
-
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` whose backup survives a kill at any moment.
-
-    Each epoch's weights go to a new file (`epoch3.weights.h5`); only then does
-    `state.json`, written atomically, point at it, and only then are older weights
-    files deleted. A kill while writing the weights leaves an unreferenced partial file
-    and the previous state intact. A backup that still cannot be read (damaged on disk)
-    is reported and discarded, and the run starts over instead of crashing.
-
-    Args:
-        backup_dir: the folder of the backup; `train` deletes it once the final model
-            and history are written.
-    """
-
-    def __init__(self, backup_dir):
-        super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=False)
-        self.folder = Path(backup_dir)
-
-    @staticmethod
-    def read_state(backup_dir):
-        """The saved `{"epoch", "weights"}` of a backup folder, or None if there is none.
-
-        Raises:
-            ValueError: the state or the weights file it names is unreadable.
-        """
-        state_path = Path(backup_dir) / "state.json"
-        if not state_path.exists():
-            return None
-        try:
-            state = json.loads(state_path.read_text())
-            epoch, weights = int(state["epoch"]), Path(backup_dir) / str(state["weights"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{state_path} is damaged ({type(err).__name__}: {err})") from None
-        if weights.parent != Path(backup_dir) or not weights.is_file():
-            raise ValueError(f"{state_path} names {weights.name}, which is missing")
-        return {"epoch": epoch, "weights": weights}
-
-    def _load_model(self):
-        state = self.read_state(self.folder)
-        if state is None:
-            return
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(str(state["weights"]))
-        self.model._initial_epoch = state["epoch"]
-
-    def on_train_begin(self, logs=None):
-        self._load_model()  # train() checked the backup before fit; a failure here is real
-
-    def _save_model(self):
-        self.folder.mkdir(parents=True, exist_ok=True)
-        weights = self.folder / f"epoch{self._current_epoch}.weights.h5"
-        self.model.save_weights(str(weights), overwrite=True)
-        pause_for_test("backup")
-        atomic_write_json(self.folder / "state.json", {"epoch": self._current_epoch, "weights": weights.name})
-        for old in self.folder.glob("epoch*.weights.h5"):
-            if old != weights:
-                old.unlink(missing_ok=True)
-
-
-def prepare_resume(backup_dir, history_csv):
-    """Makes the history agree with the backup before a run; returns the best kept value.
-
-    Rows of `history_csv` at or after the backup's epoch (written before a kill that the
-    backup did not see) are dropped. With no usable backup (none, or unreadable: reported)
-    the backup and the history are removed and the run starts over.
-
-    Returns:
-        The best validation accuracy of the epochs kept, or None.
-    """
-    try:
-        state = AtomicBackupAndRestore.read_state(backup_dir)
-    except ValueError as err:
-        print(f"cannot resume: {err}; starting this run from its first epoch", file=sys.stderr)
-        state = None
-    if state is None:
-        shutil.rmtree(backup_dir, ignore_errors=True)  # weights without a state: nothing to resume
-        history_csv.unlink(missing_ok=True)
-        return None
-    if not history_csv.exists():
-        return None
-    history = read_history(history_csv)
-    keep = [i for i, e in enumerate(history.get("epoch", [])) if int(e) < state["epoch"]]
-    lines = history_csv.read_text().splitlines(keepends=True)
-    atomic_write_text(history_csv, "".join(lines[:1] + [lines[1 + i] for i in keep]))
-    values = [history["val_accuracy"][i] for i in keep if "val_accuracy" in history]
-    return max(values) if values else None
-
-
-
-
 class StopOnNaN(keras.callbacks.Callback):
     """Keras's `TerminateOnNaN`, remembering where it stopped the run."""
 
@@ -261,26 +146,6 @@ class StopOnNaN(keras.callbacks.Callback):
         if loss is not None and not np.isfinite(float(loss)):
             self.stopped_at = (self._epoch + 1, batch + 1)
             self.model.stop_training = True
-
-
-
-
-def read_history(path) -> dict:
-    """Reads a `history.csv` written during training into per-epoch lists.
-
-    Keras's `CSVLogger` adds `val_` columns even to a run without validation, filled
-    with "NA": columns with no value in any epoch are left out (a run without
-    validation has no "val_accuracy"); an occasional "NA" reads as NaN.
-    """
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    history = {}
-    for row in rows:
-        for key, value in row.items():
-            number = (int(value) if key == "epoch" else float(value)) if value not in ("NA", "") else float("nan")
-            history.setdefault(key, []).append(number)
-    return {key: values for key, values in history.items()
-            if not all(isinstance(v, float) and np.isnan(v) for v in values)}
 
 
 class Lookahead(keras.callbacks.Callback):
@@ -301,13 +166,11 @@ class Lookahead(keras.callbacks.Callback):
 
     def __init__(self, total_steps, every=5, peak_decay=0.95**5):
         super().__init__()
-        if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or total_steps < 1:
-            raise ValueError(f"total_steps must be a whole number >= 1; received {total_steps!r}.")
-        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-            raise ValueError(f"every must be a whole number >= 1; received {every!r}.")
+        total_steps = checks.whole_number(total_steps, "total_steps", minimum=1)
+        every = checks.whole_number(every, "every", minimum=1)
         if not 0 <= peak_decay < 1:
             raise ValueError(f"peak_decay must be in [0, 1); received {peak_decay!r}.")
-        self.total_steps, self.every, self.peak_decay = int(total_steps), int(every), float(peak_decay)
+        self.total_steps, self.every, self.peak_decay = total_steps, every, float(peak_decay)
         self.step = 0
         self._slow = None
 

@@ -1,22 +1,68 @@
-"""Compile a model for training: the optimiser by name, the loss, the recipe's schedule.
+"""How a recipe becomes a compiled model: its network, optimiser, schedule and loss.
+
+    recipe = recipes.get_recipe("fast")
+    model = compiling.build_recipe_model(recipe, x_train)
+    compiling.compile_recipe(model, recipe, steps_per_epoch=len(x_train) // recipe.batch_size)
 
 `make_optimizer` and `compile_model` are the package's one way to compile a model it
-trains (`training.train`, `fine_tune`, `lr_find`, `tuning` and `budget` use them);
-`compile_recipe` and `build_recipe_model` turn a `Recipe` into a compiled model.
-`training` re-exports all four.
+trains (`training.train`, `fine_tune`, `lr_finder.lr_find`, `tuning` and `budget` use
+them). `check_recipe` checks the fields of a recipe that name code (network, schedule,
+augmentation, test-time augmentation); `recipes` itself holds plain values only.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 import numpy as np
 
-from cifar_utils.models import BUILDERS, init_whitening
-from cifar_utils.recipes import OPTIMIZERS, Recipe
-from cifar_utils.schedules import make_schedule
+from cifar_utils.augment import parse_policy
+from cifar_utils.evaluation import is_tta_mode
+from cifar_utils.models import BUILDERS
+from cifar_utils.recipes import OPTIMIZERS, Recipe, get_recipe
+from cifar_utils.schedules import SCHEDULES, make_schedule
 
 
-def make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=0.0):
+def check_recipe(recipe) -> Recipe:
+    """The recipe (a name or a `Recipe`), after checking the fields that name code.
+
+    `Recipe` checks its numbers itself; this checks that `arch` names a builder of
+    `models.BUILDERS` that takes `model_kwargs`, and that `schedule`, `augmentation` and
+    `tta` name what `schedules`, `augment` and `evaluation` provide.
+
+    Raises:
+        ValueError: naming the field, what it may be and what was received.
+    """
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    if not isinstance(recipe, Recipe):
+        raise ValueError(f"recipe must be a name or a Recipe; received {type(recipe).__name__}.")
+
+    def bad(what, expected):
+        value = getattr(recipe, what)
+        raise ValueError(f"recipe {recipe.name!r}: {what} must be {expected}; received {value!r}.")
+
+    if recipe.arch not in BUILDERS:
+        bad("arch", f"one of {', '.join(BUILDERS)}")
+    if recipe.schedule not in SCHEDULES:
+        bad("schedule", f"one of {', '.join(SCHEDULES)}")
+    if not is_tta_mode(recipe.tta):
+        bad("tta", "False, True (flip), 'flip' or 'multicrop'")
+    parse_policy(recipe.augmentation)  # raises with the policy names
+    parameters = inspect.signature(BUILDERS[recipe.arch]).parameters
+    allowed = [n for n in parameters if n not in ("input_shape", "num_classes", "name")]
+    unknown = sorted(set(recipe.model_kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"recipe {recipe.name!r}: model_kwargs {unknown} are not arguments of "
+            f"{BUILDERS[recipe.arch].__name__}; it takes {', '.join(allowed)}."
+        )
+    return recipe
+
+
+def make_optimizer(
+    optimizer="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=0.0
+):
     """A Keras optimiser by name, with decoupled weight decay that skips biases and batch norm.
 
     Weight decay is Keras's decoupled `weight_decay`; it skips biases and batch-norm
@@ -36,7 +82,9 @@ def make_optimizer(optimizer="sgd", learning_rate=0.1, momentum=0.9, nesterov=Tr
     """
     decay = weight_decay or None
     if optimizer == "sgd":
-        result = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=nesterov, weight_decay=decay)
+        result = keras.optimizers.SGD(
+            learning_rate, momentum=momentum, nesterov=nesterov, weight_decay=decay
+        )
     elif optimizer == "adam":
         result = keras.optimizers.Adam(learning_rate, weight_decay=decay)
     elif optimizer == "adamw":
@@ -67,13 +115,8 @@ def compile_model(model, optimizer, label_smoothing=0.0, jit_compile="auto"):
         The model, compiled.
 
     Raises:
-        ValueError: `optimizer` is a `Recipe` (use `compile_recipe`) or not an optimiser.
+        ValueError: `optimizer` is not a Keras optimiser.
     """
-    if isinstance(optimizer, Recipe):
-        raise ValueError(
-            "compile_model takes an optimiser; received the Recipe "
-            f"{optimizer.name!r}. Use compile_recipe(model, recipe, steps_per_epoch)."
-        )
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         raise ValueError(
             f"optimizer must be a keras optimiser (see make_optimizer); received {type(optimizer).__name__}."
@@ -100,8 +143,11 @@ def compile_recipe(model, recipe: Recipe, steps_per_epoch: int, jit_compile=Fals
         The model, compiled.
     """
     optimizer = make_optimizer(
-        recipe.optimizer, make_schedule(recipe, steps_per_epoch), momentum=recipe.momentum,
-        nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
+        recipe.optimizer,
+        make_schedule(recipe, steps_per_epoch),
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+        weight_decay=recipe.weight_decay,
     )
     return compile_model(model, optimizer, recipe.label_smoothing, jit_compile=jit_compile)
 
@@ -112,15 +158,15 @@ def build_recipe_model(recipe: Recipe, x_train, seed=0):
     Args:
         recipe: a `Recipe`.
         x_train: uint8 training images; with `recipe.whitening_images` > 0, that
-            many (drawn with `seed`) set the whitening filters (`models.init_whitening`).
+            many (drawn with `seed`) are the builder's `whitening_sample`.
         seed: seed of that draw. Defaults to 0.
 
     Returns:
         The uncompiled `keras.Model`.
     """
-    model = BUILDERS[recipe.arch](**recipe.model_kwargs)
+    kwargs = dict(recipe.model_kwargs)
     if recipe.whitening_images:
         rng = np.random.default_rng(seed)
         sample = rng.choice(len(x_train), min(recipe.whitening_images, len(x_train)), replace=False)
-        init_whitening(model, x_train[sample])
-    return model
+        kwargs["whitening_sample"] = x_train[sample]
+    return BUILDERS[recipe.arch](**kwargs)

@@ -17,7 +17,6 @@ directory instead.
 | `CIFAR_QUICK` | `is_quick_mode()` | "1": small subsets and few epochs, for tests |
 | `CIFAR_TF_LOGS` | `tf_logs.quiet_tensorflow` | "1": show all of TensorFlow's log lines |
 | `TF_CONFIG` | `device.cluster_workers` | TensorFlow's own: the workers of a multi-machine run |
-| `CIFAR_TEST_PAUSE_AT`, `CIFAR_TEST_PAUSE_DIR` | `callbacks.pause_for_test` | tests only: pause at a save step |
 
 Outside the package, the scripts and tests read a few more: `CIFAR_VENV` and
 `CIFAR10_BUILD_DIR` (`scripts/setup.sh`: where the virtual environment and the offline copy
@@ -43,8 +42,6 @@ OUTPUT_ENV_VAR = "CIFAR_OUTPUT_DIR"
 FIGURES_ENV_VAR = "CIFAR_FIGURES_DIR"
 QUICK_ENV_VAR = "CIFAR_QUICK"
 TF_LOGS_ENV_VAR = "CIFAR_TF_LOGS"
-PAUSE_AT_ENV_VAR = "CIFAR_TEST_PAUSE_AT"
-PAUSE_DIR_ENV_VAR = "CIFAR_TEST_PAUSE_DIR"
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The checkout this package was installed from (`pip install -e .`), or None for a wheel.

@@ -1,20 +1,16 @@
 """Training recipes: every hyperparameter of a run in one dictionary, with units and why.
 
-`get_recipe(name, **overrides)` returns a validated `Recipe`; `training.train`
-runs it. Learning rates are per step for the batch size given; when you change
+`get_recipe(name, **overrides)` returns a checked `Recipe`; `training.train`
+runs it. This module holds values only: `compiling` turns a recipe into a model. Learning rates are per step for the batch size given; when you change
 `batch_size`, scale `learning_rate` in proportion (the linear scaling rule).
 """
 
 from __future__ import annotations
 
-import inspect
-import math
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 
-from cifar_utils.augment import parse_policy
-from cifar_utils.evaluation import is_tta_mode
-from cifar_utils.models import BUILDERS
-from cifar_utils.schedules import SCHEDULES
+from cifar_utils import checks
 
 RECIPES = {
     # The classic CNN of notebook 03: Adam needs little tuning, which suits a first model.
@@ -121,9 +117,34 @@ RECIPES = {
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
+# What each field may hold, checked when a `Recipe` is made. The fields that name code
+# (arch, model_kwargs, schedule, augmentation, tta) are checked where that code is known:
+# `compiling.check_recipe`. Each rule raises ValueError naming the field.
+FIELD_RULES = {
+    "arch": partial(checks.instance, kind=str, expected="a builder name (see models.BUILDERS)"),
+    "model_kwargs": partial(checks.instance, kind=dict, expected="a dict of builder arguments"),
+    "epochs": partial(checks.whole_number, minimum=1),
+    "batch_size": partial(checks.whole_number, minimum=1),
+    "optimizer": partial(checks.one_of, choices=OPTIMIZERS),
+    "learning_rate": partial(checks.number, positive=True),
+    "momentum": partial(checks.number, minimum=0, below=1),
+    "nesterov": partial(checks.instance, kind=bool, expected="True or False"),
+    "weight_decay": partial(checks.number, minimum=0),
+    "schedule": partial(checks.instance, kind=str, expected="a schedule name (see schedules)"),
+    "warmup_fraction": partial(checks.number, minimum=0, below=1),
+    "label_smoothing": partial(checks.number, minimum=0, below=1),
+    "augmentation": partial(checks.instance, kind=str, expected="a policy (see augment.POLICIES)"),
+    "tta": partial(
+        checks.instance, kind=(bool, str), expected="False, True (flip), 'flip' or 'multicrop'"
+    ),
+    "whitening_images": partial(checks.whole_number, minimum=0),
+    "lookahead_steps": partial(checks.whole_number, minimum=0),  # 0: no lookahead
+}
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """A validated training recipe. See `RECIPES` for what each field means."""
+    """A training recipe whose values are checked (`FIELD_RULES`). See `RECIPES` for their meaning."""
 
     name: str
     arch: str
@@ -144,56 +165,11 @@ class Recipe:
     lookahead_steps: int = 0
 
     def __post_init__(self):
-        def bad(what, expected):
-            raise ValueError(
-                f"recipe {self.name!r}: {what} must be {expected}; received {getattr(self, what)!r}."
-            )
-
-        if self.arch not in BUILDERS:
-            bad("arch", f"one of {', '.join(BUILDERS)}")
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            bad("epochs", "a whole number >= 1")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            bad("batch_size", "a whole number >= 1")
-        if self.optimizer not in OPTIMIZERS:
-            bad("optimizer", f"one of {', '.join(OPTIMIZERS)}")
-        for name in ("learning_rate", "momentum", "weight_decay", "warmup_fraction", "label_smoothing"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                bad(name, "a finite number")
-        if not self.learning_rate > 0:
-            bad("learning_rate", "a positive number")
-        if not 0 <= self.momentum < 1:
-            bad("momentum", "in [0, 1)")
-        if not self.weight_decay >= 0:
-            bad("weight_decay", "a number >= 0")
-        if self.schedule not in SCHEDULES:
-            bad("schedule", f"one of {', '.join(SCHEDULES)}")
-        if not 0 <= self.warmup_fraction < 1:
-            bad("warmup_fraction", "in [0, 1)")
-        if not 0 <= self.label_smoothing < 1:
-            bad("label_smoothing", "in [0, 1)")
-        parse_policy(self.augmentation)  # raises with the policy names
-        if (isinstance(self.whitening_images, bool) or not isinstance(self.whitening_images, int)
-                or self.whitening_images < 0):
-            bad("whitening_images", "a whole number >= 0")
-        if (isinstance(self.lookahead_steps, bool) or not isinstance(self.lookahead_steps, int)
-                or self.lookahead_steps < 0):
-            bad("lookahead_steps", "a whole number >= 0 (0: no lookahead)")
-        if not is_tta_mode(self.tta):
-            bad("tta", "False, True (flip), 'flip' or 'multicrop'")
-        if not isinstance(self.model_kwargs, dict):
-            bad("model_kwargs", "a dict of builder arguments")
-        builder = BUILDERS[self.arch]
-        parameters = inspect.signature(builder).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-            allowed = [n for n in parameters if n not in ("input_shape", "num_classes", "name")]
-            unknown = sorted(set(self.model_kwargs) - set(allowed))
-            if unknown:
-                raise ValueError(
-                    f"recipe {self.name!r}: model_kwargs {unknown} are not arguments of "
-                    f"{builder.__name__}; it takes {', '.join(allowed)}."
-                )
+        for name, rule in FIELD_RULES.items():
+            try:
+                rule(getattr(self, name), name)
+            except ValueError as err:
+                raise ValueError(f"recipe {self.name!r}: {err}") from None
 
     def to_dict(self) -> dict:
         """The recipe as a plain dict (for JSON and model cards)."""

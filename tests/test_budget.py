@@ -34,7 +34,7 @@ def data(n):
 ])
 def test_the_widest_network_that_gets_its_epochs(fake_steps, minutes, widths, epochs):
     x, y = data(50_000)
-    plan = budget.plan_budget("fast", x, y, budget_seconds=minutes * 60)
+    plan = budget.plan_budget("fast", x, y, budget_min=minutes)
     assert plan.recipe.model_kwargs["widths"] == widths and plan.recipe.epochs == epochs
     assert plan.recipe.model_kwargs["bias_scale"] == 8  # the recipe's other arguments stay
     assert plan.planned_seconds <= 0.9 * minutes * 60
@@ -46,19 +46,19 @@ def test_the_widest_network_that_gets_its_epochs(fake_steps, minutes, widths, ep
 def test_validation_counts_and_fixed_widths_are_kept(fake_steps):
     x, y = data(50_000)
     fixed = recipes.get_recipe("fast", model_kwargs={"widths": [32, 128, 128]})
-    without = budget.plan_budget(fixed, x, y, 3600)
-    with_val = budget.plan_budget(fixed, x, y, 3600, val_images=50_000)
+    without = budget.plan_budget(fixed, x, y, 60)
+    with_val = budget.plan_budget(fixed, x, y, 60, val_images=50_000)
     assert fake_steps == [[32, 128, 128], [32, 128, 128]]  # one measurement each, no other widths
     assert without.recipe.epochs == 100  # capped at MAX_EPOCHS
     assert with_val.recipe.epochs < without.recipe.epochs or without.recipe.epochs == budget.MAX_EPOCHS
-    tight = budget.plan_budget(fixed, x, y, 120, val_images=50_000)
-    loose = budget.plan_budget(fixed, x, y, 120)
+    tight = budget.plan_budget(fixed, x, y, 2, val_images=50_000)
+    loose = budget.plan_budget(fixed, x, y, 2)
     assert tight.recipe.epochs < loose.recipe.epochs  # validation passes take time too
 
 
 def test_other_recipes_get_epochs_only_and_at_least_one(fake_steps):
     x, y = data(1000)
-    plan = budget.plan_budget("baseline_cnn", x, y, budget_seconds=0.05)  # less than one 0.07 s epoch
+    plan = budget.plan_budget("baseline_cnn", x, y, budget_min=0.05 / 60)  # less than one 0.07 s epoch
     assert plan.recipe.epochs == 1 and plan.recipe.arch == "baseline_cnn"
     assert fake_steps == [None]
 
@@ -66,7 +66,7 @@ def test_other_recipes_get_epochs_only_and_at_least_one(fake_steps):
 @pytest.mark.parametrize("bad", [0, -5, float("nan"), float("inf"), True, "60"])
 def test_a_budget_must_be_a_positive_number_of_seconds(bad):
     x, y = data(10)
-    with pytest.raises(ValueError, match="budget_seconds must be a positive number of seconds"):
+    with pytest.raises(ValueError, match=r"budget_min \(minutes\) must be a positive finite number"):
         budget.plan_budget("fast", x, y, bad)
 
 
@@ -76,3 +76,12 @@ def test_measuring_a_real_step(tiny_data):
     seconds = budget.measure_step_seconds(recipe, x, y, steps=2, warmup=1)
     assert 0 < seconds < 10
     assert keras.config.dtype_policy().name == "float32"  # the policy is put back
+
+
+def test_the_reference_widths_are_the_fast_networks_default():
+    import inspect
+
+    from cifar_utils.models import build_fast_net
+
+    default = inspect.signature(build_fast_net).parameters["widths"].default
+    assert tuple(default) == budget.REFERENCE_WIDTHS

@@ -1,8 +1,8 @@
 """cifar_utils.callbacks: the best-model checkpoint, the time budget, the epoch logger, NaN
-stops, and the helpers that make a resumed run's history agree with its backup.
+stops and lookahead.
 
-Killing a real training process at each save step and resuming it is tested in
-test_resume.py and test_training.py.
+The run folder and resuming are tested in test_runs.py; killing a real training process at
+each save step and resuming it in test_resume.py and test_training.py.
 """
 
 import time
@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from cifar_utils import callbacks, paths, storage
-from cifar_utils.callbacks import AtomicBackupAndRestore, AtomicCheckpoint, StopOnNaN, TimeBudget
+from cifar_utils import callbacks
+from cifar_utils.callbacks import AtomicCheckpoint, StopOnNaN, TimeBudget
 
 
 def _tiny_model():
@@ -133,93 +133,6 @@ def test_time_budget_stops_fit_and_records_accuracy_against_time():
     assert all(0.0 <= a <= 1.0 for a in budget.val_accuracy)
     with pytest.raises(ValueError, match="received 0"):
         TimeBudget(0)
-
-
-# --- resuming: the backup's state, the history, pauses for tests --------------------------
-
-HEADER = "epoch,accuracy,loss,val_accuracy,val_loss\n"
-
-
-def _history(path, val_accuracies):
-    rows = [f"{i},0.5,1.0,{v},1.0\n" for i, v in enumerate(val_accuracies)]
-    path.write_text(HEADER + "".join(rows))
-
-
-def _backup(folder, epoch):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"epoch{epoch}.weights.h5").write_bytes(b"w")
-    storage.atomic_write_json(folder / "state.json", {"epoch": epoch, "weights": f"epoch{epoch}.weights.h5"})
-
-
-def test_read_history_reads_epochs_as_ints_and_the_rest_as_floats(tmp_path):
-    _history(tmp_path / "history.csv", [0.25, 0.5])
-    history = callbacks.read_history(tmp_path / "history.csv")
-    assert history == {"epoch": [0, 1], "accuracy": [0.5, 0.5], "loss": [1.0, 1.0],
-                       "val_accuracy": [0.25, 0.5], "val_loss": [1.0, 1.0]}
-    assert all(type(e) is int for e in history["epoch"])
-
-
-def test_read_state(tmp_path):
-    assert AtomicBackupAndRestore.read_state(tmp_path / "none") is None
-    _backup(tmp_path / "b", 2)
-    assert AtomicBackupAndRestore.read_state(tmp_path / "b") == {"epoch": 2, "weights": tmp_path / "b" / "epoch2.weights.h5"}
-    (tmp_path / "b" / "epoch2.weights.h5").unlink()
-    with pytest.raises(ValueError, match="names epoch2.weights.h5, which is missing"):
-        AtomicBackupAndRestore.read_state(tmp_path / "b")
-    (tmp_path / "outside.h5").write_bytes(b"w")
-    storage.atomic_write_json(tmp_path / "b" / "state.json", {"epoch": 1, "weights": "../outside.h5"})
-    with pytest.raises(ValueError, match="which is missing"):  # only files inside the backup folder
-        AtomicBackupAndRestore.read_state(tmp_path / "b")
-    (tmp_path / "b" / "state.json").write_text('{"epoch": "two"}')
-    with pytest.raises(ValueError, match="state.json is damaged"):
-        AtomicBackupAndRestore.read_state(tmp_path / "b")
-
-
-def test_prepare_resume_drops_epochs_the_backup_did_not_see(tmp_path):
-    _backup(tmp_path / "backup", 2)  # epochs 0 and 1 are in the backup
-    _history(tmp_path / "history.csv", [0.3, 0.6, 0.9])  # epoch 2 was logged, then the run was killed
-    best = callbacks.prepare_resume(tmp_path / "backup", tmp_path / "history.csv")
-    assert best == 0.6  # the best of the epochs kept, not 0.9
-    assert callbacks.read_history(tmp_path / "history.csv")["epoch"] == [0, 1]
-    assert (tmp_path / "backup" / "state.json").is_file()
-
-
-def test_prepare_resume_with_a_backup_but_no_history(tmp_path):
-    _backup(tmp_path / "backup", 1)
-    assert callbacks.prepare_resume(tmp_path / "backup", tmp_path / "history.csv") is None
-    assert (tmp_path / "backup" / "state.json").is_file()
-
-
-def test_prepare_resume_without_a_backup_starts_over(tmp_path):
-    (tmp_path / "backup").mkdir()
-    (tmp_path / "backup" / "epoch3.weights.h5").write_bytes(b"w")  # weights, but no state
-    _history(tmp_path / "history.csv", [0.3])
-    assert callbacks.prepare_resume(tmp_path / "backup", tmp_path / "history.csv") is None
-    assert not (tmp_path / "backup").exists() and not (tmp_path / "history.csv").exists()
-
-
-def test_prepare_resume_discards_a_damaged_backup_and_says_so(tmp_path, capsys):
-    _backup(tmp_path / "backup", 2)
-    (tmp_path / "backup" / "state.json").write_bytes(b"")
-    _history(tmp_path / "history.csv", [0.3, 0.6])
-    assert callbacks.prepare_resume(tmp_path / "backup", tmp_path / "history.csv") is None
-    assert "cannot resume" in capsys.readouterr().err
-    assert not (tmp_path / "backup").exists() and not (tmp_path / "history.csv").exists()
-
-
-def test_pause_for_test_pauses_only_where_and_when_asked(tmp_path, monkeypatch):
-    sleeps = []
-    monkeypatch.setattr(callbacks, "_PAUSES", {})
-    monkeypatch.setattr(callbacks.time, "sleep", sleeps.append)
-    monkeypatch.delenv(paths.PAUSE_AT_ENV_VAR, raising=False)
-    callbacks.pause_for_test("best")  # unset: nothing
-    monkeypatch.setenv(paths.PAUSE_AT_ENV_VAR, "best:2")
-    monkeypatch.setenv(paths.PAUSE_DIR_ENV_VAR, str(tmp_path))
-    callbacks.pause_for_test("backup")  # another point
-    callbacks.pause_for_test("best")  # its first arrival
-    assert sleeps == [] and not list(tmp_path.iterdir())
-    callbacks.pause_for_test("best")  # the second: the marker, then the long sleep
-    assert (tmp_path / "best.paused").is_file() and sleeps == [3600]
 
 
 # --- Lookahead ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ load_or_train, ship_model and the cifar-train command.
 Recipes, schedules, storage, callbacks, paths and model cards have their own test files."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 
-from cifar_utils import device, models, paths, recipes, training
+from cifar_utils import cli, compiling, device, lr_finder, models, paths, recipes, shipping, training
 
 TINY = dict(
     arch="baseline_cnn", model_kwargs={"filters": [8, 16], "dense_units": 16},
@@ -33,7 +34,7 @@ def tiny_recipe(**overrides):
 
 def _recipe_optimizer(recipe, steps_per_epoch=10):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(10, activation="softmax")])
-    return training.compile_recipe(model, recipe, steps_per_epoch).optimizer
+    return compiling.compile_recipe(model, recipe, steps_per_epoch).optimizer
 
 
 def test_optimisers_and_weight_decay():
@@ -48,21 +49,21 @@ def test_optimisers_and_weight_decay():
 
 
 def test_make_optimizer_by_name():
-    sgd = training.make_optimizer()
+    sgd = compiling.make_optimizer()
     assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov and sgd.momentum == 0.9
     assert float(sgd.learning_rate) == pytest.approx(0.1) and sgd.weight_decay is None
-    plain = training.make_optimizer("sgd", 0.5, momentum=0.0, nesterov=False, weight_decay=0.001)
+    plain = compiling.make_optimizer("sgd", 0.5, momentum=0.0, nesterov=False, weight_decay=0.001)
     assert not plain.nesterov and plain.momentum == 0.0 and plain.weight_decay == pytest.approx(0.001)
-    assert type(training.make_optimizer("adam", 1e-3)) is keras.optimizers.Adam
+    assert type(compiling.make_optimizer("adam", 1e-3)) is keras.optimizers.Adam
     with pytest.raises(ValueError, match="optimizer must be one of .*received 'rmsprop'"):
-        training.make_optimizer("rmsprop")
+        compiling.make_optimizer("rmsprop")
 
 
 def test_compile_model_uses_one_hot_labels_smoothing_and_the_accuracy_metric():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
     probs = np.array([0.5, 0.25, 0.25])
     model.layers[0].set_weights([np.zeros((4, 3), "float32"), np.log(probs).astype("float32")])
-    training.compile_model(model, training.make_optimizer("sgd", 0.01), label_smoothing=0.3)
+    compiling.compile_model(model, compiling.make_optimizer("sgd", 0.01), label_smoothing=0.3)
     x = np.zeros((6, 4), "float32")
     y = keras.utils.to_categorical(np.zeros(6), 3)  # every image of class 0, one-hot
     logs = model.evaluate(x, y, verbose=0, return_dict=True)
@@ -79,7 +80,7 @@ def test_weight_decay_shrinks_kernels_but_not_scaled_shifts():
     shift.assign(np.ones(shift.shape, "float32"))
     kernel = model.get_layer("group1_conv1").kernel
     before = keras.ops.convert_to_numpy(kernel).copy()
-    optimizer = training.compile_recipe(
+    optimizer = compiling.compile_recipe(
         model, recipes.get_recipe("fast", schedule="constant", momentum=0.0, nesterov=False), 10
     ).optimizer
     optimizer.apply_gradients([(keras.ops.zeros_like(shift), shift), (keras.ops.zeros_like(kernel), kernel)])
@@ -163,25 +164,25 @@ def test_train_leaves_the_global_dtype_policy_and_op_determinism_as_it_found_the
         (enable_op_determinism if before else disable_op_determinism)()
 
 
-def test_compile_model_takes_an_optimiser_and_says_so_when_given_a_recipe():
+def test_compile_model_takes_an_optimiser_and_says_what_it_received():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
-    with pytest.raises(ValueError, match="compile_recipe"):
-        training.compile_model(model, recipes.get_recipe("fast"))
+    with pytest.raises(ValueError, match="received Recipe"):
+        compiling.compile_model(model, recipes.get_recipe("fast"))
     with pytest.raises(ValueError, match="received str"):
-        training.compile_model(model, "sgd")
-    compiled = training.compile_model(model, training.make_optimizer("sgd", 0.1), label_smoothing=0.2)
+        compiling.compile_model(model, "sgd")
+    compiled = compiling.compile_model(model, compiling.make_optimizer("sgd", 0.1), label_smoothing=0.2)
     assert compiled.loss.get_config()["label_smoothing"] == 0.2
 
 
 def test_build_recipe_model_sets_the_whitening_filters_from_the_asked_images(tiny_data):
     x = tiny_data[0]
     recipe = recipes.get_recipe("fast", model_kwargs={"widths": [8, 16, 16]}, whitening_images=len(x))
-    built = training.build_recipe_model(recipe, x, seed=3)
+    built = compiling.build_recipe_model(recipe, x, seed=3)
     # all of x, in whatever order: the same patch covariance as whitening from x itself
     expected = models.build_fast_net(widths=(8, 16, 16), bias_scale=8, whitening_sample=x)
     whiten = built.get_layer("whiten").get_weights()[0]
     np.testing.assert_allclose(whiten, expected.get_layer("whiten").get_weights()[0], rtol=1e-3, atol=1e-4)
-    unwhitened = training.build_recipe_model(recipes.get_recipe("fast", whitening_images=0,
+    unwhitened = compiling.build_recipe_model(recipes.get_recipe("fast", whitening_images=0,
                                                                 model_kwargs={"widths": [8, 16, 16]}), x)
     assert not np.allclose(unwhitened.get_layer("whiten").get_weights()[0], whiten, atol=1e-3)
 
@@ -253,8 +254,8 @@ def test_killed_run_resumes_without_losing_epochs(tmp_path):
 def test_ship_model_writes_model_and_card(tmp_path, tiny_data):
     x, y, xv, yv = tiny_data
     result = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path / "run", verbose=0)
-    target = training.ship_model(result.model, tmp_path / "run", tmp_path / "models", xv, yv,
-                                 "offline copy", "cifar-train --recipe baseline_cnn")
+    target = shipping.ship_model(result.model, tmp_path / "models", xv, yv, "offline copy",
+                                 "cifar-train --recipe baseline_cnn", run_dir=tmp_path / "run")
     assert target == tmp_path / "models" / "baseline_cnn.keras"
     card = (tmp_path / "models" / "MODEL_CARD.md").read_text()
     for needed in ("test accuracy (offline copy)", "cifar-train --recipe baseline_cnn", "seed | 0",
@@ -272,16 +273,16 @@ def test_load_or_train_never_leaves_a_notebook_without_a_model(tmp_path, monkeyp
     monkeypatch.setattr(paths, "SHIPPED_MODEL", tmp_path / "models" / "fast_net.keras")
     runs = tmp_path / "runs"
     with pytest.raises(ValueError, match="no trained model"):
-        training.load_or_train(runs_dir=runs)
+        shipping.load_or_train(runs_dir=runs)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(200, 32, 32, 3), dtype=np.uint8)
     y = np.arange(200) % 10
-    model, source = training.load_or_train(runs_dir=runs, x_train=x, y_train=y, num_images=100)
+    model, source = shipping.load_or_train(runs_dir=runs, x_train=x, y_train=y, num_images=100)
     assert "trained a small fast_net on 100 images" in source and model.output_shape == (None, 10)
     assert (runs / "fast" / "best.keras").exists()
-    again, source = training.load_or_train(runs_dir=runs)  # now notebook 04's place has one
+    again, source = shipping.load_or_train(runs_dir=runs)  # now notebook 04's place has one
     assert "notebook 04" in source and again.count_params() == model.count_params()
-    given, source = training.load_or_train(model_path=runs / "fast" / "best.keras")
+    given, source = shipping.load_or_train(model_path=runs / "fast" / "best.keras")
     assert source.startswith("given as")
 
 
@@ -302,7 +303,7 @@ def test_fine_tune_rate_falls_to_zero_unless_asked_not_to(tmp_path, tiny_data):
     model = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path, verbose=0).model
     training.fine_tune(model, x, y, xv, yv, learning_rate=0.01, epochs=2, batch_size=16, verbose=0)
     schedule = keras.saving.deserialize_keras_object(model.optimizer.get_config()["learning_rate"])
-    steps = 2 * -(-len(x) // 16)
+    steps = 2 * math.ceil(len(x) / 16)
     assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(steps)) == pytest.approx(0.0)
     assert int(model.optimizer.iterations) == steps
     training.fine_tune(model, x, y, xv, yv, learning_rate=0.01, epochs=1, batch_size=16,
@@ -315,7 +316,8 @@ def test_shipped_model_leaves_the_optimiser_behind(tmp_path, tiny_data):
 
     x, y, xv, yv = tiny_data
     result = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path / "run", verbose=0)
-    target = training.ship_model(result.model, tmp_path / "run", tmp_path / "models", xv, yv, "offline copy", "c")
+    target = shipping.ship_model(result.model, tmp_path / "models", xv, yv, "offline copy", "c",
+                                 run_dir=tmp_path / "run")
     with zipfile.ZipFile(target) as z:
         import h5py, io
 
@@ -356,7 +358,7 @@ def test_lr_find_suggests_the_rate_that_trains_fastest():
     x, y = _colour_problem()
     model = _tiny_cnn()
     before = [w.copy() for w in model.get_weights()]
-    result = training.lr_find(model, x, y, start_lr=1e-4, end_lr=10.0, steps=80, batch_size=64)
+    result = lr_finder.lr_find(model, x, y, start_lr=1e-4, end_lr=10.0, steps=80, batch_size=64)
     for a, b in zip(before, model.get_weights()):  # the weights are put back
         np.testing.assert_array_equal(a, b)
     n = len(result.losses)
@@ -385,14 +387,14 @@ def test_lr_find_suggests_the_rate_that_trains_fastest():
 def test_lr_find_refuses_nonsense():
     x, y = _colour_problem(64)
     with pytest.raises(ValueError, match="start_lr"):
-        training.lr_find(_tiny_cnn(), x, y, start_lr=1.0, end_lr=0.1)
+        lr_finder.lr_find(_tiny_cnn(), x, y, start_lr=1.0, end_lr=0.1)
     with pytest.raises(ValueError, match="steps"):
-        training.lr_find(_tiny_cnn(), x, y, steps=3)
+        lr_finder.lr_find(_tiny_cnn(), x, y, steps=3)
 
 
 def test_lr_find_stops_when_the_loss_blows_up():
     x, y = _colour_problem(256)
-    result = training.lr_find(_tiny_cnn(), x, y, start_lr=1e-2, end_lr=1e8, steps=40, batch_size=64)
+    result = lr_finder.lr_find(_tiny_cnn(), x, y, start_lr=1e-2, end_lr=1e8, steps=40, batch_size=64)
     assert len(result.losses) < 40  # stopped before the last, absurd rates
     assert np.all(np.isfinite(result.losses)) and np.all(np.isfinite(result.smoothed))
     assert np.isfinite(result.suggestion) and result.suggestion <= result.learning_rates[-1]
@@ -411,15 +413,16 @@ def test_a_run_whose_loss_becomes_nan_stops_and_says_so(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--epochs", "0"], "epochs must be a whole number >= 1"),
     (["--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
     (["--data-dir", "/nonexistent/cifar"], "--data-dir /nonexistent/cifar is not a folder"),
-    (["--budget-min", "0"], "--budget-min must be a positive number of minutes; received 0.0"),
+    (["--budget-min", "0"], "budget_min (minutes) must be a positive finite number; received 0.0"),
+    (["--budget-min", "inf"], "budget_min (minutes) must be a positive finite number; received inf"),
     (["--budget-min", "5", "--epochs", "3"], "pass --epochs or --budget-min, not both"),
 ])
 def test_cifar_train_bad_arguments_are_one_line_and_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
-        training.main(argv)
+        cli.train_main(argv)
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.strip().splitlines()[-1].startswith("cifar-train: error:")
@@ -467,7 +470,7 @@ def test_a_timed_run_skips_validation_and_checkpoints(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="early_stopping_patience needs validation images"):
         training.train(tiny_recipe(), x, y, None, None, output_dir=tmp_path / "c", verbose=0,
                        early_stopping_patience=2)
-    with pytest.raises(ValueError, match="budget_min must be a positive number of minutes; received 0"):
+    with pytest.raises(ValueError, match="budget_min .minutes. must be a positive finite number"):
         training.train(tiny_recipe(), x, y, None, None, output_dir=tmp_path / "d", verbose=0, budget_min=0)
 
 

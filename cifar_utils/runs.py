@@ -1,0 +1,200 @@
+"""A training run's folder: its files, its epoch history, and resuming a run that was killed.
+
+    run = RunFolder("runs/fast")
+    run.prepare()                        # tidy up; keep the epochs the backup holds
+    initial_epoch = run.resume(model)    # the backup's weights, or 0 for a fresh run
+    model.fit(..., initial_epoch=initial_epoch, callbacks=[..., run.backup_callback()])
+    run.finish(model, record)            # final.keras and history.json, then no backup
+
+The files, each written atomically (`storage`), so that a kill at any moment leaves either
+the old complete file or the new one:
+
+- `best.keras`: the model with the best validation accuracy so far;
+- `history.csv`: one row per epoch, appended as training goes (Keras's `CSVLogger`);
+- `backup/`: the last completed epoch's weights and optimiser state (`EpochBackup`);
+- `final.keras` and `history.json` when the run finishes;
+- `tensorboard/` when asked for.
+
+Resuming uses Keras's public API only: the weights are loaded into the compiled model and
+`fit` is told where to start with `initial_epoch`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from cifar_utils import storage
+
+TEMPORARY_STEMS = ("best", "final", "history")  # atomic writes in the run folder
+
+
+class EpochBackup(keras.callbacks.Callback):
+    """Saves the weights and optimiser state after every epoch, so a killed run can resume.
+
+    Each epoch's weights go to a new file (`epoch3.weights.h5`); only then does
+    `state.json`, written atomically, point at it, and only then are older weights files
+    deleted. A kill while writing the weights leaves an unreferenced partial file and the
+    previous state intact. `RunFolder.resume` reads it back.
+
+    Args:
+        backup_dir: the backup folder.
+    """
+
+    def __init__(self, backup_dir):
+        super().__init__()
+        self.folder = Path(backup_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1  # epochs completed: where a resumed run starts
+        self.folder.mkdir(parents=True, exist_ok=True)
+        weights = self.folder / f"epoch{done}.weights.h5"
+        self.model.save_weights(str(weights), overwrite=True)
+        storage.atomic_write_json(
+            self.folder / "state.json", {"epoch": done, "weights": weights.name}
+        )
+        for old in self.folder.glob("epoch*.weights.h5"):
+            if old != weights:
+                old.unlink(missing_ok=True)
+
+
+def read_backup_state(backup_dir):
+    """The saved `{"epoch", "weights"}` of a backup folder, or None if there is none.
+
+    Raises:
+        ValueError: the state, or the weights file it names, is unreadable.
+    """
+    state_path = Path(backup_dir) / "state.json"
+    if not state_path.exists():
+        return None
+    try:
+        state = json.loads(state_path.read_text())
+        epoch, weights = int(state["epoch"]), Path(backup_dir) / str(state["weights"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{state_path} is damaged ({type(err).__name__}: {err})") from None
+    if weights.parent != Path(backup_dir) or not weights.is_file():
+        raise ValueError(f"{state_path} names {weights.name}, which is missing")
+    return {"epoch": epoch, "weights": weights}
+
+
+def read_history(path) -> dict:
+    """Reads a `history.csv` written during training into per-epoch lists.
+
+    Keras's `CSVLogger` adds `val_` columns even to a run without validation, filled with
+    "NA": columns with no value in any epoch are left out; an occasional "NA" reads as NaN.
+    """
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    history = {}
+    for row in rows:
+        for key, value in row.items():
+            if value in ("NA", ""):
+                number = float("nan")
+            else:
+                number = int(value) if key == "epoch" else float(value)
+            history.setdefault(key, []).append(number)
+    return {
+        key: values
+        for key, values in history.items()
+        if not all(isinstance(v, float) and np.isnan(v) for v in values)
+    }
+
+
+class RunFolder:
+    """The folder of one training run, and what `train` does with it before and after `fit`.
+
+    Args:
+        path: the folder; created by `prepare`.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.best_model = self.path / "best.keras"
+        self.final_model = self.path / "final.keras"
+        self.history_csv = self.path / "history.csv"
+        self.history_json = self.path / "history.json"
+        self.backup_dir = self.path / "backup"
+        self.tensorboard_dir = self.path / "tensorboard"
+        self.kept_history = {}
+        self.best_so_far = None
+        self._state = None
+
+    def prepare(self, resume=True):
+        """Makes the folder ready for a run: a fresh start, or the resumption of a killed one.
+
+        Creates the folder and removes the temporary files of a save that was killed. With a
+        usable backup, rows of `history.csv` at or after the backup's epoch (written before a
+        kill the backup did not see) are dropped, and the rest kept in `kept_history`, with
+        their best validation accuracy in `best_so_far`. With no usable backup (none, one
+        unreadable: reported on stderr, or `resume=False`), the backup and the history are
+        removed and the run starts over.
+
+        Args:
+            resume: resume from a backup if there is one. Defaults to True.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        storage.remove_stale_temporaries(self.path, TEMPORARY_STEMS)
+        self.kept_history, self.best_so_far, self._state = {}, None, None
+        try:
+            self._state = read_backup_state(self.backup_dir) if resume else None
+        except ValueError as err:
+            print(f"cannot resume: {err}; starting this run from its first epoch", file=sys.stderr)
+        if self._state is None:
+            self.discard_backup()
+            self.history_csv.unlink(missing_ok=True)
+            return
+        if not self.history_csv.exists():
+            return
+        history = read_history(self.history_csv)
+        keep = [i for i, e in enumerate(history.get("epoch", [])) if e < self._state["epoch"]]
+        lines = self.history_csv.read_text().splitlines(keepends=True)
+        storage.atomic_write_text(
+            self.history_csv, "".join(lines[:1] + [lines[1 + i] for i in keep])
+        )
+        self.kept_history = {key: [values[i] for i in keep] for key, values in history.items()}
+        self.best_so_far = max(self.kept_history.get("val_accuracy", []), default=None)
+
+    def resume(self, model) -> int:
+        """Loads the backup `prepare` found into a compiled model; returns the epoch to start at.
+
+        Call it inside the distribution strategy's scope: it builds the optimiser, whose
+        state the backup holds. Returns 0, changing nothing, when there is no backup.
+        """
+        if self._state is None:
+            return 0
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(str(self._state["weights"]))
+        return self._state["epoch"]
+
+    def backup_callback(self) -> EpochBackup:
+        """The callback that keeps this folder's backup after every epoch."""
+        return EpochBackup(self.backup_dir)
+
+    def full_history(self, history, initial_epoch=0) -> dict:
+        """The kept epochs followed by this session's (a `keras.callbacks.History`'s `history`)."""
+        session = {
+            "epoch": list(range(initial_epoch, initial_epoch + len(history.get("loss", []))))
+        }
+        session.update({key: [float(v) for v in values] for key, values in history.items()})
+        keys = list(dict.fromkeys([*self.kept_history, *session]))
+        return {key: self.kept_history.get(key, []) + session.get(key, []) for key in keys}
+
+    def finish(self, model, record: dict):
+        """Writes `final.keras` and `history.json` (`record`), then discards the backup.
+
+        The backup goes last: a kill before that resumes the run, it does not restart it.
+        """
+        storage.atomic_save_model(model, self.final_model)
+        storage.atomic_write_json(self.history_json, record)
+        self.discard_backup()
+
+    def discard_backup(self):
+        """Deletes the backup (after a finished run, or one whose weights became NaN)."""
+        shutil.rmtree(self.backup_dir, ignore_errors=True)

@@ -1,0 +1,128 @@
+"""cifar_utils.runs: a run folder's backup state, its history, and what `prepare` keeps.
+
+Killing a real training process at each save step and resuming it is tested in
+test_resume.py and test_training.py.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from cifar_utils import runs, storage
+
+HEADER = "epoch,accuracy,loss,val_accuracy,val_loss\n"
+
+
+def _history(path, val_accuracies):
+    rows = [f"{i},0.5,1.0,{v},1.0\n" for i, v in enumerate(val_accuracies)]
+    path.write_text(HEADER + "".join(rows))
+
+
+def _backup(folder, epoch):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"epoch{epoch}.weights.h5").write_bytes(b"w")
+    storage.atomic_write_json(folder / "state.json", {"epoch": epoch, "weights": f"epoch{epoch}.weights.h5"})
+
+
+def test_read_history_reads_epochs_as_ints_and_the_rest_as_floats(tmp_path):
+    _history(tmp_path / "history.csv", [0.25, 0.5])
+    history = runs.read_history(tmp_path / "history.csv")
+    assert history == {"epoch": [0, 1], "accuracy": [0.5, 0.5], "loss": [1.0, 1.0],
+                       "val_accuracy": [0.25, 0.5], "val_loss": [1.0, 1.0]}
+    assert all(type(e) is int for e in history["epoch"])
+
+
+def test_read_state(tmp_path):
+    assert runs.read_backup_state(tmp_path / "none") is None
+    _backup(tmp_path / "b", 2)
+    assert runs.read_backup_state(tmp_path / "b") == {"epoch": 2, "weights": tmp_path / "b" / "epoch2.weights.h5"}
+    (tmp_path / "b" / "epoch2.weights.h5").unlink()
+    with pytest.raises(ValueError, match="names epoch2.weights.h5, which is missing"):
+        runs.read_backup_state(tmp_path / "b")
+    (tmp_path / "outside.h5").write_bytes(b"w")
+    storage.atomic_write_json(tmp_path / "b" / "state.json", {"epoch": 1, "weights": "../outside.h5"})
+    with pytest.raises(ValueError, match="which is missing"):  # only files inside the backup folder
+        runs.read_backup_state(tmp_path / "b")
+    (tmp_path / "b" / "state.json").write_text('{"epoch": "two"}')
+    with pytest.raises(ValueError, match="state.json is damaged"):
+        runs.read_backup_state(tmp_path / "b")
+
+
+def test_prepare_drops_epochs_the_backup_did_not_see(tmp_path):
+    _backup(tmp_path / "backup", 2)  # epochs 0 and 1 are in the backup
+    _history(tmp_path / "history.csv", [0.3, 0.6, 0.9])  # epoch 2 was logged, then the run was killed
+    run = runs.RunFolder(tmp_path)
+    run.prepare()
+    assert run.best_so_far == 0.6  # the best of the epochs kept, not 0.9
+    assert run.kept_history["epoch"] == [0, 1] and run.kept_history["val_accuracy"] == [0.3, 0.6]
+    assert runs.read_history(tmp_path / "history.csv")["epoch"] == [0, 1]
+    assert (tmp_path / "backup" / "state.json").is_file()
+
+
+def test_prepare_with_a_backup_but_no_history(tmp_path):
+    _backup(tmp_path / "backup", 1)
+    run = runs.RunFolder(tmp_path)
+    run.prepare()
+    assert run.best_so_far is None and run.kept_history == {}
+    assert (tmp_path / "backup" / "state.json").is_file()
+
+
+def test_prepare_without_a_backup_starts_over(tmp_path):
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "epoch3.weights.h5").write_bytes(b"w")  # weights, but no state
+    _history(tmp_path / "history.csv", [0.3])
+    run = runs.RunFolder(tmp_path)
+    run.prepare()
+    assert run.best_so_far is None and run.kept_history == {}
+    assert not (tmp_path / "backup").exists() and not (tmp_path / "history.csv").exists()
+
+
+def test_prepare_discards_a_damaged_backup_and_says_so(tmp_path, capsys):
+    _backup(tmp_path / "backup", 2)
+    (tmp_path / "backup" / "state.json").write_bytes(b"")
+    _history(tmp_path / "history.csv", [0.3, 0.6])
+    run = runs.RunFolder(tmp_path)
+    run.prepare()
+    assert run.best_so_far is None and run.kept_history == {}
+    assert "cannot resume" in capsys.readouterr().err
+    assert not (tmp_path / "backup").exists() and not (tmp_path / "history.csv").exists()
+
+
+def test_prepare_without_resume_starts_over_even_with_a_backup(tmp_path):
+    _backup(tmp_path / "backup", 2)
+    _history(tmp_path / "history.csv", [0.3, 0.6])
+    run = runs.RunFolder(tmp_path)
+    run.prepare(resume=False)
+    assert not (tmp_path / "backup").exists() and not (tmp_path / "history.csv").exists()
+
+
+def test_the_backup_callback_writes_state_after_weights_and_resume_restores_them(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((8, 2)), np.zeros((8, 1))
+    run = runs.RunFolder(tmp_path)
+    run.prepare()
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[run.backup_callback()])
+    state = runs.read_backup_state(run.backup_dir)
+    assert state["epoch"] == 2 and [p.name for p in run.backup_dir.glob("*.h5")] == ["epoch2.weights.h5"]
+    fresh = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    fresh.compile(optimizer="sgd", loss="mse")
+    again = runs.RunFolder(tmp_path)
+    again.prepare()
+    assert again.resume(fresh) == 2
+    for a, b in zip(fresh.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert int(fresh.optimizer.iterations) == int(model.optimizer.iterations)  # optimiser state too
+
+
+def test_full_history_puts_this_sessions_epochs_after_the_kept_ones(tmp_path):
+    _backup(tmp_path / "backup", 2)
+    _history(tmp_path / "history.csv", [0.3, 0.6, 0.9])
+    run = runs.RunFolder(tmp_path)
+    run.prepare()
+    session = {"loss": [0.5], "accuracy": [0.7], "val_loss": [0.4], "val_accuracy": [0.8]}
+    full = run.full_history(session, initial_epoch=2)
+    assert full["epoch"] == [0, 1, 2] and full["val_accuracy"] == [0.3, 0.6, 0.8]
+    with pytest.raises(ValueError, match="damaged"):
+        (tmp_path / "backup" / "state.json").write_text("{")
+        runs.read_backup_state(tmp_path / "backup")
