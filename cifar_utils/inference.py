@@ -8,15 +8,12 @@
 `storage.load_model`), a TensorFlow SavedModel folder (`model.export`) or a
 TFLite file, each run by one small backend class (`BACKENDS`), and takes file paths,
 raw bytes, PIL images or numpy arrays of any size and colour mode. Every image
-goes through `load_image`: converted to 8-bit RGB, centre-cropped to a square
-and resized to 32 x 32 with an antialiasing filter. The result is what
-training saw: raw pixels 0-255 as float32 (the models normalise inside, see
-`data.normalization_layer`). A 32 x 32 x 3 uint8 array, such as `x_test[i]`,
-passes through unchanged.
+goes through `images.load_image`, which turns it into what training saw: 32 x 32
+RGB raw pixels 0-255 (the models normalise inside, see `data.normalization_layer`).
 
-Legacy `.h5` files are refused: Keras's safe mode does not apply to them, so
-an untrusted one can run code when loaded. SavedModels and TFLite files hold
-graphs, not Python code, but a SavedModel graph can still read and write
+Legacy `.h5` files are refused (`storage.refuse_legacy_hdf5`): Keras's safe mode does
+not apply to them, so an untrusted one can run code when loaded. SavedModels and TFLite
+files hold graphs, not Python code, but a SavedModel graph can still read and write
 files: load only those you trust.
 
 `main` is the `cifar-predict` console script.
@@ -25,35 +22,20 @@ files: load only those you trust.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
 import threading
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cifar_utils import storage, timing
+from cifar_utils import checks, storage, timing
 from cifar_utils.data import CLASS_NAMES
+from cifar_utils.images import IMAGE_SIZE, ImageError, load_image, load_images
 from cifar_utils.paths import find_trained_model
-
-IMAGE_SIZE = 32
-# The largest image we decode, in pixels: PIL's decompression-bomb threshold (about
-# 89 megapixels, a 9,459 x 9,459 scan). PIL only warns above it; we refuse instead.
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS
-# Large decoded images are first shrunk (box filter, by a whole factor) to no less than
-# this many times the output side, then resized with Lanczos: quality is unchanged.
-REDUCE_TO_AT_LEAST = 8
-RESAMPLE = Image.Resampling.LANCZOS  # antialiasing: a photo shrunk 100x keeps its shapes
-
-
-class ImageError(ValueError):
-    """An input that cannot be turned into an image, with the reason."""
 
 
 @dataclass(frozen=True)
@@ -86,218 +68,6 @@ class FileResult:
         return out
 
 
-# --------------------------------------------------------------------------- images
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit RGB; transparent parts become white."""
-    image = ImageOps.exif_transpose(image)  # phone photos: honour the orientation tag
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # 16/32-bit and float greyscale: stretch the image's own range to 0-255;
-        # PIL's convert("L") would clip everything above 255 to white.
-        arr = np.asarray(image, dtype=np.float64)
-        return Image.fromarray(_stretch_to_uint8(arr)).convert("RGB")
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def _stretch_to_uint8(arr: np.ndarray) -> np.ndarray:
-    low, high = float(np.nanmin(arr)), float(np.nanmax(arr))
-    if high <= low:
-        return np.zeros(arr.shape, np.uint8)
-    return np.round((arr - low) * (255.0 / (high - low))).astype(np.uint8)
-
-
-def _square_and_resize(image: Image.Image, size: int, crop: bool) -> Image.Image:
-    if crop and image.width != image.height:
-        image = ImageOps.fit(image, (min(image.size),) * 2, method=Image.Resampling.NEAREST)
-    if image.size != (size, size):
-        # reducing_gap: shrink by whole factors first (fast on very large images),
-        # then Lanczos for the last step (sharp and alias-free).
-        image = image.resize((size, size), RESAMPLE, reducing_gap=3.0)
-    return image
-
-
-def _check_pixels(image: Image.Image) -> None:
-    pixels = image.width * image.height
-    if pixels > MAX_PIXELS:
-        raise ImageError(
-            f"the image is {image.width} x {image.height} = {pixels:,} pixels, above the "
-            f"limit of {MAX_PIXELS:,}; shrink it first"
-        )
-
-
-def _reduce_in_strips(image: Image.Image, factor: int, rows: int = 16) -> Image.Image:
-    """`image.reduce(factor)`, a band of `rows * factor` lines at a time.
-
-    Pillow's `reduce` makes a full-size working copy of an RGBA image (it premultiplies
-    the alpha first): 350 MB more for a 9,400 x 9,400 picture. Band by band, the extra
-    memory is one band's worth; the result is the same as one `reduce`.
-    """
-    width, height = image.size
-    band = rows * factor
-    parts = [image.crop((0, top, width, min(top + band, height))).reduce(factor)
-             for top in range(0, height, band)]
-    out = Image.new(parts[0].mode, (parts[0].width, sum(p.height for p in parts)))
-    top = 0
-    for part in parts:
-        out.paste(part, (0, top))
-        top += part.height
-    return out
-
-
-def _open(source) -> Image.Image:
-    """A decoded PIL image from a path, bytes or a file object."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise ImageError("the data is empty (0 bytes): not an image")
-        source = io.BytesIO(bytes(source))
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            if not path.exists():
-                raise ImageError(f"no such file: {path}")
-            if path.is_dir():
-                raise ImageError(f"{path} is a folder, not an image file")
-            if path.stat().st_size == 0:
-                raise ImageError(f"{path} is empty (0 bytes): not an image")
-        except OSError as err:  # a name too long, no permission, a symlink loop...
-            raise ImageError(f"cannot read the file: {err.strerror}") from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(source)
-            _check_pixels(image)  # before decoding: the header already tells the size
-            # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: big photos load fast.
-            image.draft(image.mode, (IMAGE_SIZE * 4, IMAGE_SIZE * 4))
-            image.load()
-        # Formats without draft decoding (PNG, WebP, TIFF...) arrive at full size: shrink by a
-        # whole factor at once, so the mode conversions and the crop below work on a small
-        # copy. A 9,400 x 9,400 RGBA PNG otherwise took 2 GB to classify; now about its
-        # decoded size (350 MB), freed as soon as this function returns.
-        factor = min(image.size) // (IMAGE_SIZE * REDUCE_TO_AT_LEAST)
-        if factor >= 2:
-            try:
-                image = _reduce_in_strips(image, factor)
-            except (ValueError, NotImplementedError):  # modes reduce() lacks (P, 1, I;16): keep it
-                pass
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError("not an image PIL can read (unknown or unsupported format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"the image is too large to decode safely: {err}") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise ImageError(f"the image file is damaged or truncated: {err}") from None
-    except Exception as err:  # NotImplementedError, TypeError... from a crafted or fuzzed file
-        raise ImageError(f"the image file could not be decoded ({type(err).__name__}: {err})") from None
-    return image
-
-
-def _array_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """One image array (H, W), (H, W, 1|3|4) of any numeric dtype to uint8 (H, W, 3)."""
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
-        raise ImageError(
-            f"an image array must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); "
-            f"received {arr.shape}"
-        )
-    if min(arr.shape[:2]) == 0:
-        raise ImageError(f"the image array is empty: shape {arr.shape}")
-    if arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8) * 255
-    elif arr.dtype == np.uint16:
-        arr = np.round(arr / 257.0).astype(np.uint8)  # 65535 -> 255
-    elif np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer):
-        if arr.dtype != np.uint8:
-            if not np.all(np.isfinite(arr)):
-                raise ImageError("the image array contains NaN or infinite values")
-            low, high = float(arr.min()), float(arr.max())
-            if low < 0 or high > 255:
-                raise ImageError(
-                    f"pixel values must lie in 0-255 (raw pixels, as in x_train); received "
-                    f"values from {low:g} to {high:g}. Undo any normalisation first."
-                )
-            if np.issubdtype(arr.dtype, np.floating) and 0 < high <= 1.0:
-                warnings.warn(
-                    "the image array's values are all within 0-1; the models expect raw pixels "
-                    "0-255 (multiply by 255 if you divided by 255)",
-                    stacklevel=4,
-                )
-            arr = np.round(arr).astype(np.uint8)
-    else:
-        raise ImageError(f"cannot use an image array of dtype {arr.dtype}; use uint8 pixels")
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=-1)
-    elif arr.shape[-1] == 4:
-        rgba = Image.fromarray(np.ascontiguousarray(arr), "RGBA")
-        arr = np.asarray(_to_rgb(rgba))
-    return arr
-
-
-def load_image(source, size=IMAGE_SIZE, crop=True) -> np.ndarray:
-    """One image from anything, prepared exactly as the training images were.
-
-    Args:
-        source: a file path, the file's bytes, a file object, a PIL image or a
-            numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4). Arrays hold
-            raw pixels: uint8, uint16 (scaled by 1/257), or any other numeric
-            type with values in 0-255.
-        size: the side of the output square. Defaults to 32, CIFAR-10's size.
-        crop: centre-crop non-square images to a square before resizing, so
-            objects keep their shape. Defaults to True; False squashes the
-            whole picture into the square instead.
-
-    Returns:
-        A uint8 array of shape `(size, size, 3)`.
-
-    Raises:
-        ImageError: (a ValueError) when the input is not a readable image; the
-            message says why (missing, empty, truncated, not an image, too
-            large, wrong array shape or range).
-    """
-    if isinstance(source, np.ndarray):
-        arr = _array_to_uint8(source)
-        if arr.shape[:2] == (size, size):
-            return arr
-        image = Image.fromarray(arr, "RGB")
-        _check_pixels(image)
-    elif isinstance(source, Image.Image):
-        _check_pixels(source)
-        image = source
-    else:
-        image = _open(source)
-    try:
-        image = _square_and_resize(_to_rgb(image), size, crop)
-        return np.asarray(image, dtype=np.uint8)
-    except ImageError:
-        raise
-    except Exception as err:  # a broken EXIF block, an odd mode, a decoder bug: this file only
-        raise ImageError(f"the image could not be converted ({type(err).__name__}: {err})") from None
-
-
-def load_images(sources, size=IMAGE_SIZE, crop=True) -> np.ndarray:
-    """Several images as one batch; see `load_image`. A 4-D array is taken as a batch.
-
-    Returns:
-        A uint8 array `(N, size, size, 3)`.
-    """
-    if isinstance(sources, np.ndarray) and sources.ndim == 4:
-        sources = list(sources)
-    elif isinstance(sources, (str, os.PathLike, bytes, Image.Image, np.ndarray)):
-        sources = [sources]
-    images = [load_image(s, size=size, crop=crop) for s in sources]
-    if not images:
-        return np.zeros((0, size, size, 3), np.uint8)
-    return np.stack(images)
-
-
 # --------------------------------------------------------------------------- models
 
 
@@ -305,21 +75,19 @@ def detect_format(path) -> str:
     """Which of `FORMATS` a model path holds, or a ValueError saying why none."""
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"no model at {path}: train one (notebook 04, `cifar-train`) or pass --model")
+        raise ValueError(
+            f"no model at {path}: train one (notebook 04, `cifar-train`) or pass --model"
+        )
     if path.is_dir():
         if (path / "saved_model.pb").exists():
             return "saved_model"
         raise ValueError(f"{path} is a folder without saved_model.pb: not a SavedModel")
+    storage.refuse_legacy_hdf5(path)
     suffix = path.suffix.lower()
     if suffix == ".keras":
         return "keras"
     if suffix == ".tflite":
         return "tflite"
-    if suffix in storage.LEGACY_SUFFIXES:
-        raise ValueError(
-            f"refusing to load {path}: legacy HDF5 (.h5) models bypass Keras's safe mode and an "
-            "untrusted one can run code. Re-save a trusted copy with model.save('model.keras')."
-        )
     raise ValueError(
         f"cannot tell the format of {path} (suffix {suffix!r}); expected a .keras file, a "
         ".tflite file or a SavedModel folder"
@@ -441,12 +209,6 @@ BACKENDS = {cls.format: cls for cls in (_KerasBackend, _SavedModelBackend, _TFLi
 FORMATS = tuple(BACKENDS)
 
 
-def _checked_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1; received {batch_size}")
-    return int(batch_size)
-
-
 class Classifier:
     """A trained CIFAR-10 model ready to classify new images.
 
@@ -458,18 +220,22 @@ class Classifier:
         class_names: the labels, in output order. Defaults to CIFAR-10's.
         num_threads: CPU threads for TFLite. Defaults to None: all cores.
         batch_size: images per forward pass. Defaults to 256.
-        crop: centre-crop non-square images (see `load_image`). Defaults to True.
+        crop: centre-crop non-square images (see `images.load_image`). Defaults to True.
 
     Raises:
         ValueError: when the path is missing, is a legacy `.h5` file, or is no
             model format known here.
     """
 
-    def __init__(self, model=None, class_names=CLASS_NAMES, num_threads=None, batch_size=256, crop=True):
+    def __init__(
+        self, model=None, class_names=CLASS_NAMES, num_threads=None, batch_size=256, crop=True
+    ):
         self.class_names = list(class_names)
-        self.batch_size = _checked_batch_size(batch_size)
+        self.batch_size = checks.whole_number(batch_size, "batch_size", minimum=1)
         self.crop = crop
-        self._lock = threading.Lock()  # backends (TFLite interpreters above all) are not thread-safe
+        self._lock = (
+            threading.Lock()
+        )  # backends (TFLite interpreters above all) are not thread-safe
         if model is None:
             model, why = find_trained_model()
             if model is None:
@@ -509,7 +275,9 @@ class Classifier:
         Returns:
             float32 array `(N, num_classes)`, rows summing to 1.
         """
-        return self.predict_prepared(load_images(images, crop=self.crop).astype(np.float32), batch_size)
+        return self.predict_prepared(
+            load_images(images, crop=self.crop).astype(np.float32), batch_size
+        )
 
     def predict_prepared(self, x, batch_size=None) -> np.ndarray:
         """Class probabilities for images already prepared, without per-image checks.
@@ -530,10 +298,12 @@ class Classifier:
             float32 array `(N, num_classes)`, rows summing to 1.
 
         Raises:
-            ValueError: `x` is not `(N, 32, 32, 3)`, `batch_size` is below 1,
+            ValueError: `x` is not `(N, 32, 32, 3)`, `batch_size` is not a whole number >= 1,
                 or the model's outputs do not match `class_names`.
         """
-        step = self.batch_size if batch_size is None else _checked_batch_size(batch_size)
+        step = self.batch_size
+        if batch_size is not None:
+            step = checks.whole_number(batch_size, "batch_size", minimum=1)
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 4 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise ValueError(
@@ -543,7 +313,9 @@ class Classifier:
         if len(x) == 0:
             return np.zeros((0, self.num_classes), np.float32)
         with self._lock:
-            outs = [self._backend.forward(x[start:start + step]) for start in range(0, len(x), step)]
+            outs = [
+                self._backend.forward(x[start : start + step]) for start in range(0, len(x), step)
+            ]
         probs = _softmax_if_logits(np.concatenate(outs))
         if probs.shape[-1] != self.num_classes:
             raise ValueError(
@@ -551,10 +323,24 @@ class Classifier:
             )
         return probs
 
-    def top_k(self, probs: np.ndarray, k=3) -> list:
-        """Top-k `Prediction`s for each row of a probability matrix."""
+    def check_top_k(self, k) -> int:
+        """`k`, if it is a number of classes to show: 1 to `num_classes`.
+
+        The one check of `top_k` (`predict`, `predict_files`, the web demo all use it).
+
+        Raises:
+            ValueError: `k` is outside 1 to `num_classes`.
+        """
         if not 1 <= k <= self.num_classes:
             raise ValueError(f"top_k must be between 1 and {self.num_classes}; received {k}")
+        return k
+
+    def top_k(self, probs: np.ndarray, k=3) -> list:
+        """Top-k `Prediction`s for each row of a probability matrix."""
+        return self._ranked(probs, self.check_top_k(k))
+
+    def _ranked(self, probs: np.ndarray, k: int) -> list:
+        """`top_k` for a `k` already checked."""
         order = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
         return [
             [Prediction(self.class_names[i], int(i), float(row[i])) for i in idx]
@@ -584,8 +370,7 @@ class Classifier:
             One `FileResult` per path, in order: `predictions` when it worked,
             `error` (what is wrong with that file) when it did not.
         """
-        if not 1 <= top_k <= self.num_classes:
-            raise ValueError(f"top_k must be between 1 and {self.num_classes}; received {top_k}")
+        k = self.check_top_k(top_k)  # before any file is read
         results, good, images = [], [], []
         for path in paths:
             result = FileResult(str(path))
@@ -595,13 +380,16 @@ class Classifier:
             except ImageError as err:
                 result.error = str(err)
             results.append(result)
-        if images:
-            for result, preds in zip(good, self.predict(np.stack(images), top_k)):
+        if images:  # prepared by load_image already: straight to the model
+            probs = self.predict_prepared(np.stack(images).astype(np.float32))
+            for result, preds in zip(good, self._ranked(probs, k)):
                 result.predictions = preds
         return results
 
 
-def measure_speed(classifier: Classifier, images: np.ndarray, batch_size=256, single=100, repeats=3) -> dict:
+def measure_speed(
+    classifier: Classifier, images: np.ndarray, batch_size=256, single=100, repeats=3
+) -> dict:
     """Batched throughput and single-image latency of a classifier's model.
 
     The images are prepared once (`load_images`), before any timing, then run
@@ -627,13 +415,18 @@ def measure_speed(classifier: Classifier, images: np.ndarray, batch_size=256, si
     Raises:
         ValueError: no images, or `batch_size`, `single` or `repeats` below 1.
     """
-    batch_size = _checked_batch_size(batch_size)
+    batch_size = checks.whole_number(batch_size, "batch_size", minimum=1)
     x = load_images(images, crop=classifier.crop).astype(np.float32)
     if len(x) == 0:
         raise ValueError("measure_speed needs at least one image; received 0")
-    seconds = timing.best_time(lambda: classifier.predict_prepared(x, batch_size=batch_size), repeats=repeats)
+    seconds = timing.best_time(
+        lambda: classifier.predict_prepared(x, batch_size=batch_size), repeats=repeats
+    )
     times = timing.latencies_ms(
-        lambda i: classifier.predict_prepared(x[i % len(x): i % len(x) + 1], batch_size=batch_size), single
+        lambda i: classifier.predict_prepared(
+            x[i % len(x) : i % len(x) + 1], batch_size=batch_size
+        ),
+        single,
     )
     return {
         "images_per_second": len(x) / seconds,
@@ -650,7 +443,9 @@ def _printable(name: str) -> str:
     """A file name on one line: newlines and other control characters escaped."""
     if name.isprintable():
         return name
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in name)
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in name
+    )
 
 
 def _format_result(result: FileResult) -> str:
@@ -671,10 +466,14 @@ def main(argv=None) -> int:
         description="Classify images with a CIFAR-10 model (default: the one notebook 04 or cifar-train "
         "trained, else the one shipped in models/).",
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)")
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)"
+    )
     parser.add_argument("--model", help="a .keras file, a SavedModel folder or a .tflite file")
     parser.add_argument("--top-k", type=int, default=3, help="classes per image (default 3)")
-    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON document instead of text"
+    )
     args = parser.parse_args(argv)
     try:
         clf = Classifier(args.model)
@@ -684,13 +483,20 @@ def main(argv=None) -> int:
         return 2
     failed = [r for r in results if not r.ok]
     if args.json:
-        doc = {"model": str(clf.path), "format": clf.format, "results": [r.to_dict() for r in results]}
+        doc = {
+            "model": str(clf.path),
+            "format": clf.format,
+            "results": [r.to_dict() for r in results],
+        }
         print(json.dumps(doc, indent=2))
     else:
         for result in results:
             print(_format_result(result), file=sys.stdout if result.ok else sys.stderr)
     if failed:
-        print(f"cifar-predict: {len(failed)} of {len(results)} files could not be classified", file=sys.stderr)
+        print(
+            f"cifar-predict: {len(failed)} of {len(results)} files could not be classified",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

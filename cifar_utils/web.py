@@ -32,7 +32,9 @@ import sys
 import threading
 import time
 
-from cifar_utils.inference import Classifier, ImageError
+from cifar_utils import checks
+from cifar_utils.images import ImageError
+from cifar_utils.inference import Classifier
 
 DEFAULT_MAX_UPLOAD_MB = 10.0
 # Stop reading an oversized upload here; up to it we read and discard the rest,
@@ -133,48 +135,21 @@ def create_app(classifier=None, model=None, top_k=5, max_upload_mb=DEFAULT_MAX_U
         A `starlette.applications.Starlette` app that adds `X-Content-Type-Options:
         nosniff` to every response; serve it with uvicorn.
     """
+    import asyncio
+
     from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
 
-    import asyncio
-
     if max_upload_mb <= 0:
         raise ValueError(f"max_upload_mb must be positive; received {max_upload_mb}")
-    if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) or max_concurrent < 1:
-        raise ValueError(f"max_concurrent must be a whole number >= 1; received {max_concurrent!r}")
+    max_concurrent = checks.whole_number(max_concurrent, "max_concurrent", minimum=1)
     decode_slots = asyncio.Semaphore(max_concurrent)  # uploads decoded at once; the rest wait
     clf = classifier if classifier is not None else Classifier(model)
-    if not 1 <= top_k <= clf.num_classes:
-        raise ValueError(f"top_k must be between 1 and {clf.num_classes}; received {top_k}")
-    max_bytes = int(max_upload_mb * 1e6)
-    too_large = (
-        f"The file is larger than the {max_upload_mb:g} MB limit. Shrink it or choose another "
-        "picture (the model only looks at 32 x 32 pixels anyway)."
-    )
-    page = PAGE.format(
-        top_k=top_k,
-        classes=html.escape(", ".join(clf.class_names)),
-        max_mb=max_upload_mb,
-        model=html.escape(f"{clf.format}, {clf.path or 'in memory'}"),
-    )
-
-    # The page's only script and style are inline: allow exactly those (by hash), the
-    # preview of the chosen file (blob:), and requests to this server; nothing else.
-    def _sha256(tag):
-        body = page.split(f"<{tag}>", 1)[1].split(f"</{tag}>", 1)[0]
-        return "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
-
-    security_headers = {  # nosniff is added to every response by _NoSniff
-        "Content-Security-Policy": (
-            f"default-src 'none'; script-src {_sha256('script')}; style-src {_sha256('style')}; "
-            "img-src blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
-            "frame-ancestors 'none'"
-        ),
-        "Referrer-Policy": "no-referrer",
-    }
+    top_k = clf.check_top_k(top_k)
+    page = _render_page(clf, top_k, max_upload_mb)
+    security_headers = _security_headers(page)
 
     async def index(request):
         return HTMLResponse(page, headers=security_headers)
@@ -182,33 +157,7 @@ def create_app(classifier=None, model=None, top_k=5, max_upload_mb=DEFAULT_MAX_U
     async def health(request):
         return JSONResponse({"status": "ok", "model": str(clf.path), "format": clf.format})
 
-    async def predict(request):
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > DRAIN_LIMIT_BYTES:
-            return JSONResponse({"error": too_large}, status_code=413)
-        body, size = bytearray(), 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size <= max_bytes:
-                body += chunk
-            elif size > DRAIN_LIMIT_BYTES:
-                break
-        if size > max_bytes:
-            return JSONResponse({"error": too_large}, status_code=413)
-        if size == 0:
-            return JSONResponse({"error": "The upload was empty: choose an image file."}, status_code=400)
-        try:
-            async with decode_slots:  # bounds the memory: a large image decodes to ~350 MB
-                preds = await run_in_threadpool(lambda: clf.predict([bytes(body)], top_k=top_k)[0])
-        except ImageError as err:
-            return JSONResponse(
-                {"error": f"That file is not a picture the model can read: {err}."}, status_code=400
-            )
-        return JSONResponse(
-            {"predictions": [{"label": p.label, "class_index": p.class_index, "confidence": p.confidence}
-                             for p in preds]}
-        )
-
+    predict = _predict_endpoint(clf, top_k, max_upload_mb, decode_slots)
     app = Starlette(
         routes=[
             Route("/", index),
@@ -223,6 +172,91 @@ def create_app(classifier=None, model=None, top_k=5, max_upload_mb=DEFAULT_MAX_U
     return app
 
 
+def _render_page(clf, top_k, max_upload_mb) -> str:
+    """`PAGE` filled in for this classifier, every inserted text HTML-escaped."""
+    return PAGE.format(
+        top_k=top_k,
+        classes=html.escape(", ".join(clf.class_names)),
+        max_mb=max_upload_mb,
+        model=html.escape(f"{clf.format}, {clf.path or 'in memory'}"),
+    )
+
+
+def _security_headers(page: str) -> dict:
+    """The headers of the page's response (nosniff is added to every response by `_NoSniff`).
+
+    The page's only script and style are inline: the Content-Security-Policy allows exactly
+    those (by hash), the preview of the chosen file (blob:), and requests to this server;
+    nothing else.
+    """
+
+    def _sha256(tag):
+        body = page.split(f"<{tag}>", 1)[1].split(f"</{tag}>", 1)[0]
+        return "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'none'; script-src {_sha256('script')}; style-src {_sha256('style')}; "
+            "img-src blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'"
+        ),
+        "Referrer-Policy": "no-referrer",
+    }
+
+
+async def _read_upload(request, max_bytes: int) -> tuple[bytearray, int]:
+    """The request body, up to `max_bytes`, and its full size (`size > max_bytes`: too large).
+
+    Beyond `max_bytes` the rest is read and discarded up to `DRAIN_LIMIT_BYTES`, so the
+    browser gets the 413 answer instead of a reset connection.
+    """
+    body, size = bytearray(), 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= max_bytes:
+            body += chunk
+        elif size > DRAIN_LIMIT_BYTES:
+            break
+    return body, size
+
+
+def _predict_endpoint(clf, top_k, max_upload_mb, decode_slots):
+    """The `POST /api/predict` handler: one uploaded image in, its top-k classes out."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse
+
+    max_bytes = int(max_upload_mb * 1e6)
+    too_large = (
+        f"The file is larger than the {max_upload_mb:g} MB limit. Shrink it or choose another "
+        "picture (the model only looks at 32 x 32 pixels anyway)."
+    )
+
+    async def predict(request):
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > DRAIN_LIMIT_BYTES:
+            return JSONResponse({"error": too_large}, status_code=413)
+        body, size = await _read_upload(request, max_bytes)
+        if size > max_bytes:
+            return JSONResponse({"error": too_large}, status_code=413)
+        if size == 0:
+            return JSONResponse(
+                {"error": "The upload was empty: choose an image file."}, status_code=400
+            )
+        try:
+            async with decode_slots:  # bounds the memory: a large image decodes to ~350 MB
+                preds = await run_in_threadpool(lambda: clf.predict([bytes(body)], top_k=top_k)[0])
+        except ImageError as err:
+            return JSONResponse(
+                {"error": f"That file is not a picture the model can read: {err}."}, status_code=400
+            )
+        return JSONResponse({"predictions": [
+            {"label": p.label, "class_index": p.class_index, "confidence": p.confidence}
+            for p in preds
+        ]})
+
+    return predict
+
+
 class _NoSniff:
     """ASGI middleware: every response says `X-Content-Type-Options: nosniff`."""
 
@@ -232,9 +266,15 @@ class _NoSniff:
     async def __call__(self, scope, receive, send):
         async def send_with_header(message):
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", [])
-                           if k.lower() != b"x-content-type-options"]
-                message = {**message, "headers": headers + [(b"x-content-type-options", b"nosniff")]}
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.lower() != b"x-content-type-options"
+                ]
+                message = {
+                    **message,
+                    "headers": headers + [(b"x-content-type-options", b"nosniff")],
+                }
             await send(message)
 
         await self.app(scope, receive, send_with_header if scope["type"] == "http" else send)
@@ -273,7 +313,9 @@ def run_in_background(app, host="127.0.0.1", port=None, timeout=30):
     deadline = time.monotonic() + timeout
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the demo server did not start on {host}:{port} (is the port in use?)")
+            raise RuntimeError(
+                f"the demo server did not start on {host}:{port} (is the port in use?)"
+            )
         time.sleep(0.05)
     try:
         yield f"http://{host}:{port}/"
@@ -350,15 +392,32 @@ def screenshot_upload(url, image_path, save_to, chromium=None, width=720, height
 
 def main(argv=None) -> int:
     """`cifar-demo`: serve the page with uvicorn until interrupted (Ctrl+C)."""
-    parser = argparse.ArgumentParser(prog="cifar-demo", description="Serve the CIFAR-10 upload-and-classify page.")
-    parser.add_argument("--model", help="a .keras file, a SavedModel folder or a .tflite file (default: trained or shipped)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser = argparse.ArgumentParser(
+        prog="cifar-demo", description="Serve the CIFAR-10 upload-and-classify page."
+    )
+    parser.add_argument(
+        "--model",
+        help="a .keras file, a SavedModel folder or a .tflite file (default: trained or shipped)",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
-    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
-                        help=f"largest upload in MB (default {DEFAULT_MAX_UPLOAD_MB:g})")
-    parser.add_argument("--max-concurrent", type=int, default=1,
-                        help="uploads decoded at once; each large picture takes ~350 MB (default 1)")
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help=f"largest upload in MB (default {DEFAULT_MAX_UPLOAD_MB:g})",
+    )
+    parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=1,
+        help="uploads decoded at once; each large picture takes ~350 MB (default 1)",
+    )
     args = parser.parse_args(argv)
     # Pillow keeps images in 16 MB blocks, which glibc serves from per-thread heaps and keeps
     # after they are freed: each worker thread would hold on to its largest picture (6 GB
@@ -367,8 +426,12 @@ def main(argv=None) -> int:
 
     Image.core.set_block_size(64 << 20)
     try:
-        app = create_app(model=args.model, top_k=args.top_k, max_upload_mb=args.max_upload_mb,
-                         max_concurrent=args.max_concurrent)
+        app = create_app(
+            model=args.model,
+            top_k=args.top_k,
+            max_upload_mb=args.max_upload_mb,
+            max_concurrent=args.max_concurrent,
+        )
     except ValueError as err:
         print(f"cifar-demo: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""Classifier, image loading of every kind, and the cifar-predict command."""
+"""Classifier, image loading of every kind (cifar_utils.images), and the cifar-predict command."""
 
 import io
 import json
@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar_utils import inference, models, paths
+from cifar_utils import images, inference, models, paths
 from cifar_utils.data import CLASS_NAMES
-from cifar_utils.inference import Classifier, ImageError, load_image
+from cifar_utils.images import ImageError, load_image
+from cifar_utils.inference import Classifier
 
 RNG = np.random.default_rng(0)
 PICTURE = RNG.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)  # a non-square RGB picture
@@ -81,7 +82,7 @@ def test_non_square_is_centre_cropped():
 
 def test_cifar_arrays_pass_through_unchanged():
     x = RNG.integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
-    assert np.array_equal(inference.load_images(x), x)
+    assert np.array_equal(images.load_images(x), x)
     assert np.array_equal(load_image(x[0].astype(np.float32)), x[0])
 
 
@@ -135,7 +136,7 @@ def test_very_large_jpeg_loads(tmp_path):
 
 def test_too_many_pixels_is_refused(tmp_path, monkeypatch):
     path = save(Image.fromarray(PICTURE), tmp_path / "a.png")
-    monkeypatch.setattr(inference, "MAX_PIXELS", 1000)
+    monkeypatch.setattr(images, "MAX_PIXELS", 1000)
     with pytest.raises(ImageError, match="limit"):
         load_image(path)
     for in_memory in (PICTURE, Image.fromarray(PICTURE)):  # arrays and PIL images too
@@ -304,7 +305,7 @@ def test_batch_size_per_call_leaves_the_classifier_alone(tiny_path):
     assert [n for n, _ in seen] == [7] * 5 + [5]
     assert clf.batch_size == 16
     for bad in (0, -3, 2.5):
-        with pytest.raises(ValueError, match=f"batch_size must be at least 1; received {bad}"):
+        with pytest.raises(ValueError, match=f"batch_size must be a whole number >= 1; received {bad}"):
             clf.predict_proba(x, batch_size=bad)
 
 
@@ -387,7 +388,7 @@ def _png_with_broken_exif():
 
 
 def test_a_broken_exif_block_or_a_too_long_name_is_that_files_image_error(tmp_path):
-    from cifar_utils.inference import ImageError, load_image
+    from cifar_utils.images import ImageError, load_image
 
     with pytest.raises(ImageError, match="could not be converted"):
         load_image(_png_with_broken_exif())  # raised SyntaxError from exif_transpose before
@@ -458,7 +459,7 @@ def test_every_unloadable_model_is_one_line_and_exit_2(tmp_path, capsys, kind):
 def test_reducing_in_strips_equals_one_reduce(mode):
     from PIL import Image
 
-    from cifar_utils.inference import _reduce_in_strips
+    from cifar_utils.images import _reduce_in_strips
 
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (1003, 700, 4), dtype=np.uint8), "RGBA").convert(mode)
@@ -474,7 +475,7 @@ def test_any_decoder_failure_is_that_files_image_error(error, monkeypatch, tmp_p
     """What crafted DDS and fuzzed TIFF files raised out of Pillow before (issue 13)."""
     from PIL import Image
 
-    from cifar_utils import inference
+    from cifar_utils import images
 
     picture = tmp_path / "odd.tif"
     picture.write_bytes(b"II*\x00" + b"\x00" * 64)
@@ -483,5 +484,44 @@ def test_any_decoder_failure_is_that_files_image_error(error, monkeypatch, tmp_p
         raise error
 
     monkeypatch.setattr(Image, "open", broken_open)
-    with pytest.raises(inference.ImageError, match=str(error)):
-        inference.load_image(picture)
+    with pytest.raises(images.ImageError, match=str(error)):
+        images.load_image(picture)
+
+
+# --- issue 22: each image is prepared once; top_k is checked once, in Classifier ---
+
+
+def test_load_images_returns_a_prepared_batch_without_preparing_it_again(monkeypatch):
+    x = RNG.integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+    expected = np.stack([load_image(image) for image in x])
+    monkeypatch.setattr(images, "load_image", lambda *a, **k: pytest.fail("prepared again"))
+    out = images.load_images(x)
+    assert np.array_equal(out, expected) and out is not x and out.flags["C_CONTIGUOUS"]
+    assert np.array_equal(images.load_images(x[:, ::-1]), expected[:, ::-1])  # a strided view
+
+
+def test_predict_files_prepares_each_file_once(tmp_path, tiny_path, monkeypatch):
+    files = [save(Image.fromarray(PICTURE), tmp_path / f"{i}.png") for i in range(3)]
+    clf = Classifier(tiny_path)
+    expected = clf.predict(files, top_k=2)
+    calls = []
+
+    def counted(source, *args, **kwargs):
+        calls.append(source)
+        return load_image(source, *args, **kwargs)
+
+    monkeypatch.setattr(inference, "load_image", counted)
+    monkeypatch.setattr(images, "load_image", counted)
+    results = clf.predict_files(files, top_k=2)
+    assert calls == files
+    assert [r.predictions for r in results] == expected
+
+
+def test_cifar_predict_reports_a_bad_top_k_in_one_line(tmp_path, tiny_path, capsys):
+    image = save(Image.fromarray(PICTURE), tmp_path / "a.png")
+    for k in ("0", "11"):
+        assert inference.main(["--model", str(tiny_path), "--top-k", k, str(image)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"cifar-predict: top_k must be between 1 and 10; received {k}\n", err
+    with pytest.raises(ValueError, match="top_k must be between 1 and 10; received 0"):
+        Classifier(tiny_path).predict_files([], top_k=0)  # checked even when no file is read

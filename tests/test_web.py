@@ -111,9 +111,14 @@ def test_an_image_with_a_broken_exif_block_is_a_400(client):
     assert client.post("/api/predict", content=png_bytes()).status_code == 200
 
 
-def test_bad_settings():
+def test_bad_settings(model_path):
     with pytest.raises(ValueError, match="max_upload_mb"):
         web.create_app(classifier=object(), max_upload_mb=0)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="max_concurrent must be a whole number >= 1"):
+            web.create_app(classifier=object(), max_concurrent=bad)
+    with pytest.raises(ValueError, match="top_k must be between 1 and 10; received 11"):
+        web.create_app(Classifier(model_path), top_k=11)  # the classifier's own check
 
 
 # ----------------------------------------------------------------------------- browser
