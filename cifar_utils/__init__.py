@@ -1,33 +1,49 @@
 """Helpers for the CIFAR-10 Keras/TensorFlow teaching notebooks.
 
-One module per concern:
+Read it in the order of the course. The teaching core, one module per step:
 
-- `cifar_utils.paths`: every environment variable and default folder; finding the trained model.
-- `cifar_utils.data`: loading (offline first), splits, `tf.data` pipelines, normalisation.
-- `cifar_utils.augment`: named augmentation policies from Keras preprocessing layers.
-- `cifar_utils.layers`: keras-io style layer stacks.
-- `cifar_utils.models`: model builders, parameters and FLOPs.
-- `cifar_utils.schedules`: learning-rate schedules.
-- `cifar_utils.recipes`: every training recipe as one dictionary of hyperparameters.
-- `cifar_utils.storage`: atomic writes of models and histories; `load_model` in safe mode.
+1. `cifar_utils.data`: the images and labels: loading (offline first), validation splits
+   from the training set, `tf.data` pipelines, normalisation.
+2. `cifar_utils.augment`: augmentation policies from Keras preprocessing layers, and the
+   one training pipeline every run reads (`training_dataset`).
+3. `cifar_utils.layers`: keras-io style blocks, `block(x, filters, ..., name=None) -> x`.
+4. `cifar_utils.models`: the networks (`build_<arch>(input_shape, num_classes, ...)`),
+   their parameters and FLOPs.
+5. `cifar_utils.schedules`: learning-rate schedules.
+6. `cifar_utils.recipes`: every training recipe as one dictionary of hyperparameters.
+7. `cifar_utils.compiling`: how a recipe becomes a compiled model (optimiser, loss, schedule).
+8. `cifar_utils.callbacks`: the Keras callbacks of a run (best model, logging, budgets).
+9. `cifar_utils.training`: `train` (build, compile, fit, save) and `fine_tune`.
+10. `cifar_utils.lr_finder`: the learning-rate range test.
+11. `cifar_utils.budget`: fit a run into a wall-time budget.
+12. `cifar_utils.evaluation`: predictions, metrics, confusion matrices, calibration, Grad-CAM.
+13. `cifar_utils.tuning`: KerasTuner search and regularisation ablations.
+14. `cifar_utils.plots`: the figures of every notebook.
+15. `cifar_utils.inference`: classify new pictures with a trained model (`Classifier`);
+    the `cifar-predict` command.
+16. `cifar_utils.export`: SavedModel and TFLite exports and their comparison.
+17. `cifar_utils.web`: the upload-and-classify web demo; the `cifar-demo` command.
+
+Beside it, what makes the core safe and repeatable, to read when you need it:
+
+- `cifar_utils.paths`: every environment variable and default folder; the trained model.
+- `cifar_utils.batch_files`: reading CIFAR-10's pickled batch files without running code.
+- `cifar_utils.images`: any picture (format, mode, size) to the 32 x 32 RGB array a model takes.
+- `cifar_utils.custom_objects`: the package's serializable layer and schedule.
+- `cifar_utils.storage`: atomic writes; `load_model` in Keras's safe mode.
+- `cifar_utils.runs`: a run's folder, its history, and resuming a killed run.
 - `cifar_utils.device`: CPU/GPU detection, distribution strategy, mixed precision.
+- `cifar_utils.distributed`: training across machines, where Keras's `fit` cannot yet.
 - `cifar_utils.repro`: seeds and deterministic ops.
 - `cifar_utils.reports`: the run facts recorded with each result; model cards.
-- `cifar_utils.callbacks`: the Keras callbacks of a training run (checkpoints, resume, budgets).
-- `cifar_utils.training`: compile and train a recipe in one call; the `cifar-train` command.
-- `cifar_utils.evaluation`: predictions, metrics, confusion matrices, calibration, Grad-CAM.
-- `cifar_utils.tuning`: KerasTuner search and regularisation ablations.
+- `cifar_utils.shipping`: ship a run's model with its card; find a model for the notebooks.
+- `cifar_utils.cli`: the `cifar-train` command.
+- `cifar_utils.checks`: the argument checks shared by the public functions.
 - `cifar_utils.timing`: warm up, then the best of several timed runs.
-- `cifar_utils.inference`: classify new images in any format; the `cifar-predict` command.
-- `cifar_utils.export`: SavedModel and TFLite exports and their comparison.
-- `cifar_utils.web`: the upload-and-classify web demo; the `cifar-demo` command.
-- `cifar_utils.plots`: figures for data, augmentation, training, evaluation and deployment.
 - `cifar_utils.tf_logs`: keeps TensorFlow's C++ start-up lines out of notebooks.
 
-The layers: `paths` and `tf_logs` use only the standard library; `data`, `augment`,
-`layers`, `models`, `schedules`, `recipes`, `storage`, `device`, `repro` and `reports`
-build on each other in that order; `callbacks`, `training` and `tuning` train; `evaluation`,
-`inference`, `export` and `web` use trained models and never import `training`.
+`tests/test_imports.py` keeps the import graph free of cycles, and the modules that use
+trained models (`evaluation`, `inference`, `export`, `web`) free of the training modules.
 
 Importing the package is cheap; TensorFlow loads when a module that needs it does. Importing
 it first applies `tf_logs.quiet_tensorflow()`, which must run before TensorFlow is imported

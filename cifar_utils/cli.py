@@ -1,8 +1,12 @@
-"""The course's commands: `cifar-train`, `cifar-predict` and `cifar-demo`.
+"""The `cifar-train` command: train a recipe, and optionally ship its model.
 
-Each parses its arguments, calls the package, and turns a bad argument or a failure into
-one line on stderr and an exit status (2: bad arguments; 1: the work failed), never a
-traceback. `pyproject.toml` installs them as console scripts.
+    cifar-train --recipe fast --budget-min 10 --ship models
+    python -m cifar_utils.cli --recipe fast          # the same without the console script
+
+It parses its arguments, calls `training.train` (and `shipping.ship_model`), and turns a
+bad argument or a diverged run into one line on stderr and an exit status (2: bad
+arguments; 1: the run diverged), never a traceback. The other two commands live beside
+what they run: `cifar-predict` is `inference.main`, `cifar-demo` is `web.main`.
 """
 
 from __future__ import annotations
@@ -110,3 +114,7 @@ def train_main(argv=None) -> int:
         )
         print(f"shipped {target}; see {target.parent / 'MODEL_CARD.md'}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(train_main())

@@ -81,3 +81,10 @@ def test_the_checker_sees_a_lazy_import(tmp_path, monkeypatch):
         assert "cycle" in str(err)
     else:
         raise AssertionError("a cycle a -> b -> a was not reported")
+
+
+def test_the_package_docstring_lists_every_module_in_its_reading_order():
+    import cifar_utils
+
+    missing = [m for m in _modules() if f"`cifar_utils.{m}`" not in cifar_utils.__doc__]
+    assert not missing, f"the package docstring does not list {missing}"
