@@ -95,8 +95,13 @@ class _NumpyOnlyUnpickler(pickle._Unpickler):
         state, target = self.stack[-1], self.stack[-2]
         if isinstance(target, np.dtype):
             expected = np.dtype(target.str).__reduce__()[2]
-            if not (isinstance(state, tuple) and len(state) >= 8 and state[1] in "<>|="
-                    and state[2:5] == (None, None, None) and state[7] == expected[7]):
+            if not (
+                isinstance(state, tuple)
+                and len(state) >= 8
+                and state[1] in "<>|="
+                and state[2:5] == (None, None, None)
+                and state[7] == expected[7]
+            ):
                 raise pickle.UnpicklingError(
                     f"refused a crafted state for dtype {target.str!r}: {state!r:.80}"
                 )
@@ -120,9 +125,7 @@ def _parse_batch(stream, path: Path, images_per_batch: int | None):
                 f"{path} was not loaded: {err}. The file is corrupt or was crafted to run "
                 f"code; delete it. {FIX_HINT}"
             ) from None
-        raise CIFAR10DataError(
-            f"{path} is truncated or corrupt ({err}). {FIX_HINT}"
-        ) from None
+        raise CIFAR10DataError(f"{path} is truncated or corrupt ({err}). {FIX_HINT}") from None
     except Exception as err:  # EOFError, ValueError, TypeError... from a damaged stream
         raise CIFAR10DataError(
             f"{path} is truncated or corrupt ({type(err).__name__}: {err}). {FIX_HINT}"
@@ -188,8 +191,7 @@ def _checked_labels(labels, n, path):
             )
     if n and (min(labels) < 0 or max(labels) >= NUM_CLASSES):
         raise CIFAR10DataError(
-            f"{path}: labels range from {min(labels)} to {max(labels)}; expected 0..9. "
-            f"{FIX_HINT}"
+            f"{path}: labels range from {min(labels)} to {max(labels)}; expected 0..9. {FIX_HINT}"
         )
     return np.asarray(labels, dtype=np.int64).astype(np.uint8)
 

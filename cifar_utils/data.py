@@ -273,7 +273,9 @@ def split_train_val(x_train, y_train, val_fraction=0.1, seed=0):
             f"x_train has {len(x_train)} images but y_train has {len(y_train)} labels."
         )
     if isinstance(val_fraction, float) and not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1) or a whole count; received {val_fraction}.")
+        raise ValueError(
+            f"val_fraction must be in (0, 1) or a whole count; received {val_fraction}."
+        )
     if isinstance(val_fraction, int) and not 0 < val_fraction < len(x_train):
         raise ValueError(
             f"val_fraction as a count must be in 1..{len(x_train) - 1}; received {val_fraction}."
@@ -523,8 +525,10 @@ def load_lossless_test_sample(path=None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path).expanduser() if path is not None else paths.lossless_sample()
-    hint = (f"set {paths.LOSSLESS_ENV_VAR} to the file {paths.LOSSLESS_FILE} "
-            "(scripts/setup.sh puts it beside the offline copy)")
+    hint = (
+        f"set {paths.LOSSLESS_ENV_VAR} to the file {paths.LOSSLESS_FILE} "
+        "(scripts/setup.sh puts it beside the offline copy)"
+    )
     if path is None or not path.is_file():
         raise CIFAR10DataError(f"the lossless test sample is not at {path}; {hint}.")
     expected = (LOSSLESS_SAMPLE_SIZE, 32 * 32)  # rows, pixels per row
@@ -533,7 +537,8 @@ def load_lossless_test_sample(path=None) -> np.ndarray:
             if (image.height, image.width) != expected:
                 raise CIFAR10DataError(
                     f"{path}: expected {expected[0]} rows of {expected[1]} pixels; received "
-                    f"{image.height} x {image.width}. {hint}.")
+                    f"{image.height} x {image.width}. {hint}."
+                )
             pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as err:
         raise CIFAR10DataError(f"{path} is not a readable PNG ({err}); {hint}.") from None

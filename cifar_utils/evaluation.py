@@ -23,7 +23,7 @@ def is_tta_mode(tta) -> bool:
 def _shifted(x, dy, dx):
     """Images moved by (dy, dx) pixels, at most 1, the border reflected (airbench's 1-pixel pad)."""
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
-    return padded[:, 1 + dy:1 + dy + x.shape[1], 1 + dx:1 + dx + x.shape[2]]
+    return padded[:, 1 + dy : 1 + dy + x.shape[1], 1 + dx : 1 + dx + x.shape[2]]
 
 
 def predict_probs(model, x, batch_size=512, tta=False):
@@ -128,8 +128,12 @@ def classification_report(probs, y, class_names=None):
     probs = np.asarray(probs)
     y = _labels(y, len(probs))
     report = sk_report(
-        y, probs.argmax(axis=1), labels=np.arange(len(names)), target_names=names,
-        output_dict=True, zero_division=0,
+        y,
+        probs.argmax(axis=1),
+        labels=np.arange(len(names)),
+        target_names=names,
+        output_dict=True,
+        zero_division=0,
     )
     report.pop("accuracy", None)
     table = pd.DataFrame(report).T
@@ -158,7 +162,9 @@ def confusion_matrix(probs, y, normalize=False, num_classes=None):
     if not isinstance(normalize, bool):
         raise ValueError(f"normalize must be True or False; received {normalize!r}.")
     labels = np.arange(num_classes or probs.shape[1])
-    return sk_confusion(y, probs.argmax(axis=1), labels=labels, normalize="true" if normalize else None)
+    return sk_confusion(
+        y, probs.argmax(axis=1), labels=labels, normalize="true" if normalize else None
+    )
 
 
 def most_confused_pairs(probs, y, top=5, class_names=None):
@@ -185,8 +191,14 @@ def most_confused_pairs(probs, y, top=5, class_names=None):
         t, p = np.unravel_index(flat, counts.shape)
         if off_diagonal[t, p] == 0:
             break
-        rows.append({"true": names[t], "predicted": names[p], "count": int(counts[t, p]),
-                     "share of true class": counts[t, p] / counts[t].sum()})
+        rows.append(
+            {
+                "true": names[t],
+                "predicted": names[p],
+                "count": int(counts[t, p]),
+                "share of true class": counts[t, p] / counts[t].sum(),
+            }
+        )
     return pd.DataFrame(rows, columns=["true", "predicted", "count", "share of true class"])
 
 
@@ -244,8 +256,13 @@ def calibration(probs, y, n_bins=15):
     for b in range(n_bins):
         members = which == b
         if members.any():
-            rows.append({"confidence": confidence[members].mean(), "accuracy": correct[members].mean(),
-                         "count": int(members.sum())})
+            rows.append(
+                {
+                    "confidence": confidence[members].mean(),
+                    "accuracy": correct[members].mean(),
+                    "count": int(members.sum()),
+                }
+            )
     bins = pd.DataFrame(rows, columns=["confidence", "accuracy", "count"])
     ece = float(np.sum(bins["count"] / len(y) * np.abs(bins["accuracy"] - bins["confidence"])))
     return ece, bins
@@ -255,7 +272,11 @@ def last_conv_layer(model) -> str:
     """Name of the last layer with a spatial (4-D) output: Grad-CAM's default layer."""
     for layer in reversed(model.layers):
         shape = getattr(layer, "output", None)
-        if shape is not None and len(layer.output.shape) == 4 and not layer.name.startswith(("augment", "normalize")):
+        if (
+            shape is not None
+            and len(layer.output.shape) == 4
+            and not layer.name.startswith(("augment", "normalize"))
+        ):
             return layer.name
     raise ValueError(f"model {model.name!r} has no layer with a 4-D (image-like) output.")
 
@@ -283,14 +304,18 @@ def grad_cam(model, images, layer_name=None, class_index=None):
 
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4:
-        raise ValueError(f"images must have shape (N, height, width, channels); received {images.shape}.")
+        raise ValueError(
+            f"images must have shape (N, height, width, channels); received {images.shape}."
+        )
     layer_name = layer_name or last_conv_layer(model)
     try:
         feature_layer = model.get_layer(layer_name)
     except ValueError:
         raise ValueError(f"model {model.name!r} has no layer named {layer_name!r}.") from None
     if len(feature_layer.output.shape) != 4:
-        raise ValueError(f"layer {layer_name!r} has output shape {feature_layer.output.shape}; Grad-CAM needs a 4-D one.")
+        raise ValueError(
+            f"layer {layer_name!r} has output shape {feature_layer.output.shape}; Grad-CAM needs a 4-D one."
+        )
     names = [layer.name for layer in model.layers]
     score_output = model.get_layer("logits").output if "logits" in names else model.output
     probe = keras.Model(model.inputs, [feature_layer.output, score_output])

@@ -106,19 +106,27 @@ def representative_dataset(images, num_images=500, batch_size=50, seed=0):
     """
     images = np.asarray(images)
     if images.ndim != 4 or len(images) == 0:
-        raise ValueError(f"representative images must be a non-empty (N, H, W, C) array; received shape {images.shape}")
+        raise ValueError(
+            f"representative images must be a non-empty (N, H, W, C) array; received shape {images.shape}"
+        )
     rng = np.random.default_rng(seed)
     chosen = images[rng.choice(len(images), min(num_images, len(images)), replace=False)]
 
     def batches():
         for start in range(0, len(chosen), batch_size):
-            yield [chosen[start:start + batch_size].astype(np.float32)]
+            yield [chosen[start : start + batch_size].astype(np.float32)]
 
     return batches
 
 
-def convert_tflite(saved_model_dir, path, quantization="float32", representative_images=None,
-                   num_calibration=500, seed=0) -> Path:
+def convert_tflite(
+    saved_model_dir,
+    path,
+    quantization="float32",
+    representative_images=None,
+    num_calibration=500,
+    seed=0,
+) -> Path:
     """Converts a SavedModel to a LiteRT (TFLite) file.
 
     Args:
@@ -142,7 +150,9 @@ def convert_tflite(saved_model_dir, path, quantization="float32", representative
         converter.target_spec.supported_types = [tf.float16]
     elif quantization == "int8":
         if representative_images is None:
-            raise ValueError("int8 quantisation needs representative_images (uint8 training images)")
+            raise ValueError(
+                "int8 quantisation needs representative_images (uint8 training images)"
+            )
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset(
             representative_images, num_images=num_calibration, seed=seed
@@ -153,7 +163,9 @@ def convert_tflite(saved_model_dir, path, quantization="float32", representative
     return atomic_write_bytes(path, converter.convert())
 
 
-def export_all(model, output_dir, representative_images=None, formats=EXPORTS, num_calibration=500, seed=0) -> dict:
+def export_all(
+    model, output_dir, representative_images=None, formats=EXPORTS, num_calibration=500, seed=0
+) -> dict:
     """Exports a model to several formats in one folder.
 
     Args:
@@ -188,14 +200,22 @@ def export_all(model, output_dir, representative_images=None, formats=EXPORTS, n
         elif fmt == "saved_model":
             model_paths[fmt] = saved_model
         else:
-            model_paths[fmt] = convert_tflite(saved_model, target, fmt.removeprefix("tflite_"),
-                                        representative_images, num_calibration, seed)
+            model_paths[fmt] = convert_tflite(
+                saved_model,
+                target,
+                fmt.removeprefix("tflite_"),
+                representative_images,
+                num_calibration,
+                seed,
+            )
     if "saved_model" not in formats and saved_model.exists():
         shutil.rmtree(saved_model)  # only a stepping stone to TFLite here
     return model_paths
 
 
-def compare_formats(model_paths: dict, x, y, reference="keras", speed=True, speed_images=1024, batch_size=256):
+def compare_formats(
+    model_paths: dict, x, y, reference="keras", speed=True, speed_images=1024, batch_size=256
+):
     """Size, accuracy, agreement with the reference and speed of each export.
 
     Args:

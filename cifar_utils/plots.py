@@ -46,9 +46,7 @@ def _check_images(x):
     return x
 
 
-def plot_samples_by_class(
-    x, y, class_names=CLASS_NAMES, per_class=8, seed=0, save_to=None
-):
+def plot_samples_by_class(x, y, class_names=CLASS_NAMES, per_class=8, seed=0, save_to=None):
     """Draws a grid with one row of random examples per class.
 
     Args:
@@ -68,7 +66,9 @@ def plot_samples_by_class(
         raise ValueError(f"per_class must be at least 1; received {per_class}.")
     rng = np.random.default_rng(seed)
     fig, axes = plt.subplots(
-        len(class_names), per_class, figsize=(per_class * 1.1, len(class_names) * 1.15),
+        len(class_names),
+        per_class,
+        figsize=(per_class * 1.1, len(class_names) * 1.15),
         squeeze=False,
     )
     for row, name in enumerate(class_names):
@@ -87,8 +87,9 @@ def plot_samples_by_class(
     return _finish(fig, save_to)
 
 
-def plot_class_distribution(labels_by_split, class_names=CLASS_NAMES, title="Images per class",
-                            save_to=None):
+def plot_class_distribution(
+    labels_by_split, class_names=CLASS_NAMES, title="Images per class", save_to=None
+):
     """Draws images per class as grouped bars, one colour per split.
 
     Args:
@@ -240,7 +241,9 @@ def plot_augmentations(
     return _finish(fig, save_to)
 
 
-def plot_augmented_grid(x, y, augmentation, n=16, ncols=8, seed=0, class_names=CLASS_NAMES, save_to=None):
+def plot_augmented_grid(
+    x, y, augmentation, n=16, ncols=8, seed=0, class_names=CLASS_NAMES, save_to=None
+):
     """The first `n` images after one pass of a policy, each below its original.
 
     Rows alternate: originals (titled with their class), then the same images augmented
@@ -375,10 +378,15 @@ def plot_lr_find(result, save_to=None):
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(result.learning_rates, result.losses, color="0.75", lw=1, label="loss of each batch")
     ax.plot(result.learning_rates, result.smoothed, color="C0", lw=2, label="smoothed")
-    ax.axvline(result.suggestion, color="C2", ls="--",
-               label=f"steepest fall: {result.suggestion:.2g}")
-    ax.axvline(result.min_loss_rate / 10, color="C1", ls=":",
-               label=f"minimum / 10: {result.min_loss_rate / 10:.2g}")
+    ax.axvline(
+        result.suggestion, color="C2", ls="--", label=f"steepest fall: {result.suggestion:.2g}"
+    )
+    ax.axvline(
+        result.min_loss_rate / 10,
+        color="C1",
+        ls=":",
+        label=f"minimum / 10: {result.min_loss_rate / 10:.2g}",
+    )
     ax.set_xscale("log")
     if len(result.smoothed):  # the blow-up at the end would squash the rest of the curve
         finite = np.concatenate([result.losses[np.isfinite(result.losses)], result.smoothed])
@@ -392,7 +400,9 @@ def plot_lr_find(result, save_to=None):
     return _finish(fig, save_to)
 
 
-def plot_confusion_matrix(matrix, class_names=CLASS_NAMES, normalized=False, title=None, save_to=None):
+def plot_confusion_matrix(
+    matrix, class_names=CLASS_NAMES, normalized=False, title=None, save_to=None
+):
     """Draws a confusion matrix as a seaborn heatmap with class names.
 
     Args:
@@ -410,19 +420,32 @@ def plot_confusion_matrix(matrix, class_names=CLASS_NAMES, normalized=False, tit
     import seaborn as sns
 
     matrix = np.asarray(matrix)
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(class_names):
+    if (
+        matrix.ndim != 2
+        or matrix.shape[0] != matrix.shape[1]
+        or matrix.shape[0] != len(class_names)
+    ):
         raise ValueError(
             f"matrix must be square with one row per class ({len(class_names)}); received {matrix.shape}."
         )
     fig, ax = plt.subplots(figsize=(8, 6.5))
     sns.heatmap(
-        matrix * 100 if normalized else matrix, annot=True, fmt=".0f" if normalized else "d",
-        cmap="Blues", xticklabels=class_names, yticklabels=class_names, square=True, ax=ax,
+        matrix * 100 if normalized else matrix,
+        annot=True,
+        fmt=".0f" if normalized else "d",
+        cmap="Blues",
+        xticklabels=class_names,
+        yticklabels=class_names,
+        square=True,
+        ax=ax,
         cbar_kws={"label": "% of the true class" if normalized else "images"},
     )
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title or ("Confusion matrix, % of each true class" if normalized else "Confusion matrix, counts"))
+    ax.set_title(
+        title
+        or ("Confusion matrix, % of each true class" if normalized else "Confusion matrix, counts")
+    )
     fig.tight_layout()
     return _finish(fig, save_to)
 
@@ -473,8 +496,14 @@ def plot_reliability(bins, ece, save_to=None):
     )
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     ax.plot(bins["confidence"], bins["accuracy"], marker="o", label="model")
-    ax.fill_between(bins["confidence"], bins["accuracy"], bins["confidence"], alpha=0.2, color="tab:red",
-                    label="gap")
+    ax.fill_between(
+        bins["confidence"],
+        bins["accuracy"],
+        bins["confidence"],
+        alpha=0.2,
+        color="tab:red",
+        label="gap",
+    )
     ax.set_ylabel("accuracy in the bin")
     ax.set_title(f"Reliability diagram (ECE = {ece:.3f})")
     ax.set_xlim(0, 1)
@@ -513,28 +542,40 @@ def plot_grad_cam(images, heatmaps, titles=None, ncols=4, alpha=0.5, cmap="infer
     nrows = int(np.ceil(len(images) / ncols))
     # Columns: image, overlay, spacer, image, overlay, spacer, ...: each pair sits together.
     fig = plt.figure(figsize=(ncols * 3.1 + 1.0, nrows * 1.95))
-    grid = fig.add_gridspec(nrows, 3 * ncols, width_ratios=[1, 1, 0.22] * ncols,
-                            left=0.01, right=0.89, top=0.9, bottom=0.06, wspace=0.04, hspace=0.45)
+    grid = fig.add_gridspec(
+        nrows,
+        3 * ncols,
+        width_ratios=[1, 1, 0.22] * ncols,
+        left=0.01,
+        right=0.89,
+        top=0.9,
+        bottom=0.06,
+        wspace=0.04,
+        hspace=0.45,
+    )
     shown = None
     for i in range(min(len(images), nrows * ncols)):
         row, col = divmod(i, ncols)
         left, right = fig.add_subplot(grid[row, 3 * col]), fig.add_subplot(grid[row, 3 * col + 1])
         left.imshow(images[i], interpolation="nearest")
         right.imshow(images[i], interpolation="nearest")
-        shown = right.imshow(heatmaps[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1,
-                             interpolation="bilinear")
+        shown = right.imshow(
+            heatmaps[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1, interpolation="bilinear"
+        )
         for ax, label in ((left, "image"), (right, "Grad-CAM")):
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(label, fontsize=7, color="0.4", pad=2)
         if titles is not None:  # one title over the pair
-            left.text(1.02, 1.2, titles[i], transform=left.transAxes, ha="center", va="bottom",
-                      fontsize=8)
+            left.text(
+                1.02, 1.2, titles[i], transform=left.transAxes, ha="center", va="bottom", fontsize=8
+            )
     if shown is not None:
         bar_ax = fig.add_axes((0.91, 0.12, 0.015, 0.72))
         bar = fig.colorbar(plt.cm.ScalarMappable(norm=shown.norm, cmap=cmap), cax=bar_ax)
-        bar.set_label("evidence for the predicted class\n(0 none, 1 strongest in the image)",
-                      fontsize=8)
+        bar.set_label(
+            "evidence for the predicted class\n(0 none, 1 strongest in the image)", fontsize=8
+        )
     return _finish(fig, save_to)
 
 
@@ -557,8 +598,13 @@ def plot_predictions(images, predictions, titles=None, save_to=None):
             f"need one list of predictions per image and at least one image; received "
             f"{len(images)} images and {len(predictions)} prediction lists"
         )
-    fig, axes = plt.subplots(len(images), 2, figsize=(6.5, 1.5 * len(images)),
-                             gridspec_kw={"width_ratios": [1, 2.6]}, squeeze=False)
+    fig, axes = plt.subplots(
+        len(images),
+        2,
+        figsize=(6.5, 1.5 * len(images)),
+        gridspec_kw={"width_ratios": [1, 2.6]},
+        squeeze=False,
+    )
     for i, (image, preds) in enumerate(zip(images, predictions)):
         axes[i, 0].imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
         axes[i, 0].axis("off")
@@ -586,16 +632,26 @@ def plot_export_comparison(table, save_to=None):
     Returns:
         The matplotlib Figure.
     """
-    columns = [("size_mb", "file size (MB)", "{:.1f}"), ("accuracy", "test accuracy", "{:.3f}"),
-               ("images_per_second", "images / second (batched)", "{:,.0f}")]
+    columns = [
+        ("size_mb", "file size (MB)", "{:.1f}"),
+        ("accuracy", "test accuracy", "{:.3f}"),
+        ("images_per_second", "images / second (batched)", "{:,.0f}"),
+    ]
     missing = [c for c, _, _ in columns if c not in table.columns]
     if missing:
-        raise ValueError(f"the table lacks the columns {missing}; use compare_formats(..., speed=True)")
+        raise ValueError(
+            f"the table lacks the columns {missing}; use compare_formats(..., speed=True)"
+        )
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
     names = [str(i) for i in table.index]
     for ax, (column, title, fmt) in zip(axes, columns):
         bars = ax.barh(names[::-1], table[column].to_numpy()[::-1], color="#1f77b4")
-        ax.bar_label(bars, labels=[fmt.format(v) for v in table[column].to_numpy()[::-1]], padding=3, fontsize=8)
+        ax.bar_label(
+            bars,
+            labels=[fmt.format(v) for v in table[column].to_numpy()[::-1]],
+            padding=3,
+            fontsize=8,
+        )
         ax.set_title(title)
         ax.spines[["top", "right"]].set_visible(False)
         # Every axis starts at zero, accuracy too: the bar labels carry the small differences.
@@ -641,8 +697,12 @@ def plot_params_vs_flops(stats, save_to=None):
     for i, name in enumerate(stats.index):
         # a label goes below its point when a neighbour sits just above it, so they do not collide
         near = np.all(np.abs(logs - logs[i]) < 0.15, axis=1) & (logs[:, 1] > logs[i, 1])
-        ax.annotate(str(name), (params.iloc[i], flops.iloc[i]), textcoords="offset points",
-                    xytext=(6, -13) if near.any() else (6, 4))
+        ax.annotate(
+            str(name),
+            (params.iloc[i], flops.iloc[i]),
+            textcoords="offset points",
+            xytext=(6, -13) if near.any() else (6, 4),
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.margins(0.15)
@@ -656,8 +716,12 @@ def plot_params_vs_flops(stats, save_to=None):
     return _finish(fig, save_to)
 
 
-def plot_search(trials, hyperparameters=("learning_rate", "weight_decay", "dropout"),
-                color="width", save_to=None):
+def plot_search(
+    trials,
+    hyperparameters=("learning_rate", "weight_decay", "dropout"),
+    color="width",
+    save_to=None,
+):
     """Validation accuracy of each search trial against each hyperparameter.
 
     Args:
@@ -677,13 +741,26 @@ def plot_search(trials, hyperparameters=("learning_rate", "weight_decay", "dropo
     if missing:
         raise ValueError(f"trials lacks the columns {sorted(missing)}; use tuning.search's table.")
     log_scaled = {"learning_rate", "weight_decay"}
-    fig, axes = plt.subplots(1, len(hyperparameters), figsize=(4 * len(hyperparameters) + 1, 3.6),
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(hyperparameters),
+        figsize=(4 * len(hyperparameters) + 1, 3.6),
+        sharey=True,
+        squeeze=False,
+    )
     values = trials[color].astype(float)
     points = None
     for ax, name in zip(axes.flat, hyperparameters):
-        points = ax.scatter(trials[name], trials["val_accuracy"], c=values, cmap="viridis",
-                            vmin=values.min(), vmax=values.max(), s=50, edgecolors="0.3")
+        points = ax.scatter(
+            trials[name],
+            trials["val_accuracy"],
+            c=values,
+            cmap="viridis",
+            vmin=values.min(),
+            vmax=values.max(),
+            s=50,
+            edgecolors="0.3",
+        )
         ax.set_xlabel(name + (" (log scale)" if name in log_scaled else ""))
         if name in log_scaled:
             ax.set_xscale("log")

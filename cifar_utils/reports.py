@@ -75,12 +75,22 @@ def versions_text(run: dict) -> str:
 
     Example: `"Python 3.11.7, TensorFlow 2.21.0, Keras 3.15.1, NumPy 2.4.0"`.
     """
-    return (f"Python {run.get('python')}, TensorFlow {run.get('tensorflow')}, "
-            f"Keras {run.get('keras')}, NumPy {run.get('numpy')}")
+    return (
+        f"Python {run.get('python')}, TensorFlow {run.get('tensorflow')}, "
+        f"Keras {run.get('keras')}, NumPy {run.get('numpy')}"
+    )
 
 
-def write_model_card(run_dir, model_path, test_accuracy, test_accuracy_tta, data_variant, command,
-                     saved=None, lossless=None):
+def write_model_card(
+    run_dir,
+    model_path,
+    test_accuracy,
+    test_accuracy_tta,
+    data_variant,
+    command,
+    saved=None,
+    lossless=None,
+):
     """Writes MODEL_CARD.md next to a shipped model, from the run's history.json.
 
     Args:
@@ -107,35 +117,46 @@ def write_model_card(run_dir, model_path, test_accuracy, test_accuracy_tta, data
     model_path = Path(model_path)
     size_mb = model_path.stat().st_size / 1e6
     if run.get("val_images"):
-        validation = (f"| best validation accuracy | {run['best_val_accuracy']:.4f} on {run['val_images']:,} "
-                      "images split from the training set |")
-        test_use = ("The test set was used once, after training, for the accuracies above; the\n"
-                    "validation images chose nothing but the saved epoch.")
+        validation = (
+            f"| best validation accuracy | {run['best_val_accuracy']:.4f} on {run['val_images']:,} "
+            "images split from the training set |"
+        )
+        test_use = (
+            "The test set was used once, after training, for the accuracies above; the\n"
+            "validation images chose nothing but the saved epoch."
+        )
     else:
-        validation = "| validation | none: trained on all the training images; the model is the last epoch |"
-        test_use = ("No test image chose anything: the model is the last epoch of a run of fixed\n"
-                    "length, and the test accuracies above were measured on it afterwards.")
-    lossless_row = ("" if lossless is None else
-                    f"| first 1,000 official test images, lossless | {lossless[0]:.4f} "
-                    f"(with flip TTA: {lossless[1]:.4f}) |\n")
+        validation = (
+            "| validation | none: trained on all the training images; the model is the last epoch |"
+        )
+        test_use = (
+            "No test image chose anything: the model is the last epoch of a run of fixed\n"
+            "length, and the test accuracies above were measured on it afterwards."
+        )
+    lossless_row = (
+        ""
+        if lossless is None
+        else f"| first 1,000 official test images, lossless | {lossless[0]:.4f} "
+        f"(with flip TTA: {lossless[1]:.4f}) |\n"
+    )
     card = f"""# {model_path.name}
 
-The best model of the "{recipe['name']}" recipe ({recipe['arch']}), shipped so that notebooks
+The best model of the "{recipe["name"]}" recipe ({recipe["arch"]}), shipped so that notebooks
 05-07 and `cifar-predict` work without training first.
 
 | | |
 |---|---|
 | input | RGB images, 32 x 32, raw pixels 0-255 (the model normalises inside) |
-| output | probabilities over {', '.join(CLASS_NAMES)} |
+| output | probabilities over {", ".join(CLASS_NAMES)} |
 | test accuracy ({data_variant}) | {test_accuracy:.4f} (with flip TTA: {test_accuracy_tta:.4f}) |
 {lossless_row}{validation}
-| training data | {run['train_images']:,} CIFAR-10 training images ({data_variant}) |
-| epochs, training time | {run['epochs']}, {run['train_seconds']:.0f} s |
-| hardware | {hardware_text(run)}, precision {run['precision']} |
+| training data | {run["train_images"]:,} CIFAR-10 training images ({data_variant}) |
+| epochs, training time | {run["epochs"]}, {run["train_seconds"]:.0f} s |
+| hardware | {hardware_text(run)}, precision {run["precision"]} |
 | versions | {versions_text(run)} |
-| seed | {run['seed']} |
+| seed | {run["seed"]} |
 | file size | {size_mb:.1f} MB |
-| date | {run['date']} |
+| date | {run["date"]} |
 
 Reproduce: `{command}`
 

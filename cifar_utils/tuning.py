@@ -29,8 +29,15 @@ SEARCH_SPACE = {
 }
 
 
-def build_candidate(learning_rate=1e-3, weight_decay=1e-4, dropout=0.3, width=32,
-                    augmentation="standard", num_classes=NUM_CLASSES, seed=None):
+def build_candidate(
+    learning_rate=1e-3,
+    weight_decay=1e-4,
+    dropout=0.3,
+    width=32,
+    augmentation="standard",
+    num_classes=NUM_CLASSES,
+    seed=None,
+):
     """The baseline CNN with the searched hyperparameters, compiled.
 
     Augmentation runs inside the model, so each candidate carries its own.
@@ -48,8 +55,11 @@ def build_candidate(learning_rate=1e-3, weight_decay=1e-4, dropout=0.3, width=32
         A compiled `keras.Model` (one-hot labels, metric "accuracy").
     """
     model = build_baseline_cnn(
-        num_classes=num_classes, filters=(width, 2 * width, 4 * width), dropout=dropout,
-        augmentation=None if augmentation == "none" else augmentation, seed=seed,
+        num_classes=num_classes,
+        filters=(width, 2 * width, 4 * width),
+        dropout=dropout,
+        augmentation=None if augmentation == "none" else augmentation,
+        seed=seed,
     )
     return _compile_adamw(model, learning_rate, weight_decay)
 
@@ -73,8 +83,20 @@ def _hyperparameters(hp, space):
     return values
 
 
-def search(x_train, y_train, x_val, y_val, max_trials=10, epochs=5, batch_size=128,
-           output_dir=None, project_name="baseline_cnn", seed=0, space=None, overwrite=True):
+def search(
+    x_train,
+    y_train,
+    x_val,
+    y_val,
+    max_trials=10,
+    epochs=5,
+    batch_size=128,
+    output_dir=None,
+    project_name="baseline_cnn",
+    seed=0,
+    space=None,
+    overwrite=True,
+):
     """Random search over `SEARCH_SPACE` with KerasTuner, scored on validation accuracy.
 
     Args:
@@ -108,11 +130,17 @@ def search(x_train, y_train, x_val, y_val, max_trials=10, epochs=5, batch_size=1
         return build_candidate(**_hyperparameters(hp, space), seed=seed)
 
     tuner = kt.RandomSearch(
-        hypermodel, objective=kt.Objective("val_accuracy", direction="max"), max_trials=max_trials,
-        seed=seed, directory=str(Path(output_dir) if output_dir is not None else paths.runs_dir() / "tuning"), project_name=project_name, overwrite=overwrite,
+        hypermodel,
+        objective=kt.Objective("val_accuracy", direction="max"),
+        max_trials=max_trials,
+        seed=seed,
+        directory=str(Path(output_dir) if output_dir is not None else paths.runs_dir() / "tuning"),
+        project_name=project_name,
+        overwrite=overwrite,
     )
-    train_ds = make_dataset(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed,
-                            num_classes=NUM_CLASSES)
+    train_ds = make_dataset(
+        x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed, num_classes=NUM_CLASSES
+    )
     val_ds = make_dataset(x_val, y_val, batch_size=batch_size, num_classes=NUM_CLASSES)
     # shuffle=False: the dataset shuffles itself, with the seed (fit's default warns otherwise).
     tuner.search(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False)
@@ -132,7 +160,9 @@ def results_table(tuner):
     for trial in tuner.oracle.get_best_trials(num_trials=len(tuner.oracle.trials)):
         if trial.score is None:
             continue
-        rows.append({"trial": trial.trial_id, **trial.hyperparameters.values, "val_accuracy": trial.score})
+        rows.append(
+            {"trial": trial.trial_id, **trial.hyperparameters.values, "val_accuracy": trial.score}
+        )
     return pd.DataFrame(rows).set_index("trial") if rows else pd.DataFrame()
 
 
@@ -145,8 +175,18 @@ ABLATIONS = {
 }
 
 
-def ablation(x_train, y_train, x_val, y_val, epochs=10, batch_size=128, learning_rate=1e-3,
-             weight_decay=1e-4, seed=0, variants=None):
+def ablation(
+    x_train,
+    y_train,
+    x_val,
+    y_val,
+    epochs=10,
+    batch_size=128,
+    learning_rate=1e-3,
+    weight_decay=1e-4,
+    seed=0,
+    variants=None,
+):
     """Trains the baseline CNN with regularisers removed, one variant per entry of `variants`.
 
     The default variants remove one regulariser at a time, and then dropout and
@@ -179,24 +219,29 @@ def ablation(x_train, y_train, x_val, y_val, epochs=10, batch_size=128, learning
     import pandas as pd
 
     variants = variants or ABLATIONS
-    train_ds = make_dataset(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed,
-                            num_classes=NUM_CLASSES)
+    train_ds = make_dataset(
+        x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed, num_classes=NUM_CLASSES
+    )
     val_ds = make_dataset(x_val, y_val, batch_size=batch_size, num_classes=NUM_CLASSES)
     rows, histories = [], {}
     for name, changes in variants.items():
         keras.utils.set_random_seed(seed)
         kwargs = {"augmentation": "standard", "seed": seed, **changes}
         model = _compile_adamw(build_baseline_cnn(**kwargs), learning_rate, weight_decay)
-        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False).history
+        history = model.fit(
+            train_ds, validation_data=val_ds, epochs=epochs, verbose=0, shuffle=False
+        ).history
         histories[name] = history
         train_acc = accuracy(model, x_train, y_train)  # clean images, inference mode
         val_acc = accuracy(model, x_val, y_val)
-        rows.append({
-            "variant": name,
-            "train accuracy": train_acc,
-            "val accuracy": val_acc,
-            "gap (train - val)": train_acc - val_acc,
-            "best val accuracy": float(np.max(history["val_accuracy"])),
-            "fit accuracy": history["accuracy"][-1],
-        })
+        rows.append(
+            {
+                "variant": name,
+                "train accuracy": train_acc,
+                "val accuracy": val_acc,
+                "gap (train - val)": train_acc - val_acc,
+                "best val accuracy": float(np.max(history["val_accuracy"])),
+                "fit accuracy": history["accuracy"][-1],
+            }
+        )
     return pd.DataFrame(rows).set_index("variant"), histories
