@@ -4,7 +4,8 @@ Every model takes raw pixels in [0, 255] (an input layer named "image"),
 optionally augments them (training only), normalises them with
 `data.normalization_layer()`, and ends in a dense layer named "logits" and a
 float32 softmax named "predictions". Layers are named by stage, so they can be
-found by name.
+found by name. `BUILDERS` maps each architecture's name to its builder:
+`BUILDERS["resnet"](depth=32)`.
 
 | builder              | idea                                                        |
 |----------------------|-------------------------------------------------------------|
@@ -21,6 +22,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from cifar_utils import checks
 from cifar_utils.augment import build_augmentation
 from cifar_utils.data import IMAGE_SHAPE, NUM_CLASSES, normalize_images
 from cifar_utils.layers import (
@@ -33,36 +35,64 @@ from cifar_utils.layers import (
 )
 
 
-def _check(input_shape, num_classes, halvings, builder):
-    """Validates the arguments every builder shares; returns the shape as a tuple."""
+def _check_shared(input_shape, num_classes, halvings):
+    """Checks the arguments every builder shares; returns `input_shape` as a tuple of ints.
+
+    Args:
+        input_shape: `(height, width, channels)`, 1 or 3 channels.
+        num_classes: number of classes, at least 2.
+        halvings: how often the network halves the image: height and width must
+            be at least `2**halvings`.
+
+    Raises:
+        ValueError: naming the argument and what was received.
+    """
     try:
         shape = tuple(int(d) for d in input_shape)
     except (TypeError, ValueError):
         shape = None
     if shape is None or len(shape) != 3 or min(shape) < 1:
         raise ValueError(
-            f"{builder}: input_shape must be (height, width, channels) of positive integers; "
+            "input_shape must be (height, width, channels) of positive integers; "
             f"received {input_shape!r}."
         )
     if shape[2] not in (1, 3):
         raise ValueError(
-            f"{builder}: input_shape must end in 1 (grey) or 3 (RGB) channels, channels last; "
+            "input_shape must end in 1 (grey) or 3 (RGB) channels, channels last; "
             f"received {input_shape!r}."
         )
     smallest = 2**halvings
     if shape[0] < smallest or shape[1] < smallest:
         raise ValueError(
-            f"{builder}: the network halves the image {halvings} times, so height and width "
+            f"the network halves the image {halvings} times, so height and width "
             f"must be at least {smallest}; received input_shape={input_shape!r}."
         )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise ValueError(f"{builder}: num_classes must be an integer >= 2; received {num_classes!r}.")
+    checks.whole_number(num_classes, "num_classes", minimum=2)
     return shape
 
 
-def _check_rate(value, what, builder):
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{builder}: {what} must be in [0, 1); received {value!r}.")
+def _image_input(input_shape, num_classes, halvings, augmentation, seed):
+    """The stem every builder starts with, once `_check_shared` has passed its arguments.
+
+    Returns:
+        `(inputs, x)`: the `keras.Input` named "image", and `x`, its pixels
+        augmented (training only) and normalised by `layers.preprocessing`.
+    """
+    shape = _check_shared(input_shape, num_classes, halvings)
+    inputs = keras.Input(shape=shape, name="image")
+    return inputs, preprocessing(inputs, augmentation, seed)
+
+
+def _flat_stages(x, widths, convs, batch_norm, dropout, name):
+    """One `layers.vgg_block` per width, named "`name`1", "`name`2", ..., then "flatten".
+
+    Each block halves the height and width; the result is flat, for dense layers.
+    """
+    for i, width in enumerate(widths):
+        x = vgg_block(
+            x, width, convs=convs, batch_norm=batch_norm, dropout=dropout, name=f"{name}{i + 1}"
+        )
+    return keras.layers.Flatten(name="flatten")(x)
 
 
 def build_baseline_cnn(
@@ -77,6 +107,9 @@ def build_baseline_cnn(
     name="baseline_cnn",
 ):
     """The classic CNN: (convolution, ReLU, max pooling) stages, then dense layers.
+
+    The first network of the course: each stage is one `layers.vgg_block`
+    with a single convolution, and a plain ReLU dense layer precedes the head.
 
     Args:
         input_shape: `(height, width, channels)`. Defaults to (32, 32, 3).
@@ -93,15 +126,13 @@ def build_baseline_cnn(
         name: the model's name. Defaults to "baseline_cnn".
 
     Returns:
-        A `keras.Model` from images to class probabilities.
+        A `keras.Model` from images to class probabilities. Its layers are named
+        by stage ("stage1_1_conv", "stage1_pool", ..., "stage3_1_relu"), then
+        "flatten", "fc", "logits".
     """
-    shape = _check(input_shape, num_classes, len(filters), "build_baseline_cnn")
-    _check_rate(dropout, "dropout", "build_baseline_cnn")
-    inputs = keras.Input(shape=shape, name="image")
-    x = preprocessing(inputs, augmentation, seed)
-    for i, width in enumerate(filters):
-        x = vgg_block(x, width, convs=1, batch_norm=batch_norm, dropout=dropout, name=f"stage{i + 1}")
-    x = keras.layers.Flatten(name="flatten")(x)
+    checks.number(dropout, "dropout", minimum=0, below=1)
+    inputs, x = _image_input(input_shape, num_classes, len(filters), augmentation, seed)
+    x = _flat_stages(x, filters, 1, batch_norm, dropout, name="stage")
     x = keras.layers.Dense(dense_units, activation="relu", name="fc")(x)
     outputs = classifier_head(x, num_classes, dropout=dropout)
     return keras.Model(inputs, outputs, name=name)
@@ -135,18 +166,13 @@ def build_vgg(
         name: the model's name. Defaults to "vgg".
 
     Returns:
-        A `keras.Model` from images to class probabilities.
+        A `keras.Model` from images to class probabilities, its layers named by
+        block and convolution: "block1_1_conv", "block1_2_conv", "block1_pool",
+        ..., then "fc", "fc_bn", "fc_relu" and "logits".
     """
-    shape = _check(input_shape, num_classes, len(widths), "build_vgg")
-    _check_rate(dropout, "dropout", "build_vgg")
-    inputs = keras.Input(shape=shape, name="image")
-    x = preprocessing(inputs, augmentation, seed)
-    for i, width in enumerate(widths):
-        x = vgg_block(
-            x, width, convs=convs_per_block, batch_norm=batch_norm, dropout=dropout,
-            name=f"block{i + 1}",
-        )
-    x = keras.layers.Flatten(name="flatten")(x)
+    checks.number(dropout, "dropout", minimum=0, below=1)
+    inputs, x = _image_input(input_shape, num_classes, len(widths), augmentation, seed)
+    x = _flat_stages(x, widths, convs_per_block, batch_norm, dropout, name="block")
     x = keras.layers.Dense(dense_units, use_bias=not batch_norm, name="fc")(x)
     if batch_norm:
         x = keras.layers.BatchNormalization(name="fc_bn")(x)
@@ -185,17 +211,18 @@ def build_resnet(
         A `keras.Model` from images to class probabilities.
     """
     if not isinstance(depth, (int, np.integer)) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"build_resnet: depth must be 6n+2 (20, 32, 56...); received {depth!r}.")
-    shape = _check(input_shape, num_classes, 2, "build_resnet")
+        raise ValueError(f"depth must be 6n+2 (20, 32, 56...); received {depth!r}.")
     blocks = (depth - 2) // 6
-    inputs = keras.Input(shape=shape, name="image")
-    x = preprocessing(inputs, augmentation, seed)
+    inputs, x = _image_input(input_shape, num_classes, 2, augmentation, seed)
     x = conv_bn_act(x, width, batch_norm=batch_norm, name="stem")
     for stage in range(3):
         for block in range(blocks):
             strides = 2 if stage > 0 and block == 0 else 1
             x = residual_block(
-                x, width * 2**stage, strides=strides, batch_norm=batch_norm,
+                x,
+                width * 2**stage,
+                strides=strides,
+                batch_norm=batch_norm,
                 name=f"stage{stage + 1}_block{block + 1}",
             )
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
@@ -229,9 +256,7 @@ def build_resnet9(
     Returns:
         A `keras.Model` from images to class probabilities.
     """
-    shape = _check(input_shape, num_classes, 3, "build_resnet9")
-    inputs = keras.Input(shape=shape, name="image")
-    x = preprocessing(inputs, augmentation, seed)
+    inputs, x = _image_input(input_shape, num_classes, 3, augmentation, seed)
     x = conv_bn_act(x, width, batch_norm=batch_norm, name="stem")
     for stage, residual in ((1, True), (2, False), (3, True)):
         filters = width * 2**stage
@@ -242,6 +267,71 @@ def build_resnet9(
     x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
     outputs = classifier_head(x, num_classes)
     return keras.Model(inputs, outputs, name=name)
+
+
+# Kernel initialisers of build_fast_net. PyTorch's default for Conv2d and Linear is
+# kaiming_uniform(a=sqrt(5)): uniform within 1/sqrt(fan_in), variance 1/(3 fan_in).
+FAST_NET_INITS = {
+    "keras": "glorot_uniform",
+    "pytorch": {
+        "class_name": "VarianceScaling",
+        "config": {"scale": 1 / 3, "mode": "fan_in", "distribution": "uniform"},
+    },
+}
+
+
+def _whitening(x, activation):
+    """The fast net's first layer, "whiten": a frozen 2x2 convolution, then the activation.
+
+    It has two filters per value of a 2x2 patch (24 for RGB), He-initialised until
+    `init_whitening` sets them from the training images.
+    """
+    x = keras.layers.Conv2D(
+        2 * x.shape[-1] * 4,
+        2,
+        padding="valid",
+        trainable=False,
+        name="whiten",
+        kernel_initializer="he_normal",
+    )(x)
+    return keras.layers.Activation(activation, name=f"whiten_{activation}")(x)
+
+
+def _fast_group(x, filters, kernel_init, momentum, bias_scale, activation, name):
+    """One group of the fast net: (3x3 convolution, 2x2 max pooling, batch norm, activation),
+    then (3x3 convolution, batch norm, activation).
+
+    The convolutions have no bias. The batch norms keep their scale fixed at 1 (as in
+    airbench) and learn only their shift: their own, or, when `bias_scale != 1`, a
+    `ScaledBias` layer after them. Layers are "`name`_conv1", "`name`_pool", "`name`_bn1",
+    ("`name`_shift1"), "`name`_relu1", then the same ending in 2 ("gelu" for "relu" with
+    `activation="gelu"`).
+
+    Returns:
+        The output tensor: `filters` channels, half the height and width.
+    """
+    for j in (1, 2):
+        x = keras.layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=kernel_init,
+            name=f"{name}_conv{j}",
+        )(x)
+        if j == 1:
+            x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+        x = keras.layers.BatchNormalization(
+            momentum=momentum,
+            epsilon=1e-5,
+            scale=False,
+            center=bias_scale == 1,
+            name=f"{name}_bn{j}",
+        )(x)
+        if bias_scale != 1:
+            x = ScaledBias(bias_scale, name=f"{name}_shift{j}")(x)
+        x = keras.layers.Activation(activation, name=f"{name}_{activation}{j}")(x)
+    return x
 
 
 def build_fast_net(
@@ -303,42 +393,17 @@ def build_fast_net(
     Returns:
         A `keras.Model` from images to class probabilities.
     """
-    shape = _check(input_shape, num_classes, 3, "build_fast_net")
-    if activation not in ("relu", "gelu"):
-        raise ValueError(f"build_fast_net: activation must be 'relu' or 'gelu'; received {activation!r}.")
-    if init not in FAST_NET_INITS:
-        raise ValueError(f"build_fast_net: init must be one of {', '.join(FAST_NET_INITS)}; received {init!r}.")
-    kernel_init = FAST_NET_INITS[init]
-    inputs = keras.Input(shape=shape, name="image")
-    x = preprocessing(inputs, augmentation, seed)
-    x = keras.layers.Conv2D(
-        2 * shape[2] * 4, 2, padding="valid", trainable=False, name="whiten",
-        kernel_initializer="he_normal",
-    )(x)
-    x = keras.layers.Activation(activation, name=f"whiten_{activation}")(x)
+    checks.one_of(activation, "activation", ("relu", "gelu"))
+    kernel_init = FAST_NET_INITS[checks.one_of(init, "init", tuple(FAST_NET_INITS))]
+    inputs, x = _image_input(input_shape, num_classes, 3, augmentation, seed)
+    x = _whitening(x, activation)
     for i, width in enumerate(widths):
-        prefix = f"group{i + 1}"
-        x = keras.layers.Conv2D(
-            width, 3, padding="same", use_bias=False, kernel_initializer=kernel_init, name=f"{prefix}_conv1"
-        )(x)
-        x = keras.layers.MaxPooling2D(2, name=f"{prefix}_pool")(x)
-        for j in (1, 2):
-            if j == 2:
-                x = keras.layers.Conv2D(
-                    width, 3, padding="same", use_bias=False, kernel_initializer=kernel_init,
-                    name=f"{prefix}_conv2",
-                )(x)
-            # Scale fixed at 1 (as in airbench): only the shift is learned.
-            x = keras.layers.BatchNormalization(
-                momentum=batch_norm_momentum, epsilon=1e-5, scale=False,
-                center=bias_scale == 1, name=f"{prefix}_bn{j}",
-            )(x)
-            if bias_scale != 1:
-                x = ScaledBias(bias_scale, name=f"{prefix}_shift{j}")(x)
-            x = keras.layers.Activation(activation, name=f"{prefix}_{activation}{j}")(x)
+        x = _fast_group(
+            x, width, kernel_init, batch_norm_momentum, bias_scale, activation, f"group{i + 1}"
+        )
     x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
-    x = keras.layers.Dense(num_classes, use_bias=False, kernel_initializer=kernel_init, name="fc")(x)
-    x = keras.layers.Rescaling(logit_scale, name="logits")(x)
+    fc = keras.layers.Dense(num_classes, use_bias=False, kernel_initializer=kernel_init, name="fc")
+    x = keras.layers.Rescaling(logit_scale, name="logits")(fc(x))
     outputs = keras.layers.Activation("softmax", dtype="float32", name="predictions")(x)
     model = keras.Model(inputs, outputs, name=name)
     if dirac:
@@ -350,17 +415,8 @@ def build_fast_net(
     return model
 
 
-# Kernel initialisers of build_fast_net. PyTorch's default for Conv2d and Linear is
-# kaiming_uniform(a=sqrt(5)): uniform within 1/sqrt(fan_in), variance 1/(3 fan_in).
-FAST_NET_INITS = {
-    "keras": "glorot_uniform",
-    "pytorch": {"class_name": "VarianceScaling",
-                "config": {"scale": 1 / 3, "mode": "fan_in", "distribution": "uniform"}},
-}
-
-
 def _dirac(layer):
-    """Makes the first `in_channels` filters of a square convolution identities (torch.nn.init.dirac_)."""
+    """Makes the first `in_channels` filters of a square convolution identities (as `dirac_`)."""
     kernel = np.array(layer.kernel.numpy())
     k_h, k_w, channels, filters = kernel.shape
     n = min(channels, filters)
@@ -452,14 +508,14 @@ def build_transfer(
         weights offline raises the Keras error (`OSError` or `Exception` from
         its download); `notebooks/06` catches it and says so.
     """
-    shape = _check(input_shape, num_classes, 0, "build_transfer")
-    if base not in TRANSFER_BASES:
-        raise ValueError(f"build_transfer: base must be one of {', '.join(TRANSFER_BASES)}; received {base!r}.")
+    shape = _check_shared(input_shape, num_classes, 0)
+    checks.one_of(base, "base", tuple(TRANSFER_BASES))
     if shape[2] != 3:
-        raise ValueError(f"build_transfer: ImageNet networks need RGB images; received input_shape={input_shape!r}.")
+        raise ValueError(
+            f"ImageNet networks need RGB images; received input_shape={input_shape!r}."
+        )
     constructor, (scale, offset), smallest = TRANSFER_BASES[base]
-    if image_size < smallest:
-        raise ValueError(f"build_transfer: image_size must be at least {smallest}; received {image_size}.")
+    checks.whole_number(image_size, "image_size", minimum=smallest)
     application = getattr(keras.applications, constructor)(
         include_top=False, weights=weights, input_shape=(image_size, image_size, 3), pooling="avg"
     )
@@ -467,7 +523,11 @@ def build_transfer(
     inputs = keras.Input(shape=shape, name="image")
     x = inputs
     if augmentation is not None:
-        x = build_augmentation(augmentation, seed=seed)(x) if isinstance(augmentation, str) else augmentation(x)
+        x = (
+            build_augmentation(augmentation, seed=seed)(x)
+            if isinstance(augmentation, str)
+            else augmentation(x)
+        )
     x = keras.layers.Resizing(image_size, image_size, name="resize")(x)
     x = keras.layers.Rescaling(scale, offset, name="base_preprocess")(x)
     x = application(x, training=False)  # keep the base's batch-norm statistics fixed
@@ -482,21 +542,6 @@ BUILDERS = {
     "resnet9": build_resnet9,
     "fast_net": build_fast_net,
 }
-
-
-def build_model(arch, **kwargs):
-    """Builds a model by architecture name.
-
-    Args:
-        arch: a key of `BUILDERS`.
-        **kwargs: passed to the builder.
-
-    Returns:
-        The `keras.Model`.
-    """
-    if arch not in BUILDERS:
-        raise ValueError(f"Unknown architecture {arch!r}; known: {', '.join(BUILDERS)}.")
-    return BUILDERS[arch](**kwargs)
 
 
 def _layer_macs(layer) -> int:
@@ -564,7 +609,9 @@ def computes_in_float32(model) -> bool:
     left out.
     """
     return all(
-        computes_in_float32(layer) if isinstance(layer, keras.Model) else layer.dtype_policy.name == "float32"
+        computes_in_float32(layer)
+        if isinstance(layer, keras.Model)
+        else layer.dtype_policy.name == "float32"
         for layer in model.layers
         if not isinstance(layer, keras.layers.InputLayer)
     )
@@ -592,7 +639,7 @@ def float32_copy(model):
     return copy
 
 
-def model_stats(models) -> "pandas.DataFrame":  # noqa: F821
+def model_stats(models) -> pandas.DataFrame:  # noqa: F821
     """Parameters and FLOPs of each model, as a table.
 
     Args:
