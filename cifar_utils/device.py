@@ -23,8 +23,8 @@ import os
 import platform
 from dataclasses import dataclass
 
-import tensorflow as tf
 import keras
+import tensorflow as tf
 
 from cifar_utils import paths
 
@@ -133,18 +133,24 @@ def cpu_flags() -> frozenset:
 
 
 def cpu_bfloat16_flags() -> list:
-    """The flags of `BF16_CPU_FLAGS` this CPU has (one read of /proc/cpuinfo), e.g. ["avx512_bf16"]."""
+    """The flags of `BF16_CPU_FLAGS` this CPU has, e.g. ["avx512_bf16"] (reads /proc/cpuinfo)."""
     flags = cpu_flags()
     return [flag for flag in BF16_CPU_FLAGS if flag in flags]
 
 
 def cpu_has_bfloat16() -> bool:
-    """Whether the CPU computes bfloat16 natively (AVX512_BF16 or AMX), so mixed_bfloat16 pays off."""
+    """Whether the CPU computes bfloat16 natively (AVX512_BF16 or AMX): mixed_bfloat16 pays off."""
     return bool(cpu_bfloat16_flags())
 
 
-def mixed_precision_policy() -> str:
+def mixed_precision_policy(gpus=None, cpu_bf16=None) -> str:
     """Chooses the dtype policy the hardware supports best.
+
+    Args:
+        gpus: the physical GPUs to choose for. Defaults to None: those
+            TensorFlow lists.
+        cpu_bf16: the CPU's bfloat16 flags, consulted only without GPUs.
+            Defaults to None: `cpu_bfloat16_flags()`.
 
     Returns:
         With GPUs: "mixed_bfloat16" where every GPU has compute capability 8.0
@@ -153,21 +159,16 @@ def mixed_precision_policy() -> str:
         On the CPU alone: "mixed_bfloat16" where it has AVX512_BF16 or AMX
         (`cpu_has_bfloat16`), "float32" otherwise (emulated bfloat16 is slower).
     """
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
-    return _gpu_policy(gpus)
-
-
-def _gpu_policy(gpus) -> str:
-    """The policy of `mixed_precision_policy` for a non-empty list of GPUs."""
-    capabilities = [_gpu_details(g).get("compute_capability", (0, 0)) for g in gpus]
-    lowest = min(capabilities)
-    if lowest >= (8, 0):
-        return "mixed_bfloat16"
-    if lowest >= (7, 0):
-        return "mixed_float16"
-    return "float32"
+    if gpus is None:
+        gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        lowest = min(_gpu_details(g).get("compute_capability", (0, 0)) for g in gpus)
+        if lowest >= (8, 0):
+            return "mixed_bfloat16"
+        return "mixed_float16" if lowest >= (7, 0) else "float32"
+    if cpu_bf16 is None:
+        cpu_bf16 = cpu_bfloat16_flags()
+    return "mixed_bfloat16" if cpu_bf16 else "float32"
 
 
 def choose_strategy(devices=None) -> tf.distribute.Strategy:
@@ -199,12 +200,12 @@ def choose_strategy(devices=None) -> tf.distribute.Strategy:
 # starts its collective keys where the first did, and its all-reduces then fail ("Shape mismatch
 # in the collective instance") once a notebook trains a second model; TensorFlow also allows only
 # one MultiWorkerMirroredStrategy per process.
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mirrored_strategy(devices: tuple) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(devices=list(devices))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _multi_worker_strategy() -> tf.distribute.Strategy:
     return tf.distribute.MultiWorkerMirroredStrategy()
 
@@ -233,11 +234,13 @@ def cluster_workers() -> int:
         task = config.get("task", {})
     except (ValueError, AttributeError, TypeError) as err:
         raise ValueError(
-            "TF_CONFIG must be a JSON object like {\"cluster\": {\"worker\": [\"host:port\", ...]}, "
-            f"\"task\": {{\"type\": \"worker\", \"index\": 0}}}}; received {raw[:200]!r} ({err})."
+            'TF_CONFIG must be a JSON object like {"cluster": {"worker": ["host:port", ...]}, '
+            f'"task": {{"type": "worker", "index": 0}}}}; received {raw[:200]!r} ({err}).'
         ) from None
     if not isinstance(workers, list) or (workers and not isinstance(task, dict)):
-        raise ValueError(f"TF_CONFIG: cluster.worker must be a list and task an object; received {raw[:200]!r}.")
+        raise ValueError(
+            f"TF_CONFIG: cluster.worker must be a list and task an object; received {raw[:200]!r}."
+        )
     return len(workers)
 
 
@@ -264,8 +267,14 @@ def worker_folder(strategy) -> str:
     return f"{resolver.task_type}{resolver.task_id}"
 
 
-def setup_devices(mixed_precision="auto", memory_growth=True, devices=None, jit_compile="auto",
-                  strategy=None, verbose=True):
+def setup_devices(
+    mixed_precision="auto",
+    memory_growth=True,
+    devices=None,
+    jit_compile="auto",
+    strategy=None,
+    verbose=True,
+):
     """Configures TensorFlow for the hardware at hand.
 
     Args:
@@ -297,29 +306,49 @@ def setup_devices(mixed_precision="auto", memory_growth=True, devices=None, jit_
         enable_memory_growth()
     gpus = tf.config.list_physical_devices("GPU")
     cpu_bf16 = [] if gpus else cpu_bfloat16_flags()  # /proc/cpuinfo read once per call
-    if mixed_precision is True:  # insists on a GPU's mixed precision
-        policy = _gpu_policy(gpus) if gpus else "float32"
+    policy = _precision_policy(mixed_precision, gpus, cpu_bf16)
+    keras.mixed_precision.set_global_policy(policy)
+    if strategy is None:
+        strategy = _multi_worker_strategy() if cluster_workers() >= 2 else choose_strategy(devices)
+    jit_compile = _use_xla(jit_compile, strategy, gpus)
+    description = describe_devices()
+    if policy == "mixed_bfloat16" and cpu_bf16:
+        description += " | bfloat16: the CPU has " + ", ".join(f.upper() for f in cpu_bf16)
+    setup = DeviceSetup(
+        strategy=strategy, precision_policy=policy, jit_compile=jit_compile, description=description
+    )
+    if verbose:
+        print(
+            f"{setup.description}\nStrategy: {type(strategy).__name__} "
+            f"({setup.num_replicas} replica(s)) | precision: {policy} | XLA: {setup.jit_compile}"
+        )
+    return setup
+
+
+def _precision_policy(mixed_precision, gpus, cpu_bf16) -> str:
+    """The policy `setup_devices(mixed_precision=...)` sets, for these GPUs and CPU flags."""
+    if mixed_precision is True:  # insists on a GPU's mixed precision: the CPU's does not count
+        policy = mixed_precision_policy(gpus, cpu_bf16=())
         if policy == "float32":
             raise ValueError(
                 "mixed_precision=True needs a GPU with compute capability 7.0 or more; "
                 f"received devices: {describe_devices()}. Use mixed_precision='auto'."
             )
-    elif isinstance(mixed_precision, str) and mixed_precision == "auto":
-        policy = _gpu_policy(gpus) if gpus else ("mixed_bfloat16" if cpu_bf16 else "float32")
-    elif mixed_precision is False:
-        policy = "float32"
-    elif isinstance(mixed_precision, str):
-        policy = mixed_precision
-    else:
-        raise ValueError(
-            f"mixed_precision must be 'auto', True, False or a policy name; received {mixed_precision!r}."
-        )
-    keras.mixed_precision.set_global_policy(policy)
-    if strategy is None:
-        if cluster_workers() >= 2:
-            strategy = _multi_worker_strategy()
-        else:
-            strategy = choose_strategy(devices)
+        return policy
+    if mixed_precision is False:
+        return "float32"
+    if mixed_precision == "auto":
+        return mixed_precision_policy(gpus, cpu_bf16)
+    if isinstance(mixed_precision, str):  # a Keras policy name, forced anywhere
+        return mixed_precision
+    raise ValueError(
+        "mixed_precision must be 'auto', True, False or a policy name; "
+        f"received {mixed_precision!r}."
+    )
+
+
+def _use_xla(jit_compile, strategy, gpus) -> bool:
+    """Whether `setup_devices(jit_compile=...)` compiles with XLA under `strategy`."""
     # Keras compiles the whole step, all replicas included, as one XLA program, and XLA
     # cannot reach variables on other devices: XLA needs a single replica.
     single = strategy.num_replicas_in_sync == 1
@@ -330,22 +359,8 @@ def setup_devices(mixed_precision="auto", memory_growth=True, devices=None, jit_
             "use variables on several devices: use jit_compile='auto' (off with several replicas)."
         )
     if jit_compile == "auto":
-        jit_compile = single and bool(gpus)
-    description = describe_devices()
-    if policy == "mixed_bfloat16" and cpu_bf16:
-        description += " | bfloat16: the CPU has " + ", ".join(f.upper() for f in cpu_bf16)
-    setup = DeviceSetup(
-        strategy=strategy,
-        precision_policy=policy,
-        jit_compile=jit_compile,
-        description=description,
-    )
-    if verbose:
-        print(
-            f"{setup.description}\nStrategy: {type(strategy).__name__} "
-            f"({setup.num_replicas} replica(s)) | precision: {policy} | XLA: {setup.jit_compile}"
-        )
-    return setup
+        return single and bool(gpus)  # XLA is slower on CPUs: on one GPU only
+    return jit_compile
 
 
 @contextlib.contextmanager

@@ -70,6 +70,20 @@ def test_setup_reads_the_cpu_flags_once(monkeypatch):
     assert len(reads) == 1
 
 
+def test_mixed_precision_policy_chooses_for_the_hardware_it_is_given(monkeypatch):
+    """One precision choice: setup_devices hands it the GPUs and CPU flags it already read."""
+    monkeypatch.setattr(device, "cpu_flags", lambda: pytest.fail("/proc/cpuinfo read again"))
+    gpus = [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")]
+    choices = [((9, 0), "mixed_bfloat16"), ((7, 5), "mixed_float16"), ((6, 1), "float32")]
+    for capability, policy in choices:
+        details = {"compute_capability": capability}
+        monkeypatch.setattr(device, "_gpu_details", lambda gpu, d=details: d)
+        assert device.mixed_precision_policy(gpus) == policy
+        assert device.mixed_precision_policy(gpus, cpu_bf16=["amx_bf16"]) == policy  # GPUs decide
+    assert device.mixed_precision_policy([], cpu_bf16=["amx_bf16"]) == "mixed_bfloat16"
+    assert device.mixed_precision_policy([], cpu_bf16=[]) == "float32"
+
+
 def test_cpu_flags_are_read_from_proc_cpuinfo(monkeypatch, tmp_path):
     flags = device.cpu_flags()
     assert isinstance(flags, frozenset)
@@ -154,7 +168,7 @@ def test_two_workers_train_to_identical_weights(tmp_path):
         x = rng.integers(0, 256, (160, 32, 32, 3), dtype=np.uint8)
         y = np.arange(160) % 10
         recipe = recipes.get_recipe("fast", epochs=2, batch_size=32, model_kwargs={"widths": [16, 32, 32]})
-        training.train(recipe, x[:128], y[:128], x[128:], y[128:], sys.argv[1], setup=setup, verbose=0)
+        training.train(recipe, x[:128], y[:128], x[128:], y[128:], output_dir=sys.argv[1], setup=setup, verbose=0)
         """
     )
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
