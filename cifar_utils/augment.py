@@ -37,6 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cifar_utils import checks
 from cifar_utils.data import CIFAR10_MEAN, NUM_CLASSES, make_dataset
 from cifar_utils.timing import best_time
 
@@ -84,7 +85,7 @@ RANDAUGMENT_FACTOR = 0.3  # strength, 0 to 1; Keras's 0.5 often leaves 32x32 ima
 AIRBENCH_SHIFT = 2
 EPOCH_POLICIES = {
     "airbench": "Shift up to 2 pixels each way (borders reflected) and mirror by alternating "
-    "flip: each image is mirrored in every other epoch, so every two epochs show both views.",
+    "flip: each image is mirrored in every other epoch, so every two epochs show both views."
 }
 AUGMENT_DTYPE = "float32"  # pixels stay float32 in [0, 255] through augmentation
 MIXUP_ALPHA = 0.2  # Beta(alpha, alpha) mixing weights; small alpha: mostly one image
@@ -102,7 +103,8 @@ def parse_policy(augmentation: str) -> tuple[str, ...]:
     """
     if not isinstance(augmentation, str) or not augmentation.strip():
         raise ValueError(
-            f"policy must be a name such as 'standard' or 'cutout+mixup'; received {augmentation!r}. "
+            "policy must be a name such as 'standard' or 'cutout+mixup'; "
+            f"received {augmentation!r}. "
             f"Known names: {', '.join(POLICIES)}, {', '.join(EPOCH_POLICIES)}."
         )
     if augmentation.strip().lower() in EPOCH_POLICIES:
@@ -112,8 +114,8 @@ def parse_policy(augmentation: str) -> tuple[str, ...]:
         part = part.strip().lower()
         if part in EPOCH_POLICIES:
             raise ValueError(
-                f"policy {part!r} in {augmentation!r} works on whole epochs and combines with no other "
-                "policy; use it alone."
+                f"policy {part!r} in {augmentation!r} works on whole epochs and combines with "
+                "no other policy; use it alone."
             )
         if part not in POLICIES:
             raise ValueError(
@@ -136,23 +138,39 @@ def _make_layer(component: str, seed):
     if component == "crop":
         # Nearest-neighbour sampling keeps shifts whole pixels, so images stay sharp.
         return keras.layers.RandomTranslation(
-            MAX_SHIFT_FRACTION, MAX_SHIFT_FRACTION, fill_mode="reflect",
-            interpolation="nearest", seed=seed, dtype=AUGMENT_DTYPE, name="pad_and_crop",
+            MAX_SHIFT_FRACTION,
+            MAX_SHIFT_FRACTION,
+            fill_mode="reflect",
+            interpolation="nearest",
+            seed=seed,
+            dtype=AUGMENT_DTYPE,
+            name="pad_and_crop",
         )
     if component == "randaugment":
         return keras.layers.RandAugment(
-            value_range=(0, 255), num_ops=RANDAUGMENT_OPS, factor=RANDAUGMENT_FACTOR,
-            seed=seed, dtype=AUGMENT_DTYPE, name="randaugment",
+            value_range=(0, 255),
+            num_ops=RANDAUGMENT_OPS,
+            factor=RANDAUGMENT_FACTOR,
+            seed=seed,
+            dtype=AUGMENT_DTYPE,
+            name="randaugment",
         )
     if component == "cutout":
         return keras.layers.RandomErasing(
-            factor=(1.0, 1.0), scale=CUTOUT_AREA, fill_value=MEAN_PIXEL,
-            value_range=(0, 255), seed=seed, dtype=AUGMENT_DTYPE, name="cutout",
+            factor=(1.0, 1.0),
+            scale=CUTOUT_AREA,
+            fill_value=MEAN_PIXEL,
+            value_range=(0, 255),
+            seed=seed,
+            dtype=AUGMENT_DTYPE,
+            name="cutout",
         )
     if component == "mixup":
         return keras.layers.MixUp(alpha=MIXUP_ALPHA, seed=seed, dtype=AUGMENT_DTYPE, name="mixup")
     if component == "cutmix":
-        return keras.layers.CutMix(factor=CUTMIX_FACTOR, seed=seed, dtype=AUGMENT_DTYPE, name="cutmix")
+        return keras.layers.CutMix(
+            factor=CUTMIX_FACTOR, seed=seed, dtype=AUGMENT_DTYPE, name="cutmix"
+        )
     if component in EPOCH_POLICIES:
         raise ValueError(
             f"policy {component!r} needs each image's epoch, so it is not a layer or a batch hook; "
@@ -179,7 +197,9 @@ def augmentation_layers(augmentation: str, seed: int | None = None) -> list:
     ]
 
 
-def build_augmentation(augmentation: str = "standard", seed: int | None = None, name="augmentation"):
+def build_augmentation(
+    augmentation: str = "standard", seed: int | None = None, name="augmentation"
+):
     """Builds a policy as a layer to put inside a model (runs on the GPU).
 
     Active only while training (`model.fit`); `model.predict` and
@@ -259,9 +279,7 @@ def measure_throughput(augmentation, x, y, batch_size=256, batches=20, seed=0):
     Returns:
         Images per second (float).
     """
-
-    if batches < 1:
-        raise ValueError(f"batches must be at least 1; received {batches}.")
+    batches = checks.whole_number(batches, "batches", minimum=1)
     ds = training_dataset(x, y, augmentation, batch_size=batch_size, seed=seed, drop_remainder=True)
     iterator = iter(ds.repeat())
 
@@ -293,16 +311,26 @@ def training_dataset(x, y, augmentation="standard", batch_size=128, seed=0, drop
         one epoch, or, for "airbench", endless epochs (fit with `steps_per_epoch`).
     """
     if parse_policy(augmentation) == ("airbench",):
-        return alternating_dataset(x, y, batch_size=batch_size, seed=seed, drop_remainder=drop_remainder)
+        return alternating_dataset(
+            x, y, batch_size=batch_size, seed=seed, drop_remainder=drop_remainder
+        )
     hook = pipeline_augment(augmentation, seed=seed) if parse_policy(augmentation) else None
     return make_dataset(
-        x, y, batch_size=batch_size, shuffle=True, seed=seed, augment_fn=hook,
-        num_classes=NUM_CLASSES, drop_remainder=drop_remainder,
+        x,
+        y,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=seed,
+        augment_fn=hook,
+        num_classes=NUM_CLASSES,
+        drop_remainder=drop_remainder,
     )
 
 
-def alternating_dataset(x, y, batch_size=256, seed=0, max_shift=AIRBENCH_SHIFT, drop_remainder=True):
-    """airbench's augmentation as an endless, seeded `tf.data` pipeline: shifts and alternating flip.
+def alternating_dataset(
+    x, y, batch_size=256, seed=0, max_shift=AIRBENCH_SHIFT, drop_remainder=True
+):
+    """airbench's augmentation as an endless, seeded `tf.data` pipeline: shift, alternating flip.
 
     The images are padded by `max_shift` reflected pixels once (uint8, kept in
     memory). Epoch `e` reshuffles them, crops each back to its size at a random
@@ -326,13 +354,17 @@ def alternating_dataset(x, y, batch_size=256, seed=0, max_shift=AIRBENCH_SHIFT, 
     x = np.asarray(x)
     y = np.ravel(np.asarray(y))
     if x.ndim != 4 or x.dtype != np.uint8:
-        raise ValueError(f"x must be uint8 images of shape (N, H, W, C); received {x.dtype} {x.shape}.")
+        raise ValueError(
+            f"x must be uint8 images of shape (N, H, W, C); received {x.dtype} {x.shape}."
+        )
     if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"need as many labels as images, at least one; received {len(x)} and {len(y)}.")
-    if isinstance(max_shift, bool) or not isinstance(max_shift, int) or not 0 <= max_shift < min(x.shape[1:3]):
-        raise ValueError(f"max_shift must be a whole number of pixels below the image size; received {max_shift!r}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; received {batch_size!r}.")
+        raise ValueError(
+            f"need as many labels as images, at least one; received {len(x)} and {len(y)}."
+        )
+    max_shift = checks.whole_number(max_shift, "max_shift")
+    if max_shift >= min(x.shape[1:3]):
+        raise ValueError(f"max_shift must be below the image size; received {max_shift!r}.")
+    batch_size = checks.whole_number(batch_size, "batch_size", minimum=1)
     drop_remainder = drop_remainder and len(x) >= batch_size
     n, height, width = len(x), x.shape[1], x.shape[2]
     s = max_shift
@@ -344,8 +376,12 @@ def alternating_dataset(x, y, batch_size=256, seed=0, max_shift=AIRBENCH_SHIFT, 
     def load(epoch, batch_index, indices):
         images = tf.gather(padded, indices)
         shifts = tf.random.stateless_uniform(
-            [tf.size(indices), 2], seed=tf.stack([seed * 1_000_003 + epoch, batch_index]),
-            minval=0, maxval=2 * s + 1, dtype=tf.int64)
+            [tf.size(indices), 2],
+            seed=tf.stack([seed * 1_000_003 + epoch, batch_index]),
+            minval=0,
+            maxval=2 * s + 1,
+            dtype=tf.int64,
+        )
         images = tf.gather(images, shifts[:, :1] + rows[None], axis=1, batch_dims=1)
         images = tf.gather(images, shifts[:, 1:] + cols[None], axis=2, batch_dims=1)
         flip = tf.not_equal(tf.gather(first_flip, indices), tf.equal(epoch % 2, 1))
@@ -354,9 +390,14 @@ def alternating_dataset(x, y, batch_size=256, seed=0, max_shift=AIRBENCH_SHIFT, 
 
     def one_epoch(epoch):
         order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([seed, epoch])))
-        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(
+            batch_size, drop_remainder=drop_remainder
+        )
         return batches.enumerate().map(
-            lambda i, indices: load(epoch, i, indices), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            lambda i, indices: load(epoch, i, indices),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
 
     endless = tf.data.Dataset.counter().flat_map(one_epoch)
     # flat_map hides that the stream never ends; say so, so that fit is given steps_per_epoch.

@@ -16,6 +16,8 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from cifar_utils import checks
+
 # TensorFlow's public API can turn op determinism on but not read or turn it off; these
 # two, from the module that implements `tf.config.experimental.enable_op_determinism`,
 # let `deterministic()` restore the earlier state. Checked by tests/test_repro.py. Should a
@@ -40,10 +42,9 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
             Defaults to True.
 
     Raises:
-        ValueError: the seed is not a non-negative integer.
+        ValueError: the seed is not a whole number >= 0.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; received {seed!r}.")
+    seed = checks.whole_number(seed, "seed")
     keras.utils.set_random_seed(seed)  # seeds `random`, NumPy, TensorFlow and Keras
     if deterministic:
         tf.config.experimental.enable_op_determinism()

@@ -11,7 +11,7 @@ time, for a first-call/median/maximum report; `latencies_ms` times calls that ea
 take their index, for per-request latencies.
 
 What a timed call returns is freed only after its timer stops, so freeing a large
-result is never counted. Only the standard library and NumPy are used.
+result is never counted. Only the standard library, NumPy and `checks` are used.
 """
 
 from __future__ import annotations
@@ -20,11 +20,7 @@ import time
 
 import numpy as np
 
-
-def _check_count(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be a whole number of at least {minimum}; received {value!r}.")
-    return int(value)
+from cifar_utils import checks
 
 
 def _timed_calls(fn_of_i, n: int, warmup: int) -> list:
@@ -55,8 +51,8 @@ def call_times(fn, repeats=3, warmup=1) -> list:
         ValueError: `repeats` is not a whole number of at least 1, or `warmup`
             is not one of at least 0.
     """
-    repeats = _check_count("repeats", repeats, 1)
-    warmup = _check_count("warmup", warmup, 0)
+    repeats = checks.whole_number(repeats, "repeats", minimum=1)
+    warmup = checks.whole_number(warmup, "warmup")
     return _timed_calls(lambda i: fn(), repeats, warmup)
 
 
@@ -95,6 +91,6 @@ def latencies_ms(fn_of_i, n, warmup=1) -> np.ndarray:
         ValueError: `n` is not a whole number of at least 1, or `warmup` is
             not one of at least 0.
     """
-    n = _check_count("n", n, 1)
-    warmup = _check_count("warmup", warmup, 0)
+    n = checks.whole_number(n, "n", minimum=1)
+    warmup = checks.whole_number(warmup, "warmup")
     return np.asarray(_timed_calls(fn_of_i, n, warmup)) * 1000.0

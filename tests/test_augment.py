@@ -169,7 +169,7 @@ def test_measure_throughput_counts_images_per_second(monkeypatch):
     rate = augment.measure_throughput("standard", x, y, batch_size=16, batches=3)
     assert seen == [16] * 4  # one warm-up batch, then the three timed ones
     assert timed == [48] and rate == pytest.approx(48 / 0.25)
-    with pytest.raises(ValueError, match="received 0"):
+    with pytest.raises(ValueError, match="batches must be a whole number.*received 0"):
         augment.measure_throughput("standard", x, y, batches=0)
 
 
@@ -274,8 +274,13 @@ def test_airbench_policy_stands_alone_and_is_not_a_layer():
     with pytest.raises(ValueError, match="training_dataset"):
         augment.build_augmentation("airbench")
     x, y = _distinct_images(4)
-    with pytest.raises(ValueError, match="max_shift"):
+    with pytest.raises(ValueError, match="max_shift must be below the image size; received 8"):
         augment.alternating_dataset(x, y, max_shift=8)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="max_shift must be a whole number"):
+            augment.alternating_dataset(x, y, max_shift=bad)
+    with pytest.raises(ValueError, match="batch_size must be a whole number.*received 0"):
+        augment.alternating_dataset(x, y, batch_size=0)
     with pytest.raises(ValueError, match="uint8"):
         augment.alternating_dataset(x.astype(np.float32), y)
     with pytest.raises(ValueError, match="labels"):

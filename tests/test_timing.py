@@ -59,10 +59,10 @@ def test_latencies_pass_the_index_and_skip_the_warm_up():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"repeats": 0}, "repeats must be a whole number of at least 1; received 0"),
-    ({"repeats": 2.5}, "repeats must be a whole number of at least 1; received 2.5"),
+    ({"repeats": 0}, "repeats must be a whole number.*received 0"),
+    ({"repeats": 2.5}, "repeats must be a whole number.*received 2.5"),
     ({"repeats": True}, "repeats .* received True"),
-    ({"warmup": -1}, "warmup must be a whole number of at least 0; received -1"),
+    ({"warmup": -1}, "warmup must be a whole number.*received -1"),
 ])
 def test_bad_counts_say_what_was_received(kwargs, message):
     calls = []
@@ -70,5 +70,5 @@ def test_bad_counts_say_what_was_received(kwargs, message):
         with pytest.raises(ValueError, match=message):
             helper(lambda: calls.append(1), **kwargs)
     assert not calls  # refused before anything ran
-    with pytest.raises(ValueError, match="n must be a whole number of at least 1; received 0"):
+    with pytest.raises(ValueError, match="n must be a whole number.*received 0"):
         timing.latencies_ms(lambda i: None, 0)
