@@ -133,40 +133,29 @@ def _make_layer(component: str, seed):
     # float32 whatever Keras's global policy: under mixed_bfloat16 (a GPU, or a CPU with
     # bfloat16 instructions) the layers would otherwise compute in bfloat16, and CutMix and
     # MixUp then fail to mix bfloat16 images with float32 weights.
+    common = {"seed": seed, "dtype": AUGMENT_DTYPE}
     if component == "flip":
-        return keras.layers.RandomFlip("horizontal", seed=seed, dtype=AUGMENT_DTYPE, name="flip")
+        return keras.layers.RandomFlip("horizontal", name="flip", **common)
     if component == "crop":
         # Nearest-neighbour sampling keeps shifts whole pixels, so images stay sharp.
+        shift = MAX_SHIFT_FRACTION
         return keras.layers.RandomTranslation(
-            MAX_SHIFT_FRACTION,
-            MAX_SHIFT_FRACTION,
+            shift,
+            shift,
             fill_mode="reflect",
             interpolation="nearest",
-            seed=seed,
-            dtype=AUGMENT_DTYPE,
             name="pad_and_crop",
+            **common,
         )
     if component == "randaugment":
-        return keras.layers.RandAugment(
-            value_range=(0, 255),
-            num_ops=RANDAUGMENT_OPS,
-            factor=RANDAUGMENT_FACTOR,
-            seed=seed,
-            dtype=AUGMENT_DTYPE,
-            name="randaugment",
-        )
-    if component == "cutout":
+        ops, factor = RANDAUGMENT_OPS, RANDAUGMENT_FACTOR
+        return keras.layers.RandAugment((0, 255), ops, factor, name="randaugment", **common)
+    if component == "cutout":  # the whole patch, filled with the mean pixel
         return keras.layers.RandomErasing(
-            factor=(1.0, 1.0),
-            scale=CUTOUT_AREA,
-            fill_value=MEAN_PIXEL,
-            value_range=(0, 255),
-            seed=seed,
-            dtype=AUGMENT_DTYPE,
-            name="cutout",
+            (1.0, 1.0), CUTOUT_AREA, MEAN_PIXEL, value_range=(0, 255), name="cutout", **common
         )
     if component == "mixup":
-        return keras.layers.MixUp(alpha=MIXUP_ALPHA, seed=seed, dtype=AUGMENT_DTYPE, name="mixup")
+        return keras.layers.MixUp(alpha=MIXUP_ALPHA, name="mixup", **common)
     if component == "cutmix":
         return keras.layers.CutMix(
             factor=CUTMIX_FACTOR, seed=seed, dtype=AUGMENT_DTYPE, name="cutmix"
@@ -315,15 +304,9 @@ def training_dataset(x, y, augmentation="standard", batch_size=128, seed=0, drop
             x, y, batch_size=batch_size, seed=seed, drop_remainder=drop_remainder
         )
     hook = pipeline_augment(augmentation, seed=seed) if parse_policy(augmentation) else None
+    one_hot = NUM_CLASSES  # one-hot labels, so that MixUp and CutMix can mix them
     return make_dataset(
-        x,
-        y,
-        batch_size=batch_size,
-        shuffle=True,
-        seed=seed,
-        augment_fn=hook,
-        num_classes=NUM_CLASSES,
-        drop_remainder=drop_remainder,
+        x, y, batch_size, True, seed, hook, num_classes=one_hot, drop_remainder=drop_remainder
     )
 
 

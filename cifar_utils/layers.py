@@ -11,7 +11,6 @@ from __future__ import annotations
 import keras
 
 from cifar_utils.augment import build_augmentation
-from cifar_utils.custom_objects import ScaledBias  # noqa: F401  models.py imports it from here
 from cifar_utils.data import normalization_layer
 
 

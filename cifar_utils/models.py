@@ -24,9 +24,9 @@ import numpy as np
 
 from cifar_utils import checks
 from cifar_utils.augment import build_augmentation
+from cifar_utils.custom_objects import ScaledBias
 from cifar_utils.data import IMAGE_SHAPE, NUM_CLASSES, normalize_images
 from cifar_utils.layers import (
-    ScaledBias,
     classifier_head,
     conv_bn_act,
     preprocessing,
@@ -99,8 +99,8 @@ def build_baseline_cnn(
     input_shape=IMAGE_SHAPE,
     num_classes=NUM_CLASSES,
     filters=(32, 64, 128),
-    dense_units=128,
     batch_norm=True,
+    dense_units=128,
     dropout=0.3,
     augmentation=None,
     seed=None,
@@ -116,8 +116,8 @@ def build_baseline_cnn(
         num_classes: number of classes. Defaults to 10.
         filters: channels of each stage; each stage halves height and width.
             Defaults to (32, 64, 128).
-        dense_units: width of the hidden fully connected layer. Defaults to 128.
         batch_norm: batch normalisation after each convolution. Defaults to True.
+        dense_units: width of the hidden fully connected layer. Defaults to 128.
         dropout: dropout rate after each pooling and before the output layer,
             0 for none. Defaults to 0.3.
         augmentation: in-model augmentation (see `layers.preprocessing`).

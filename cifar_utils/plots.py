@@ -542,16 +542,9 @@ def plot_grad_cam(images, heatmaps, titles=None, ncols=4, alpha=0.5, cmap="infer
     nrows = int(np.ceil(len(images) / ncols))
     # Columns: image, overlay, spacer, image, overlay, spacer, ...: each pair sits together.
     fig = plt.figure(figsize=(ncols * 3.1 + 1.0, nrows * 1.95))
+    margins = {"left": 0.01, "right": 0.89, "top": 0.9, "bottom": 0.06}  # room for the colour bar
     grid = fig.add_gridspec(
-        nrows,
-        3 * ncols,
-        width_ratios=[1, 1, 0.22] * ncols,
-        left=0.01,
-        right=0.89,
-        top=0.9,
-        bottom=0.06,
-        wspace=0.04,
-        hspace=0.45,
+        nrows, 3 * ncols, width_ratios=[1, 1, 0.22] * ncols, wspace=0.04, hspace=0.45, **margins
     )
     shown = None
     for i in range(min(len(images), nrows * ncols)):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cifar_utils import device, layers  # noqa: F401  layers registers ScaledBias for loading
+from cifar_utils import custom_objects, device  # noqa: F401  registers ScaledBias for loading
 
 NO_GPU = not tf.config.list_physical_devices("GPU")
 
@@ -51,9 +51,14 @@ def test_cpu_with_bfloat16_instructions_trains_in_mixed_bfloat16(capsys, monkeyp
     assert device.cpu_has_bfloat16()
     assert device.mixed_precision_policy() == "mixed_bfloat16"
     setup = device.setup_devices()
-    assert setup.precision_policy == "mixed_bfloat16" and not setup.jit_compile  # XLA stays off on CPUs
+    assert (
+        setup.precision_policy == "mixed_bfloat16" and not setup.jit_compile
+    )  # XLA stays off on CPUs
     assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
-    assert f"bfloat16: the CPU has {flag.upper()}" in setup.description and "\n" not in setup.description
+    assert (
+        f"bfloat16: the CPU has {flag.upper()}" in setup.description
+        and "\n" not in setup.description
+    )
     assert "precision: mixed_bfloat16" in capsys.readouterr().out
     # False still means float32, and True still insists on a GPU.
     assert device.setup_devices(mixed_precision=False, verbose=False).precision_policy == "float32"
@@ -174,15 +179,29 @@ def test_two_workers_train_to_identical_weights(tmp_path):
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     procs = []
     for index in range(2):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-               "TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
-        procs.append(subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "run")], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        env = {
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TF_CONFIG": json.dumps(
+                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            ),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", script, str(tmp_path / "run")],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-3000:]
     first = keras.saving.load_model(tmp_path / "run" / "final.keras", safe_mode=True, compile=False)
-    second = keras.saving.load_model(tmp_path / "run" / "worker1" / "final.keras", safe_mode=True, compile=False)
+    second = keras.saving.load_model(
+        tmp_path / "run" / "worker1" / "final.keras", safe_mode=True, compile=False
+    )
     saved = json.loads((tmp_path / "run" / "history.json").read_text())
     assert saved["run"]["replicas"] == 2
     assert saved["history"]["epoch"] == [0, 1] and np.all(np.isfinite(saved["history"]["loss"]))
@@ -196,9 +215,15 @@ def test_tf_config_that_is_not_json_is_refused(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{cluster: nope")
     with pytest.raises(ValueError, match="TF_CONFIG must be a JSON object"):
         device.cluster_workers()
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}),
+    )
     assert device.cluster_workers() == 2
-    chief = {"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "worker", "index": 0}}
+    chief = {
+        "cluster": {"chief": ["a:1"], "worker": ["b:2"]},
+        "task": {"type": "worker", "index": 0},
+    }
     monkeypatch.setenv("TF_CONFIG", json.dumps(chief))
     assert device.cluster_workers() == 2  # the chief is a worker too
     monkeypatch.delenv("TF_CONFIG")
@@ -208,12 +233,24 @@ def test_tf_config_that_is_not_json_is_refused(monkeypatch):
 
 def test_gpu_names_with_and_without_compute_capability(monkeypatch):
     """The one place GPU names are read: run facts, model cards and describe_devices all use it."""
-    gpus = [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU"),
-            tf.config.PhysicalDevice("/physical_device:GPU:1", "GPU")]
-    details = {gpus[0].name: {"device_name": "NVIDIA H100", "compute_capability": (9, 0)}, gpus[1].name: {}}
-    monkeypatch.setattr(tf.config, "list_physical_devices",
-                        lambda kind=None: gpus if kind == "GPU" else [])
+    gpus = [
+        tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU"),
+        tf.config.PhysicalDevice("/physical_device:GPU:1", "GPU"),
+    ]
+    details = {
+        gpus[0].name: {"device_name": "NVIDIA H100", "compute_capability": (9, 0)},
+        gpus[1].name: {},
+    }
+    monkeypatch.setattr(
+        tf.config, "list_physical_devices", lambda kind=None: gpus if kind == "GPU" else []
+    )
     monkeypatch.setattr(device, "_gpu_details", lambda gpu: details[gpu.name])
-    assert device.gpu_names() == ["NVIDIA H100", "/physical_device:GPU:1"]  # no details: the device's name
-    assert device.gpu_names(with_capability=True) == ["NVIDIA H100 (compute 9.0)", "/physical_device:GPU:1"]
+    assert device.gpu_names() == [
+        "NVIDIA H100",
+        "/physical_device:GPU:1",
+    ]  # no details: the device's name
+    assert device.gpu_names(with_capability=True) == [
+        "NVIDIA H100 (compute 9.0)",
+        "/physical_device:GPU:1",
+    ]
     assert "NVIDIA H100 (compute 9.0)" in device.describe_devices()

@@ -102,7 +102,11 @@ def test_misclassified_and_pairs():
     np.testing.assert_array_equal(evaluation.misclassified(P, Y, sort="index"), [1, 3, 5])
     pairs = evaluation.most_confused_pairs(P, Y, top=5, class_names=["a", "b", "c"])
     assert len(pairs) == 3 and set(pairs["count"]) == {1}
-    assert {(t, p) for t, p in zip(pairs["true"], pairs["predicted"])} == {("a", "b"), ("b", "a"), ("c", "b")}
+    assert {(t, p) for t, p in zip(pairs["true"], pairs["predicted"])} == {
+        ("a", "b"),
+        ("b", "a"),
+        ("c", "b"),
+    }
     with pytest.raises(ValueError, match="received 'random'"):
         evaluation.misclassified(P, Y, sort="random")
 
@@ -119,7 +123,9 @@ def test_calibration_of_a_calibrated_toy_is_near_zero():
     assert ece < 0.01
     assert bins["count"].sum() == n
     overconfident = np.where(rng.uniform(size=n) < confidence - 0.2, 0, 1)
-    assert evaluation.calibration(probs, overconfident, n_bins=10)[0] == pytest.approx(0.2, abs=0.01)
+    assert evaluation.calibration(probs, overconfident, n_bins=10)[0] == pytest.approx(
+        0.2, abs=0.01
+    )
 
 
 def test_ece_by_hand():
@@ -134,10 +140,15 @@ def test_ece_by_hand():
 def test_grad_cam_shape_and_range_for_every_builder(arch):
     from cifar_utils import models
 
-    small = {"baseline_cnn": {"filters": (8, 16)}, "vgg": {"widths": (8, 16), "dense_units": 16},
-             "resnet": {"depth": 8, "width": 8}, "resnet9": {"width": 8}, "fast_net": {"widths": (8, 16, 16)}}
+    small = {
+        "baseline_cnn": {"filters": (8, 16)},
+        "vgg": {"widths": (8, 16), "dense_units": 16},
+        "resnet": {"depth": 8, "width": 8},
+        "resnet9": {"width": 8},
+        "fast_net": {"widths": (8, 16, 16)},
+    }
     keras.utils.set_random_seed(0)
-    model = models.build_model(arch, **small[arch])
+    model = models.BUILDERS[arch](**small[arch])
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype("float32")
     heat = evaluation.grad_cam(model, images)
     assert heat.shape == (3, 32, 32) and heat.dtype == np.float32
@@ -170,6 +181,8 @@ def test_multicrop_tta_is_airbenchs_six_view_average(images):
     got = evaluation.predict_probs(model, x, tta="multicrop")
     assert np.allclose(got, expected, atol=1e-6)
     assert not np.allclose(got, evaluation.predict_probs(model, x, tta="flip"))
-    assert np.allclose(evaluation.predict_probs(model, x, tta="flip"), evaluation.predict_probs(model, x, tta=True))
+    assert np.allclose(
+        evaluation.predict_probs(model, x, tta="flip"), evaluation.predict_probs(model, x, tta=True)
+    )
     with pytest.raises(ValueError, match="received 'crops'"):
         evaluation.predict_probs(model, x, tta="crops")

@@ -12,10 +12,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-
-from cifar_utils import device, layers, models, recipes
-
 from gpu_rehearsal import rehearse
+
+from cifar_utils import custom_objects, device, models, recipes
 
 TESTS = Path(__file__).resolve().parent
 
@@ -70,7 +69,9 @@ def test_every_recipe_on_two_replicas_in_a_fresh_process(tmp_path):
         print("FACTS", json.dumps(facts))
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     facts = json.loads(result.stdout.split("FACTS", 1)[1])
     assert sorted(facts) == sorted(recipes.RECIPES)
@@ -83,7 +84,7 @@ def test_scaled_bias_and_whitening_under_each_policy(policy, tiny_data):
     x = tiny_data[0]
     model = models.build_fast_net(widths=(8, 16, 16), bias_scale=8, whitening_sample=x)
     shift = model.get_layer("group1_shift1")
-    assert isinstance(shift, layers.ScaledBias)
+    assert isinstance(shift, custom_objects.ScaledBias)
     # Variables stay float32 (the optimiser updates them exactly); the arithmetic is 16-bit.
     assert shift.bias.dtype == "float32" and model.get_layer("whiten").kernel.dtype == "float32"
     assert shift.compute_dtype == ("float32" if policy == "float32" else policy.split("_")[1])
