@@ -42,14 +42,17 @@ def keras_peer_speed(model, x, batch_size, repeats=3):
     warm-up pass, then the fastest of `repeats` passes (`timing.best_time`)
     over `x`, float32 images prepared before any timing.
     """
-    return len(x) / timing.best_time(lambda: model.predict(x, batch_size=batch_size, verbose=0),
-                                     repeats=repeats, warmup=1)
+    return len(x) / timing.best_time(
+        lambda: model.predict(x, batch_size=batch_size, verbose=0), repeats=repeats, warmup=1
+    )
 
 
 def write_int8_card(path, args, result, table):
     """A model card for the shipped int8 file, next to it."""
     run, row = result["run"], table.loc["tflite_int8"]
-    storage.atomic_write_text(path, f"""# fast_net_int8.tflite
+    storage.atomic_write_text(
+        path,
+        f"""# fast_net_int8.tflite
 
 The int8 LiteRT (TFLite) export of `{Path(args.model).name}`, for fast CPU inference:
 `cifar-predict --model models/fast_net_int8.tflite IMAGE...` or
@@ -59,31 +62,50 @@ The int8 LiteRT (TFLite) export of `{Path(args.model).name}`, for fast CPU infer
 |---|---|
 | input | float32 (N, 32, 32, 3), raw pixels 0-255 (normalised inside) |
 | output | probabilities over {", ".join(data.CLASS_NAMES)} |
-| quantisation | weights and activations int8, ranges calibrated on 500 training images (seed {args.seed}); float input and output |
-| test accuracy ({result["data"]}, {result["test_images"]:,} images) | {row.accuracy:.4f} ({row.accuracy_change:+.2f} points against the Keras model, {table.loc["keras", "accuracy"]:.4f}) |
-| top-1 agreement with the Keras model | {row.agreement:.4f} |
-| speed on {reports.hardware_text(run)} | {row.images_per_second:,.0f} images/s in batches of {args.batch_size}; {row.latency_ms:.2f} ms for one image (Keras: {table.loc["keras", "images_per_second"]:,.0f} images/s) |
-| file size | {row.size_mb:.2f} MB |
+"""
+        "| quantisation | weights and activations int8, ranges calibrated on 500 training images "
+        f"(seed {args.seed}); float input and output |\n"
+        f"| test accuracy ({result['data']}, {result['test_images']:,} images) "
+        f"| {row.accuracy:.4f} ({row.accuracy_change:+.2f} points against the Keras model, "
+        f"{table.loc['keras', 'accuracy']:.4f}) |\n"
+        f"| top-1 agreement with the Keras model | {row.agreement:.4f} |\n"
+        f"| speed on {reports.hardware_text(run)} | {row.images_per_second:,.0f} images/s "
+        f"in batches of {args.batch_size}; {row.latency_ms:.2f} ms for one image "
+        f"(Keras: {table.loc['keras', 'images_per_second']:,.0f} images/s) |\n"
+        f"""| file size | {row.size_mb:.2f} MB |
 | versions | {reports.versions_text(run)} |
 | date | {run["date"]} |
 
 Reproduce: `python benchmarks/inference.py --ship models` (results in
 benchmarks/results/inference.md).
-""")
+""",
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(SHIPPED_MODEL), help="a .keras model (default: shipped)")
-    parser.add_argument("--speed-images", type=int, default=2048, help="images for the throughput (default 2048)")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
-    parser.add_argument("--test-images", type=int, default=10000, help="test images for accuracy (default all)")
-    parser.add_argument("--ship", default=None, help="copy the int8 export here as fast_net_int8.tflite")
+    parser.add_argument(
+        "--model", default=str(SHIPPED_MODEL), help="a .keras model (default: shipped)"
+    )
+    parser.add_argument(
+        "--speed-images", type=int, default=2048, help="images for the throughput (default 2048)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=256, help="images per batch (default 256)"
+    )
+    parser.add_argument(
+        "--test-images", type=int, default=10000, help="test images for accuracy (default all)"
+    )
+    parser.add_argument(
+        "--ship", default=None, help="copy the int8 export here as fast_net_int8.tflite"
+    )
     parser.add_argument("--seed", type=int, default=0, help="which calibration images (default 0)")
     args = parser.parse_args(argv)
 
     wall = time.perf_counter()
-    (x_train, y_train), (x_test, y_test), source = data.load_cifar10(verbose=False, return_source=True)
+    (x_train, y_train), (x_test, y_test), source = data.load_cifar10(
+        verbose=False, return_source=True
+    )
     (x_fit, _), _ = data.split_train_val(x_train, y_train)  # calibrate on training images only
     x_test, y_test = x_test[: args.test_images], y_test[: args.test_images]
     model = storage.load_model(args.model)  # safe mode, custom layers passed explicitly
@@ -92,8 +114,9 @@ def main(argv=None):
         start = time.perf_counter()
         export_paths = export.export_all(model, tmp, representative_images=x_fit, seed=args.seed)
         export_s = time.perf_counter() - start
-        table = export.compare_formats(export_paths, x_test, y_test, speed_images=args.speed_images,
-                                       batch_size=args.batch_size)
+        table = export.compare_formats(
+            export_paths, x_test, y_test, speed_images=args.speed_images, batch_size=args.batch_size
+        )
         if args.ship:
             shipped = Path(args.ship) / "fast_net_int8.tflite"
             shutil.copyfile(export_paths["tflite_int8"], shipped)
@@ -119,7 +142,9 @@ def main(argv=None):
             "images_per_second": TARGET_IMAGES_PER_SECOND,
             "best_format": best_format,
             "best_images_per_second": float(table["images_per_second"].max()),
-            "images_per_second_met": bool(table["images_per_second"].max() >= TARGET_IMAGES_PER_SECOND),
+            "images_per_second_met": bool(
+                table["images_per_second"].max() >= TARGET_IMAGES_PER_SECOND
+            ),
             "int8_points": TARGET_INT8_POINTS,
             "int8_accuracy_change": float(int8["accuracy_change"]),
             "int8_met": bool(abs(int8["accuracy_change"]) <= TARGET_INT8_POINTS),
@@ -131,19 +156,21 @@ def main(argv=None):
 
     run = result["run"]
     lines = [
-        "| format | size (MB) | test accuracy | change (points) | top-1 agreement | max prob. diff | images/s (batch "
-        f"{args.batch_size}) | latency, 1 image (ms) |",
+        "| format | size (MB) | test accuracy | change (points) | top-1 agreement | max prob. diff "
+        f"| images/s (batch {args.batch_size}) | latency, 1 image (ms) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for fmt, row in table.iterrows():
         lines.append(
-            f"| {fmt} | {row.size_mb:.2f} | {row.accuracy:.4f} | {row.accuracy_change:+.2f} | {row.agreement:.4f} "
-            f"| {row.max_prob_diff:.3f} | {row.images_per_second:,.0f} | {row.latency_ms:.2f} |"
+            f"| {fmt} | {row.size_mb:.2f} | {row.accuracy:.4f} | {row.accuracy_change:+.2f} "
+            f"| {row.agreement:.4f} | {row.max_prob_diff:.3f} | {row.images_per_second:,.0f} "
+            f"| {row.latency_ms:.2f} |"
         )
     lines.append(f"| peer: Keras `model.predict` | | | | | | {peer:,.0f} | |")
     lines += [
         "",
-        f"Model {Path(args.model).name}; accuracy on {len(x_test):,} test images ({source.describe_variant()}); "
+        f"Model {Path(args.model).name}; accuracy on {len(x_test):,} test images "
+        f"({source.describe_variant()}); "
         f"int8 calibrated on 500 training images (seed {args.seed}). "
         f"{reports.hardware_text(run)}; {reports.versions_text(run)}; "
         f"wall time {run['wall_s']:.0f} s; {run['date']}.",

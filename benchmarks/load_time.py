@@ -62,7 +62,9 @@ def main(argv=None):
         sys.exit("No local CIFAR-10 copy: set CIFAR10_DIR or pass --data-dir.")
 
     # No warm-up: the first call (cold file cache) is part of the report.
-    ours = timing.call_times(lambda: data.load_cifar10(source.path, verbose=False), args.repeats, warmup=0)
+    ours = timing.call_times(
+        lambda: data.load_cifar10(source.path, verbose=False), args.repeats, warmup=0
+    )
     peer = timing.call_times(lambda: keras_peer(source.path), args.repeats, warmup=0)
     peer_c = timing.call_times(lambda: keras_peer_contiguous(source.path), args.repeats, warmup=0)
     # Same arrays from both readers.
@@ -74,10 +76,21 @@ def main(argv=None):
         "benchmark": "load_time",
         "data": source.variant,  # "offline copy" or "official"
         "repeats": args.repeats,
-        "cifar_utils_load_cifar10_s": {"first": ours[0], "median": statistics.median(ours), "all": ours},
-        "keras_load_batch_peer_s": {"first": peer[0], "median": statistics.median(peer), "all": peer},
+        "cifar_utils_load_cifar10_s": {
+            "first": ours[0],
+            "median": statistics.median(ours),
+            "all": ours,
+        },
+        "keras_load_batch_peer_s": {
+            "first": peer[0],
+            "median": statistics.median(peer),
+            "all": peer,
+        },
         "keras_load_batch_peer_contiguous_s": {
-            "first": peer_c[0], "median": statistics.median(peer_c), "all": peer_c},
+            "first": peer_c[0],
+            "median": statistics.median(peer_c),
+            "all": peer_c,
+        },
         "target_s": TARGET_S,
         "meets_target": max(ours) <= TARGET_S,
         "run": reports.run_info(),
@@ -89,9 +102,12 @@ def main(argv=None):
         [
             "| reader | first call (s) | median (s) | max (s) |",
             "|---|---|---|---|",
-            f"| cifar_utils.data.load_cifar10 | {ours[0]:.2f} | {statistics.median(ours):.2f} | {max(ours):.2f} |",
-            f"| Keras load_batch (peer; strided views) | {peer[0]:.2f} | {statistics.median(peer):.2f} | {max(peer):.2f} |",
-            f"| Keras load_batch (peer) + contiguous copy | {peer_c[0]:.2f} | {statistics.median(peer_c):.2f} | {max(peer_c):.2f} |",
+            f"| cifar_utils.data.load_cifar10 | {ours[0]:.2f} | {statistics.median(ours):.2f} "
+            f"| {max(ours):.2f} |",
+            f"| Keras load_batch (peer; strided views) | {peer[0]:.2f} "
+            f"| {statistics.median(peer):.2f} | {max(peer):.2f} |",
+            f"| Keras load_batch (peer) + contiguous copy | {peer_c[0]:.2f} "
+            f"| {statistics.median(peer_c):.2f} | {max(peer_c):.2f} |",
             "",
             f"{args.repeats} repeats; data: {result['data']}; {reports.hardware_text(run)}; "
             f"{reports.versions_text(run)}; {run['date']}.",

@@ -1,4 +1,5 @@
-"""Training step time of the fast recipe by precision on this machine: float32, mixed_bfloat16, oneDNN's rewrite.
+"""Training step time of the fast recipe by precision on this machine: float32, mixed_bfloat16,
+oneDNN's rewrite.
 
     python benchmarks/precision.py          # about 3 minutes on 2 cores
 
@@ -52,7 +53,7 @@ def _worker(mode, steps):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=12, help="timed steps per width (median kept)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -64,17 +65,25 @@ def main(argv=None):
 
     results = {}
     for mode in MODES:
-        done = subprocess.run([sys.executable, __file__, "--worker", mode, "--steps", str(args.steps)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--worker", mode, "--steps", str(args.steps)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
-            results[mode] = {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+            results[mode] = {
+                "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+            }
         else:
             results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
         print(mode, results[mode], flush=True)
     run = reports.run_info()
     base = results.get("float32", {})
-    rows = ["| precision | full width: ms per step (images/s) | half width: ms per step (images/s) | speed-up, full / half |",
-            "|---|---|---|---|"]
+    rows = [
+        "| precision | full width: ms per step (images/s) | half width: ms per step (images/s) "
+        "| speed-up, full / half |",
+        "|---|---|---|---|",
+    ]
     for mode, r in results.items():
         if "error" in r:
             rows.append(f"| {mode} | failed: {r['error']} | | |")
@@ -85,13 +94,15 @@ def main(argv=None):
     flags = sorted(f for f in device.cpu_flags() if "bf16" in f or f.startswith("amx"))
     lines = rows + [
         "",
-        f"The fast recipe's training step (batch 256, median of {args.steps} after 3 warm-up steps), "
-        f"by precision. CPU bfloat16 flags: {', '.join(flags) or 'none'}.",
+        f"The fast recipe's training step (batch 256, median of {args.steps} after 3 warm-up "
+        f"steps), by precision. CPU bfloat16 flags: {', '.join(flags) or 'none'}.",
         f"Hardware: {reports.hardware_text(run)}; {reports.versions_text(run)}; {run.get('date')}.",
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / "precision.md", "\n".join(lines) + "\n")
-    atomic_write_json(RESULTS / "precision.json", {"run": run, "steps": args.steps, "results": results})
+    atomic_write_json(
+        RESULTS / "precision.json", {"run": run, "steps": args.steps, "results": results}
+    )
     print("\n".join(lines))
     return 0
 

@@ -1,8 +1,9 @@
-"""What each airbench change to the fast recipe is worth here: validation accuracy and wall time.
+r"""What each airbench change to the fast recipe is worth here: validation accuracy and wall time.
 
     python benchmarks/recipe_ablation.py                  # half width, 4 epochs per run (~20 min)
     python benchmarks/recipe_ablation.py --epochs 2 --runs base,init
-    python benchmarks/recipe_ablation.py --runs lookahead --epochs 5 --out-name recipe_ablation_relu5
+    python benchmarks/recipe_ablation.py --runs lookahead --epochs 5 \
+        --out-name recipe_ablation_relu5
 
 Each run adds one change to the one before it (cumulative), trains the fast
 recipe on the 45,000-image training split and measures accuracy on the
@@ -25,8 +26,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # name -> (the run it changes, recipe overrides it adds, dtype policy). Applied in order.
 RUNS = {
-    "base": (None, {"augmentation": "standard", "lookahead_steps": 0, "tta": True,
-                    "model_kwargs": {"init": "keras", "dirac": False, "activation": "relu"}}),
+    "base": (
+        None,
+        {
+            "augmentation": "standard",
+            "lookahead_steps": 0,
+            "tta": True,
+            "model_kwargs": {"init": "keras", "dirac": False, "activation": "relu"},
+        },
+    ),
     "init": ("base", {"model_kwargs": {"init": "pytorch", "dirac": True}}),
     "airbench-aug": ("init", {"augmentation": "airbench"}),
     "lookahead": ("airbench-aug", {"lookahead_steps": 5}),
@@ -45,12 +53,17 @@ def _overrides(name):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated names from: " + ", ".join(RUNS))
+    parser.add_argument(
+        "--runs", default=",".join(RUNS), help="comma-separated names from: " + ", ".join(RUNS)
+    )
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--widths", default="32,128,128", help="channels of the three groups")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-name", default="recipe_ablation",
-                        help="results file name (without suffix) in benchmarks/results")
+    parser.add_argument(
+        "--out-name",
+        default="recipe_ablation",
+        help="results file name (without suffix) in benchmarks/results",
+    )
     args = parser.parse_args(argv)
     names = args.runs.split(",")
     unknown = [n for n in names if n not in RUNS]
@@ -79,35 +92,58 @@ def main(argv=None):
             setup = device.setup_devices(mixed_precision=policy, verbose=False)
             with tempfile.TemporaryDirectory() as tmp:
                 start = time.perf_counter()
-                result = training.train(recipe, x_train, y_train, x_val, y_val, output_dir=tmp, seed=args.seed,
-                                        setup=setup, verbose=0)
+                result = training.train(
+                    recipe,
+                    x_train,
+                    y_train,
+                    x_val,
+                    y_val,
+                    output_dir=tmp,
+                    seed=args.seed,
+                    setup=setup,
+                    verbose=0,
+                )
                 seconds = time.perf_counter() - start
             model = models[name] = result.model
         results[name] = {
-            "changes": RUNS[name][1], "precision": policy, "train_seconds": seconds,
+            "changes": RUNS[name][1],
+            "precision": policy,
+            "train_seconds": seconds,
             "val_accuracy": evaluation.accuracy(model, x_val, y_val),
             "val_accuracy_tta": evaluation.accuracy(model, x_val, y_val, tta=recipe.tta),
-            "tta": recipe.tta, "recipe": recipe.to_dict(),
+            "tta": recipe.tta,
+            "recipe": recipe.to_dict(),
         }
-        print(f"{name}: {seconds:.0f} s, validation {results[name]['val_accuracy']:.4f}, "
-              f"with {recipe.tta} TTA {results[name]['val_accuracy_tta']:.4f}", flush=True)
+        print(
+            f"{name}: {seconds:.0f} s, validation {results[name]['val_accuracy']:.4f}, "
+            f"with {recipe.tta} TTA {results[name]['val_accuracy_tta']:.4f}",
+            flush=True,
+        )
     run = reports.run_info(seed=args.seed, epochs=args.epochs)
-    rows = ["| run | adds | precision | wall time (s) | validation accuracy | with TTA (kind) |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "| run | adds | precision | wall time (s) | validation accuracy | with TTA (kind) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         adds = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "-"
-        rows.append(f"| {name} | {adds} | {r['precision']} | {r['train_seconds']:.0f} | {r['val_accuracy']:.4f} "
-                    f"| {r['val_accuracy_tta']:.4f} ({r['tta']}) |")
+        rows.append(
+            f"| {name} | {adds} | {r['precision']} | {r['train_seconds']:.0f} "
+            f"| {r['val_accuracy']:.4f} | {r['val_accuracy_tta']:.4f} ({r['tta']}) |"
+        )
     lines = rows + [
         "",
-        f"Fast recipe at widths {widths}, {args.epochs} epochs, {len(x_train):,} training images, accuracy on the "
-        f"{len(x_val):,} validation images split from the {source.variant}'s training set. Each run adds its "
-        "change to the run it names; wall time is the whole train() call.",
-        f"Hardware: {reports.hardware_text(run)}; {reports.versions_text(run)}; seed {args.seed}; {run.get('date')}.",
+        f"Fast recipe at widths {widths}, {args.epochs} epochs, {len(x_train):,} training images, "
+        f"accuracy on the {len(x_val):,} validation images split from the {source.variant}'s "
+        "training set. Each run adds its change to the run it names; wall time is the whole "
+        "train() call.",
+        f"Hardware: {reports.hardware_text(run)}; {reports.versions_text(run)}; seed {args.seed}; "
+        f"{run.get('date')}.",
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS / f"{args.out_name}.md", "\n".join(lines) + "\n")
-    atomic_write_json(RESULTS / f"{args.out_name}.json", {"run": run, "widths": widths, "results": results})
+    atomic_write_json(
+        RESULTS / f"{args.out_name}.json", {"run": run, "widths": widths, "results": results}
+    )
     print("\n".join(lines))
     return 0
 

@@ -1,4 +1,5 @@
-"""Test accuracy against wall time: our fast recipe, the TensorFlow tutorial CNN and airbench, one run.
+"""Test accuracy against wall time: our fast recipe, the TensorFlow tutorial CNN and airbench,
+one run.
 
     python benchmarks/time_to_accuracy.py                      # every run, about 2 hours on 2 cores
     python benchmarks/time_to_accuracy.py --runs peer,fast-peer-time
@@ -60,8 +61,13 @@ RUNS = {
 }
 QUICK_RUNS = {
     "peer": {"kind": "peer", "epochs": 1},
-    "fast-peer-time": {"kind": "recipe", "recipe": "fast", "budget": "peer", "share": 1.0,
-                       "overrides": {"model_kwargs": {"widths": [16, 32, 32]}}},
+    "fast-peer-time": {
+        "kind": "recipe",
+        "recipe": "fast",
+        "budget": "peer",
+        "share": 1.0,
+        "overrides": {"model_kwargs": {"widths": [16, 32, 32]}},
+    },
     "airbench": {"kind": "airbench", "epochs": 1},
 }
 QUICK_IMAGES = 2000
@@ -79,8 +85,13 @@ class _Progress:
         self.eval_seconds = 0.0
         self.out_path = out_path
         self.tests = tests  # {"offline": (x, y), "lossless": (x, y)}
-        self.state = {"name": name, "spec": spec, "epochs": [], "train_images": 0,
-                      "test_images": {k: len(v[1]) for k, v in tests.items()}}
+        self.state = {
+            "name": name,
+            "spec": spec,
+            "epochs": [],
+            "train_images": 0,
+            "test_images": {k: len(v[1]) for k, v in tests.items()},
+        }
 
     def seconds(self):
         return time.perf_counter() - self.t0 - self.eval_seconds
@@ -101,8 +112,11 @@ class _Progress:
         seconds = self.seconds()
         acc = self.timed(accuracies)
         self.state["epochs"].append({"epoch": number, "seconds": seconds, "test_accuracy": acc})
-        print(f"{self.state['name']}: epoch {number} at {seconds:.0f} s, test accuracy "
-              + ", ".join(f"{k} {v:.4f}" for k, v in acc.items()), flush=True)
+        print(
+            f"{self.state['name']}: epoch {number} at {seconds:.0f} s, test accuracy "
+            + ", ".join(f"{k} {v:.4f}" for k, v in acc.items()),
+            flush=True,
+        )
         self.save()
 
     def save(self):
@@ -113,10 +127,12 @@ class _Progress:
 def _load(quick, seed):
     from cifar_utils import data
 
-    (x_train, y_train), (x_test, y_test), source = data.load_cifar10(verbose=False, return_source=True)
+    (x_train, y_train), (x_test, y_test), source = data.load_cifar10(
+        verbose=False, return_source=True
+    )
     tests = {"offline": (x_test, y_test)}
     try:
-        tests["lossless"] = (data.load_lossless_test_sample(), y_test[:data.LOSSLESS_SAMPLE_SIZE])
+        tests["lossless"] = (data.load_lossless_test_sample(), y_test[: data.LOSSLESS_SAMPLE_SIZE])
     except data.CIFAR10DataError as err:
         print(f"no lossless test sample: {err}", flush=True)
     if source.variant != data.OFFLINE_COPY:
@@ -154,10 +170,21 @@ def _peer_worker(progress, spec, x_train, y_train):
     class Recorder(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             # The tutorial's pixels / 255; the argmax of its logits is that of its probabilities.
-            progress.epoch(epoch + 1, lambda: progress.on_test_sets(
-                lambda x, y: evaluation.accuracy(self.model, x / 255.0, y)))
+            progress.epoch(
+                epoch + 1,
+                lambda: progress.on_test_sets(
+                    lambda x, y: evaluation.accuracy(self.model, x / 255.0, y)
+                ),
+            )
 
-    model.fit(x_train / 255.0, y_train, epochs=spec["epochs"], batch_size=32, verbose=0, callbacks=[Recorder()])
+    model.fit(
+        x_train / 255.0,
+        y_train,
+        epochs=spec["epochs"],
+        batch_size=32,
+        verbose=0,
+        callbacks=[Recorder()],
+    )
 
 
 def _recipe_worker(progress, spec, x_train, y_train, budget_seconds, seed):
@@ -170,24 +197,48 @@ def _recipe_worker(progress, spec, x_train, y_train, budget_seconds, seed):
 
     class Recorder(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            progress.epoch(epoch + 1, lambda: progress.on_test_sets(
-                lambda x, y: evaluation.accuracy(self.model, x, y)))
+            progress.epoch(
+                epoch + 1,
+                lambda: progress.on_test_sets(lambda x, y: evaluation.accuracy(self.model, x, y)),
+            )
 
     # The budget counts from the worker's start, data loading included.
-    budget_min = None if budget_seconds is None else max(budget_seconds - progress.seconds(), 1.0) / 60
+    budget_min = (
+        None if budget_seconds is None else max(budget_seconds - progress.seconds(), 1.0) / 60
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        result = training.train(recipe, x_train, y_train, None, None, output_dir=tmp, seed=seed, verbose=0,
-                                callbacks=[Recorder()], checkpoints=False, budget_min=budget_min)
+        result = training.train(
+            recipe,
+            x_train,
+            y_train,
+            None,
+            None,
+            output_dir=tmp,
+            seed=seed,
+            verbose=0,
+            callbacks=[Recorder()],
+            checkpoints=False,
+            budget_min=budget_min,
+        )
         progress.state["wall_seconds"] = progress.seconds()
         progress.state["recipe"] = result.recipe.to_dict()
         progress.state["budget"] = result.run.get("budget")
         progress.state["precision"] = result.run.get("precision")
         tta = result.recipe.tta
-        progress.state["final_tta"] = {"kind": str(tta), "test_accuracy": progress.timed(
-            lambda: progress.on_test_sets(lambda x, y: evaluation.accuracy(result.model, x, y, tta=tta)))}
+        progress.state["final_tta"] = {
+            "kind": str(tta),
+            "test_accuracy": progress.timed(
+                lambda: progress.on_test_sets(
+                    lambda x, y: evaluation.accuracy(result.model, x, y, tta=tta)
+                )
+            ),
+        }
         if tta != "multicrop":  # also airbench's TTA, for comparison (JSON only)
             progress.state["final_multicrop"] = progress.timed(
-                lambda: progress.on_test_sets(lambda x, y: evaluation.accuracy(result.model, x, y, tta="multicrop")))
+                lambda: progress.on_test_sets(
+                    lambda x, y: evaluation.accuracy(result.model, x, y, tta="multicrop")
+                )
+            )
         if spec.get("save_dir"):
             from cifar_utils import storage
 
@@ -210,7 +261,9 @@ def _torchvision_stand_in(torch):
             return (x - mean) / std
 
     def no_download(*args, **kwargs):
-        raise RuntimeError("airbench tried to download CIFAR-10; the benchmark writes train.pt/test.pt first.")
+        raise RuntimeError(
+            "airbench tried to download CIFAR-10; the benchmark writes train.pt/test.pt first."
+        )
 
     tv = types.ModuleType("torchvision")
     tv.transforms = types.ModuleType("torchvision.transforms")
@@ -262,16 +315,35 @@ def _airbench_worker(progress, spec, x_train, y_train, seed):
     import airbench
     import airbench.utils as ab
 
-    progress.state["versions"] = {"torch": torch.__version__,
-                                  "airbench": getattr(airbench, "__version__", None) or _dist_version("airbench")}
+    progress.state["versions"] = {
+        "torch": torch.__version__,
+        "airbench": getattr(airbench, "__version__", None) or _dist_version("airbench"),
+    }
     progress.state["train_images"] = len(x_train)
-    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    classes = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
     folder = Path(tempfile.mkdtemp()) / "cifar10"
     folder.mkdir()
     offline_x, offline_y = next(iter(progress.tests.values()))
     for name, (x, y) in (("train.pt", (x_train, y_train)), ("test.pt", (offline_x, offline_y))):
-        torch.save({"images": torch.tensor(np.asarray(x)), "labels": torch.tensor(np.ravel(y).astype(np.int64)),
-                    "classes": classes}, folder / name)
+        torch.save(
+            {
+                "images": torch.tensor(np.asarray(x)),
+                "labels": torch.tensor(np.ravel(y).astype(np.int64)),
+                "classes": classes,
+            },
+            folder / name,
+        )
     os.chdir(folder.parent)  # airbench reads ./cifar10/{train,test}.pt
 
     class Loader:  # what airbench's infer() reads of a CifarLoader
@@ -285,9 +357,13 @@ def _airbench_worker(progress, spec, x_train, y_train, seed):
     epochs_done = [0]
 
     def evaluate(model, loader, tta_level=0):
-        """airbench calls this after every epoch (tta_level 0) and once at the end (its TTA level)."""
+        """airbench calls this after every epoch (tta_level 0) and once at the end (its TTA
+        level)."""
+
         def on_test_sets():
-            return {k: float(original_evaluate(model, test, tta_level)) for k, test in loaders.items()}
+            return {
+                k: float(original_evaluate(model, test, tta_level)) for k, test in loaders.items()
+            }
 
         if tta_level == 0:
             epochs_done[0] += 1
@@ -295,7 +371,10 @@ def _airbench_worker(progress, spec, x_train, y_train, seed):
             return progress.state["epochs"][-1]["test_accuracy"][next(iter(loaders))]
         progress.state["wall_seconds"] = progress.seconds()
         acc = progress.timed(on_test_sets)
-        progress.state["final_tta"] = {"kind": f"airbench tta_level={tta_level}", "test_accuracy": acc}
+        progress.state["final_tta"] = {
+            "kind": f"airbench tta_level={tta_level}",
+            "test_accuracy": acc,
+        }
         progress.save()
         return acc[next(iter(loaders))]
 
@@ -322,15 +401,21 @@ def _worker(name, spec, seed, quick, out_path, budget_seconds, save_dir):
     progress = _Progress(name, spec, out_path, {})
     (x_train, y_train), tests, source = _load(quick, seed)
     progress.tests = tests
-    progress.state.update(data=source.variant, train_images=len(x_train),
-                          test_images={k: len(v[1]) for k, v in tests.items()}, budget_seconds=budget_seconds)
+    progress.state.update(
+        data=source.variant,
+        train_images=len(x_train),
+        test_images={k: len(v[1]) for k, v in tests.items()},
+        budget_seconds=budget_seconds,
+    )
     progress.save()
     repro.set_seed(seed)
     if spec["kind"] == "peer":
         _peer_worker(progress, spec, x_train, y_train)
         progress.state["wall_seconds"] = progress.state["epochs"][-1]["seconds"]
     elif spec["kind"] == "recipe":
-        _recipe_worker(progress, {**spec, "save_dir": save_dir}, x_train, y_train, budget_seconds, seed)
+        _recipe_worker(
+            progress, {**spec, "save_dir": save_dir}, x_train, y_train, budget_seconds, seed
+        )
     else:
         _airbench_worker(progress, spec, x_train, y_train, seed)
     progress.state["run"] = reports.run_info(seed=seed)
@@ -381,8 +466,8 @@ def report(results, quick=False, results_dir=RESULTS):
     anchor = results.get("airbench", {})
     heading = " / ".join(tests) or "test"
     rows = [
-        f"| run | epochs | wall time (s) | at the peer's time ({heading}) | at 10 epochs | at 60 min "
-        f"| final, with TTA (kind) | peak memory (GiB) | training images/s |",
+        f"| run | epochs | wall time (s) | at the peer's time ({heading}) | at 10 epochs "
+        f"| at 60 min | final, with TTA (kind) | peak memory (GiB) | training images/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
@@ -400,7 +485,8 @@ def report(results, quick=False, results_dir=RESULTS):
         rows.append(
             f"| {name} | {ep[-1]['epoch']}{'' if r.get('finished') else ' (stopped)'} | {wall:.0f} "
             f"| {_fmt(_at(ep, seconds=peer_time), tests) if peer_time else '-'} "
-            f"| {_fmt(_at(ep, epoch=10), tests)} | {_fmt(_at(ep, seconds=HOUR), tests)} | {final_text} "
+            f"| {_fmt(_at(ep, epoch=10), tests)} | {_fmt(_at(ep, seconds=HOUR), tests)} "
+            f"| {final_text} "
             f"| {r.get('peak_rss_mb', 0) / 1024:.2f} | {speed:.0f} |"
         )
     run = next((r["run"] for r in results.values() if "run" in r), {})
@@ -408,16 +494,23 @@ def report(results, quick=False, results_dir=RESULTS):
     sizes = next((r["test_images"] for r in results.values() if r.get("test_images")), {})
     lines = rows + [
         "",
-        f"Test accuracy without TTA after each epoch, on the {variant}: " + ", ".join(
-            f"{k} = {n:,} images" + (" (the first official test images, lossless)" if k == "lossless" else "")
-            for k, n in sizes.items()) + ". \"At\" a time: the last epoch finished by then. Wall time runs "
-        "from the start of the worker (data loading included) to the end of each epoch, leaving out the "
-        "benchmark's own test evaluations. Every run trains on all training images, without validation "
-        "or checkpoints.",
-        f"Hardware: {hardware_text(run)}; {versions_text(run)}; seed {run.get('seed')}; {run.get('date')}.",
+        f"Test accuracy without TTA after each epoch, on the {variant}: "
+        + ", ".join(
+            f"{k} = {n:,} images"
+            + (" (the first official test images, lossless)" if k == "lossless" else "")
+            for k, n in sizes.items()
+        )
+        + '. "At" a time: the last epoch finished by then. Wall time runs '
+        "from the start of the worker (data loading included) to the end of each epoch, leaving "
+        "out the benchmark's own test evaluations. Every run trains on all training images, "
+        "without validation or checkpoints.",
+        f"Hardware: {hardware_text(run)}; {versions_text(run)}; seed {run.get('seed')}; "
+        f"{run.get('date')}.",
     ]
     if "versions" in anchor:
-        lines.append(f"airbench: {anchor['versions']}, float32 on the CPU (its half precision needs a GPU).")
+        lines.append(
+            f"airbench: {anchor['versions']}, float32 on the CPU (its half precision needs a GPU)."
+        )
     for name, r in results.items():
         if r.get("budget"):
             lines.append(f"{name}: {r['budget']['plan']}.")
@@ -426,13 +519,20 @@ def report(results, quick=False, results_dir=RESULTS):
     atomic_write_text(results_dir / f"time_to_accuracy{suffix}.md", text)
     atomic_write_json(results_dir / f"time_to_accuracy{suffix}.json", {"runs": results})
 
-    fig, axes = plt.subplots(1, max(len(tests), 1), figsize=(6 * max(len(tests), 1), 4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(len(tests), 1), figsize=(6 * max(len(tests), 1), 4), squeeze=False
+    )
     for ax, test in zip(axes[0], tests):
         for name, r in results.items():
             ep = [e for e in r.get("epochs", []) if test in e["test_accuracy"]]
             if ep:
-                ax.plot([e["seconds"] for e in ep], [e["test_accuracy"][test] for e in ep], marker="o",
-                        markersize=3, label=name)
+                ax.plot(
+                    [e["seconds"] for e in ep],
+                    [e["test_accuracy"][test] for e in ep],
+                    marker="o",
+                    markersize=3,
+                    label=name,
+                )
         if peer_time:
             ax.axvline(peer_time, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log")
@@ -449,16 +549,24 @@ def report(results, quick=False, results_dir=RESULTS):
 
 def targets(results, tests):
     """The issue's targets, each as met or not with the numbers."""
-    ours = {k: v for k, v in results.items() if v.get("spec", {}).get("kind") == "recipe" and v.get("epochs")}
+    ours = {
+        k: v
+        for k, v in results.items()
+        if v.get("spec", {}).get("kind") == "recipe" and v.get("epochs")
+    }
     out = []
     peer = results.get("peer", {})
     peer_time = peer.get("wall_seconds")
     first = tests[0] if tests else "offline"
     if peer_time and ours:
-        best = max(((_at(v["epochs"], seconds=peer_time) or {}).get(first, 0), k) for k, v in ours.items())
+        best = max(
+            ((_at(v["epochs"], seconds=peer_time) or {}).get(first, 0), k) for k, v in ours.items()
+        )
         verdict = "met" if best[0] >= 0.85 else "not met"
-        out.append(f"at least 85% (aim 88%) at the peer's {peer_time:.0f} s: {verdict}, {best[0]:.4f} ({best[1]}; "
-                   f"the peer: {peer['epochs'][-1]['test_accuracy'].get(first, 0):.4f})")
+        out.append(
+            f"at least 85% (aim 88%) at the peer's {peer_time:.0f} s: {verdict}, {best[0]:.4f} "
+            f"({best[1]}; the peer: {peer['epochs'][-1]['test_accuracy'].get(first, 0):.4f})"
+        )
     anchor = results.get("airbench", {})
     if anchor.get("epochs") and ours:
         goal = anchor["epochs"][-1]["test_accuracy"][first]
@@ -467,19 +575,32 @@ def targets(results, tests):
         times = [t for t in times if t[0] is not None]
         fastest = min(times) if times else None
         verdict = "met" if fastest and fastest[0] <= half else "not met"
-        out.append(f"the anchor's final accuracy without TTA ({goal:.4f} in {anchor['wall_seconds']:.0f} s) within "
-                   f"half its time ({half:.0f} s): {verdict}"
-                   + (f", first reached at {fastest[0]:.0f} s by {fastest[1]}" if fastest else ", never reached"))
+        out.append(
+            f"the anchor's final accuracy without TTA ({goal:.4f} in "
+            f"{anchor['wall_seconds']:.0f} s) within half its time ({half:.0f} s): {verdict}"
+            + (
+                f", first reached at {fastest[0]:.0f} s by {fastest[1]}"
+                if fastest
+                else ", never reached"
+            )
+        )
     for test, level in (("offline", 0.915), ("lossless", 0.93)):
         if test not in tests or not ours:
             continue
-        best = max(((_at(v["epochs"], seconds=HOUR) or {}).get(test, 0), k) for k, v in ours.items())
+        best = max(
+            ((_at(v["epochs"], seconds=HOUR) or {}).get(test, 0), k) for k, v in ours.items()
+        )
         verdict = "met" if best[0] >= level else "not met"
-        out.append(f"at least {level:.1%} on {test} within 60 minutes: {verdict}, {best[0]:.4f} ({best[1]})")
+        out.append(
+            f"at least {level:.1%} on {test} within 60 minutes: {verdict}, {best[0]:.4f} "
+            f"({best[1]})"
+        )
     over = [k for k, v in ours.items() if v.get("peak_rss_mb", 0) > 2.5 * 1024]
     peak = max((v.get("peak_rss_mb", 0) / 1024 for v in ours.values()), default=0)
-    out.append(f"peak memory at most 2.5 GiB: {'not met, ' + ', '.join(over) if over else 'met'} "
-               f"(largest {peak:.2f} GiB)")
+    out.append(
+        f"peak memory at most 2.5 GiB: {'not met, ' + ', '.join(over) if over else 'met'} "
+        f"(largest {peak:.2f} GiB)"
+    )
     return out
 
 
@@ -514,34 +635,66 @@ def ship(name, save_dir, ship_to, results_dir=RESULTS):
 
     results_path = Path(results_dir) / "time_to_accuracy.json"
     if not results_path.exists():
-        raise ValueError(f"no benchmark results at {results_path}: run the full benchmark with --save-dir first.")
+        raise ValueError(
+            f"no benchmark results at {results_path}: run the full benchmark with --save-dir first."
+        )
     entry = json.loads(results_path.read_text())["runs"].get(name)
     if not entry or "recipe" not in entry or not entry.get("finished"):
-        raise ValueError(f"{results_path.name} has no finished recipe run {name!r}; recipe runs: "
-                         f"{', '.join(n for n, s in RUNS.items() if s['kind'] == 'recipe')}.")
+        raise ValueError(
+            f"{results_path.name} has no finished recipe run {name!r}; recipe runs: "
+            f"{', '.join(n for n, s in RUNS.items() if s['kind'] == 'recipe')}."
+        )
     source = Path(save_dir) / f"{name}.keras"
     if not source.exists():
-        raise ValueError(f"{source} does not exist: the benchmark saves it when run with --save-dir {save_dir}.")
-    run = {**entry["run"], "val_images": 0, "train_images": entry["train_images"],
-           "epochs": len(entry["epochs"]), "train_seconds": entry["wall_seconds"],
-           "precision": entry.get("precision")}
-    command = (f"python benchmarks/time_to_accuracy.py --save-dir {save_dir} (its {name} run), then "
-               f"python benchmarks/time_to_accuracy.py --ship {name} --save-dir {save_dir} --ship-to {ship_to}")
+        raise ValueError(
+            f"{source} does not exist: the benchmark saves it when run with --save-dir {save_dir}."
+        )
+    run = {
+        **entry["run"],
+        "val_images": 0,
+        "train_images": entry["train_images"],
+        "epochs": len(entry["epochs"]),
+        "train_seconds": entry["wall_seconds"],
+        "precision": entry.get("precision"),
+    }
+    command = (
+        f"python benchmarks/time_to_accuracy.py --save-dir {save_dir} (its {name} run), then "
+        f"python benchmarks/time_to_accuracy.py --ship {name} --save-dir {save_dir} "
+        f"--ship-to {ship_to}"
+    )
     (_, _), (x_test, y_test), source_data = data.load_cifar10(verbose=False, return_source=True)
-    target = shipping.ship_model(load_model(source, compile=False), ship_to, x_test, y_test,
-                                 source_data.variant, command, saved={"run": run, "recipe": entry["recipe"]})
+    target = shipping.ship_model(
+        load_model(source, compile=False),
+        ship_to,
+        x_test,
+        y_test,
+        source_data.variant,
+        command,
+        saved={"run": run, "recipe": entry["recipe"]},
+    )
     print(f"shipped {source} as {target} with its model card")
     return target
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=None, help="comma-separated names from: " + ", ".join(RUNS))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--runs", default=None, help="comma-separated names from: " + ", ".join(RUNS)
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_IMAGES:,} images, 1 epoch: a smoke run")
-    parser.add_argument("--save-dir", default=None, help="keep each recipe run's final model as SAVE_DIR/NAME.keras")
-    parser.add_argument("--ship", default=None, metavar="NAME",
-                        help="instead of running: ship SAVE_DIR/NAME.keras of an earlier full run with a model card")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_IMAGES:,} images, 1 epoch: a smoke run"
+    )
+    parser.add_argument(
+        "--save-dir", default=None, help="keep each recipe run's final model as SAVE_DIR/NAME.keras"
+    )
+    parser.add_argument(
+        "--ship",
+        default=None,
+        metavar="NAME",
+        help="instead of running: ship SAVE_DIR/NAME.keras of an earlier full run with a model "
+        "card",
+    )
     parser.add_argument("--ship-to", default="models", help="folder for --ship. Defaults to models")
     parser.add_argument("--results-dir", default=str(RESULTS), help=argparse.SUPPRESS)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -559,8 +712,15 @@ def main(argv=None):
             return 2
         return 0
     if args.worker:
-        _worker(args.worker, table[args.worker], args.seed, args.quick, args.out, args.budget_seconds,
-                args.save_dir)
+        _worker(
+            args.worker,
+            table[args.worker],
+            args.seed,
+            args.quick,
+            args.out,
+            args.budget_seconds,
+            args.save_dir,
+        )
         return 0
     names = args.runs.split(",") if args.runs else list(table)
     unknown = [n for n in names if n not in table]
@@ -572,12 +732,28 @@ def main(argv=None):
             spec = table[name]
             budget = _budget_for(spec, results)
             if spec.get("budget") is not None and budget is None:
-                print(f"{name}: skipped, its budget comes from the {spec['budget']!r} run, which has no wall time")
-                results[name] = {"name": name, "spec": spec, "epochs": [],
-                                 "skipped": f"needs the {spec['budget']} run's time"}
+                print(
+                    f"{name}: skipped, its budget comes from the {spec['budget']!r} run, "
+                    "which has no wall time"
+                )
+                results[name] = {
+                    "name": name,
+                    "spec": spec,
+                    "epochs": [],
+                    "skipped": f"needs the {spec['budget']} run's time",
+                }
                 continue
             out = Path(tmp) / f"{name}.json"
-            command = [sys.executable, __file__, "--worker", name, "--out", str(out), "--seed", str(args.seed)]
+            command = [
+                sys.executable,
+                __file__,
+                "--worker",
+                name,
+                "--out",
+                str(out),
+                "--seed",
+                str(args.seed),
+            ]
             command += ["--quick"] if args.quick else []
             command += ["--save-dir", args.save_dir] if args.save_dir else []
             command += ["--budget-seconds", str(budget)] if budget is not None else []
@@ -589,8 +765,11 @@ def main(argv=None):
                 print(f"{name}: stopped after {limit:.0f} s; epochs finished so far are kept")
             except subprocess.CalledProcessError as err:
                 print(f"{name}: failed with exit status {err.returncode}")
-            results[name] = json.loads(out.read_text()) if out.exists() else {"name": name, "spec": spec,
-                                                                               "epochs": []}
+            results[name] = (
+                json.loads(out.read_text())
+                if out.exists()
+                else {"name": name, "spec": spec, "epochs": []}
+            )
     report(results, args.quick, args.results_dir)
     return 0
 

@@ -149,7 +149,8 @@ class StopOnNaN(keras.callbacks.Callback):
 
 
 class Lookahead(keras.callbacks.Callback):
-    """airbench's lookahead: every `every` steps, average the weights into a slow copy and restart from it.
+    """airbench's lookahead: every `every` steps, average the weights into a slow copy and
+    restart from it.
 
     After step `t` of `total_steps` (when `t` is a multiple of `every`), every float
     variable `w` of the model (weights and batch-norm statistics) and its slow copy

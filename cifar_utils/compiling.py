@@ -119,7 +119,8 @@ def compile_model(model, optimizer, label_smoothing=0.0, jit_compile="auto"):
     """
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         raise ValueError(
-            f"optimizer must be a keras optimiser (see make_optimizer); received {type(optimizer).__name__}."
+            "optimizer must be a keras optimiser (see make_optimizer); "
+            f"received {type(optimizer).__name__}."
         )
     model.compile(
         optimizer=optimizer,

@@ -10,7 +10,6 @@ import numpy as np
 
 from cifar_utils.data import CLASS_NAMES
 
-
 TTA_MODES = (False, True, "flip", "multicrop")
 """Values `tta` takes: False (none), True or "flip" (2 passes), "multicrop" (6 passes)."""
 
@@ -314,7 +313,8 @@ def grad_cam(model, images, layer_name=None, class_index=None):
         raise ValueError(f"model {model.name!r} has no layer named {layer_name!r}.") from None
     if len(feature_layer.output.shape) != 4:
         raise ValueError(
-            f"layer {layer_name!r} has output shape {feature_layer.output.shape}; Grad-CAM needs a 4-D one."
+            f"layer {layer_name!r} has output shape {feature_layer.output.shape}; "
+            "Grad-CAM needs a 4-D one."
         )
     names = [layer.name for layer in model.layers]
     score_output = model.get_layer("logits").output if "logits" in names else model.output

@@ -107,7 +107,8 @@ def representative_dataset(images, num_images=500, batch_size=50, seed=0):
     images = np.asarray(images)
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(
-            f"representative images must be a non-empty (N, H, W, C) array; received shape {images.shape}"
+            "representative images must be a non-empty (N, H, W, C) array; "
+            f"received shape {images.shape}"
         )
     rng = np.random.default_rng(seed)
     chosen = images[rng.choice(len(images), min(num_images, len(images)), replace=False)]

@@ -307,7 +307,8 @@ class Classifier:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 4 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise ValueError(
-                f"prepared images must have shape (N, {IMAGE_SIZE}, {IMAGE_SIZE}, 3); received {x.shape}. "
+                f"prepared images must have shape (N, {IMAGE_SIZE}, {IMAGE_SIZE}, 3); "
+                f"received {x.shape}. "
                 "Use predict_proba for images of any other size or kind."
             )
         if len(x) == 0:
@@ -319,7 +320,8 @@ class Classifier:
         probs = _softmax_if_logits(np.concatenate(outs))
         if probs.shape[-1] != self.num_classes:
             raise ValueError(
-                f"the model gives {probs.shape[-1]} outputs but {self.num_classes} class names were given"
+                f"the model gives {probs.shape[-1]} outputs but {self.num_classes} class names "
+                "were given"
             )
         return probs
 
@@ -463,8 +465,8 @@ def main(argv=None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="cifar-predict",
-        description="Classify images with a CIFAR-10 model (default: the one notebook 04 or cifar-train "
-        "trained, else the one shipped in models/).",
+        description="Classify images with a CIFAR-10 model (default: the one notebook 04 or "
+        "cifar-train trained, else the one shipped in models/).",
     )
     parser.add_argument(
         "images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)"

@@ -26,7 +26,7 @@ instead of skip).
 
 Only the standard library is imported here: `tf_logs` reads its variable before
 TensorFlow loads.
-"""
+"""  # noqa: E501 (a Markdown table above: its rows cannot wrap)
 
 from __future__ import annotations
 
@@ -106,8 +106,8 @@ def runs_dir() -> Path:
 
     `runs/` is the repository's (or, for a package installed without the repository,
     the working directory's), given relative to the working directory when that is
-    inside the repository (`../runs` in a notebook). Notebook 04 and `cifar-train` both write here, and
-    notebooks 05-07, `cifar-predict` and `cifar-demo` find the trained model here.
+    inside the repository (`../runs` in a notebook). Notebook 04 and `cifar-train` both write
+    here, and notebooks 05-07, `cifar-predict` and `cifar-demo` find the trained model here.
     """
     value = env(OUTPUT_ENV_VAR)
     return Path(value).expanduser() if value else _default_folder("runs")
@@ -138,7 +138,8 @@ def is_quick_mode() -> bool:
     if value in ("1", "true", "yes"):
         return True
     raise ValueError(
-        f"{QUICK_ENV_VAR} must be 1 or 0 (or true/false, yes/no); received {os.environ[QUICK_ENV_VAR]!r}."
+        f"{QUICK_ENV_VAR} must be 1 or 0 (or true/false, yes/no); "
+        f"received {os.environ[QUICK_ENV_VAR]!r}."
     )
 
 

@@ -426,7 +426,8 @@ def plot_confusion_matrix(
         or matrix.shape[0] != len(class_names)
     ):
         raise ValueError(
-            f"matrix must be square with one row per class ({len(class_names)}); received {matrix.shape}."
+            f"matrix must be square with one row per class ({len(class_names)}); "
+            f"received {matrix.shape}."
         )
     fig, ax = plt.subplots(figsize=(8, 6.5))
     sns.heatmap(

@@ -1,7 +1,8 @@
 """Training recipes: every hyperparameter of a run in one dictionary, with units and why.
 
 `get_recipe(name, **overrides)` returns a checked `Recipe`; `training.train`
-runs it. This module holds values only: `compiling` turns a recipe into a model. Learning rates are per step for the batch size given; when you change
+runs it. This module holds values only: `compiling` turns a recipe into a model.
+Learning rates are per step for the batch size given; when you change
 `batch_size`, scale `learning_rate` in proportion (the linear scaling rule).
 """
 
@@ -144,7 +145,8 @@ FIELD_RULES = {
 
 @dataclass(frozen=True)
 class Recipe:
-    """A training recipe whose values are checked (`FIELD_RULES`). See `RECIPES` for their meaning."""
+    """A training recipe whose values are checked (`FIELD_RULES`). See `RECIPES` for their
+    meaning."""
 
     name: str
     arch: str

@@ -67,7 +67,10 @@ def hardware_text(run: dict) -> str:
 
     Example: `"AMD EPYC (2 cores), GPUs: none"`.
     """
-    return f"{run.get('cpu')} ({run.get('cpu_cores')} cores), GPUs: {', '.join(run.get('gpus') or []) or 'none'}"
+    return (
+        f"{run.get('cpu')} ({run.get('cpu_cores')} cores), "
+        f"GPUs: {', '.join(run.get('gpus') or []) or 'none'}"
+    )
 
 
 def versions_text(run: dict) -> str:
@@ -139,7 +142,8 @@ def write_model_card(
         else f"| first 1,000 official test images, lossless | {lossless[0]:.4f} "
         f"(with flip TTA: {lossless[1]:.4f}) |\n"
     )
-    card = f"""# {model_path.name}
+    card = (
+        f"""# {model_path.name}
 
 The best model of the "{recipe["name"]}" recipe ({recipe["arch"]}), shipped so that notebooks
 05-07 and `cifar-predict` work without training first.
@@ -160,7 +164,8 @@ The best model of the "{recipe["name"]}" recipe ({recipe["arch"]}), shipped so t
 
 Reproduce: `{command}`
 
-Use it (paths relative to this card's folder): `cifar-predict --model {model_path.name} IMAGE...`, or in Python
+Use it (paths relative to this card's folder): """
+        f"""`cifar-predict --model {model_path.name} IMAGE...`, or in Python
 `cifar_utils.inference.Classifier("{model_path.name}")`, or as a Keras model (safe mode, the
 package's custom layers passed to Keras for you):
 
@@ -178,4 +183,5 @@ Recipe:
 {json.dumps(recipe, indent=2)}
 ```
 """
+    )
     return atomic_write_text(model_path.parent / "MODEL_CARD.md", card)

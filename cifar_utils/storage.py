@@ -138,7 +138,8 @@ def remove_stale_temporaries(folder, stems=("best", "final", "history")) -> list
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    pattern = re.compile(r"^\.(%s)\.[a-z0-9_]{8}\.(tmp|keras)$" % "|".join(map(re.escape, stems)))
+    names = "|".join(map(re.escape, stems))
+    pattern = re.compile(rf"^\.({names})\.[a-z0-9_]{{8}}\.(tmp|keras)$")
     removed = []
     for path in folder.iterdir():
         if pattern.match(path.name) and path.is_file() and not path.is_symlink():

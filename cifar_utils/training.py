@@ -25,7 +25,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from cifar_utils import augment, data, device, distributed, repro, reports
+from cifar_utils import augment, data, device, distributed, reports, repro
 from cifar_utils.budget import plan_budget
 from cifar_utils.callbacks import AtomicCheckpoint, EpochLogger, Lookahead, StopOnNaN, TimeBudget
 from cifar_utils.compiling import (
@@ -261,8 +261,9 @@ def _raise_if_diverged(callbacks, run, recipe):
         else "no model was saved"
     )
     raise TrainingDiverged(
-        f"recipe {recipe.name!r}: the training loss became NaN or infinite in epoch {stopped_at[0]}, "
-        f"batch {stopped_at[1]}; training stopped and final.keras was not written ({kept}). "
+        f"recipe {recipe.name!r}: the training loss became NaN or infinite in epoch "
+        f"{stopped_at[0]}, batch {stopped_at[1]}; training stopped and final.keras was not "
+        f"written ({kept}). "
         f"Lower the learning rate (now {recipe.learning_rate}) and run again."
     )
 
@@ -328,7 +329,8 @@ def fine_tune(
     """
     if not learning_rate > 0 or epochs < 1:
         raise ValueError(
-            f"learning_rate must be positive and epochs >= 1; received {learning_rate} and {epochs}."
+            "learning_rate must be positive and epochs >= 1; "
+            f"received {learning_rate} and {epochs}."
         )
     steps = epochs * math.ceil(len(x_train) / batch_size)
     rate = linear_decay(learning_rate, steps) if decay_to_zero else learning_rate

@@ -14,10 +14,10 @@ import keras
 import numpy as np
 
 from cifar_utils import paths
+from cifar_utils.compiling import compile_model, make_optimizer
 from cifar_utils.data import NUM_CLASSES, make_dataset
 from cifar_utils.evaluation import accuracy
 from cifar_utils.models import build_baseline_cnn
-from cifar_utils.compiling import compile_model, make_optimizer
 
 # name -> (kind, arguments). Ranges in the units the optimiser and builder take.
 SEARCH_SPACE = {
@@ -190,8 +190,8 @@ def ablation(
     """Trains the baseline CNN with regularisers removed, one variant per entry of `variants`.
 
     The default variants remove one regulariser at a time, and then dropout and
-    augmentation together. Overfitting is the gap between accuracy on the images a model trained on and on
-    images it never saw. Both are measured the same way here, after training, in
+    augmentation together. Overfitting is the gap between accuracy on the images a model
+    trained on and on images it never saw. Both are measured the same way here, after training, in
     inference mode (no dropout) on clean images (no augmentation): the accuracy that
     `fit` reports during training is on augmented images with dropout on, and is not
     comparable with the validation accuracy. Regularisers show their effect when the

@@ -41,17 +41,22 @@ DEFAULT_MAX_UPLOAD_MB = 10.0
 # so the browser gets the 413 message instead of a reset connection.
 DRAIN_LIMIT_BYTES = 64 * 2**20
 
-PAGE = """<!doctype html>
+PAGE = (
+    """<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>CIFAR-10 classifier</title>
 <style>
-  body {{ font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem; }}
-  #preview {{ max-width: 12rem; max-height: 12rem; image-rendering: pixelated; display: none; margin: 1rem 0; }}
-  .row {{ display: grid; grid-template-columns: 7rem 1fr 4rem; gap: .5rem; align-items: center; margin: .3rem 0; }}
-  .bar {{ background: #1f77b4; height: 1.1rem; border-radius: 3px; }}
+"""
+    "  body {{ font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; "
+    "padding: 0 1rem; }}\n"
+    "  #preview {{ max-width: 12rem; max-height: 12rem; image-rendering: pixelated; "
+    "display: none; margin: 1rem 0; }}\n"
+    "  .row {{ display: grid; grid-template-columns: 7rem 1fr 4rem; gap: .5rem; "
+    "align-items: center; margin: .3rem 0; }}\n"
+    """  .bar {{ background: #1f77b4; height: 1.1rem; border-radius: 3px; }}
   .track {{ background: #eee; border-radius: 3px; }}
   #error {{ color: #b00020; font-weight: 600; }}
   small {{ color: #666; }}
@@ -111,10 +116,12 @@ file.addEventListener("change", async () => {{
 </body>
 </html>
 """
+)
 
 
-def create_app(classifier=None, model=None, top_k=5, max_upload_mb=DEFAULT_MAX_UPLOAD_MB,
-               max_concurrent=1):
+def create_app(
+    classifier=None, model=None, top_k=5, max_upload_mb=DEFAULT_MAX_UPLOAD_MB, max_concurrent=1
+):
     """The demo as an ASGI application.
 
     Args:
@@ -249,10 +256,14 @@ def _predict_endpoint(clf, top_k, max_upload_mb, decode_slots):
             return JSONResponse(
                 {"error": f"That file is not a picture the model can read: {err}."}, status_code=400
             )
-        return JSONResponse({"predictions": [
-            {"label": p.label, "class_index": p.class_index, "confidence": p.confidence}
-            for p in preds
-        ]})
+        return JSONResponse(
+            {
+                "predictions": [
+                    {"label": p.label, "class_index": p.class_index, "confidence": p.confidence}
+                    for p in preds
+                ]
+            }
+        )
 
     return predict
 

@@ -52,7 +52,9 @@ def badge(repo: str, notebook: str) -> str | None:
 
 def install_cell(repo: str) -> str:
     """The source of every notebook's install cell, with `repo` as the address."""
-    return f'''# On Colab only: fetch the course (notebooks, shipped model) and install its helper package,
+    return (
+        f'''\
+# On Colab only: fetch the course (notebooks, shipped model) and install its helper package,
 # keeping Colab's own TensorFlow (scripts/colab_setup.py). Locally, `pip install -e .` did this.
 import os
 import subprocess
@@ -77,14 +79,17 @@ if "google.colab" in sys.modules:
                 raise SystemExit(f"git clone {{REPOSITORY}} failed: {{done.stderr.strip()}}")
         os.chdir(os.path.join(clone, "notebooks"))
     # Colab shows only what Python prints, not a child process's output: print it here.
-    done = subprocess.run([sys.executable, "../scripts/colab_setup.py"], capture_output=True, text=True)
-    print(done.stdout + done.stderr)
+'''
+        '    done = subprocess.run([sys.executable, "../scripts/colab_setup.py"], '
+        "capture_output=True, text=True)\n"
+        """    print(done.stdout + done.stderr)
     if done.returncode:
         raise SystemExit("Stopped: do what the message above says, then run this cell again.")
     import site
 
     for folder in site.getsitepackages():
-        site.addsitedir(folder)  # lets this running kernel import the fresh editable install'''
+        site.addsitedir(folder)  # lets this running kernel import the fresh editable install"""
+    )
 
 
 def stamp(notebook: dict, name: str, repo: str) -> dict:
@@ -93,7 +98,10 @@ def stamp(notebook: dict, name: str, repo: str) -> dict:
     cells = notebook["cells"]
     title = cells[0]
     if title["cell_type"] != "markdown":
-        raise ValueError(f"{name}: the first cell must be the markdown title; received a {title['cell_type']} cell.")
+        raise ValueError(
+            f"{name}: the first cell must be the markdown title; "
+            f"received a {title['cell_type']} cell."
+        )
     lines = "".join(title["source"]).split("\n")
     lines = [line for line in lines if not line.startswith(BADGE_PREFIX)]
     # One blank line between the title and the overview, the badge (if any) between them.
@@ -106,7 +114,9 @@ def stamp(notebook: dict, name: str, repo: str) -> dict:
     title["source"] = _as_source(text)
     setup = [c for c in cells if SETUP_TAG in c.get("metadata", {}).get("tags", [])]
     if len(setup) != 1:
-        raise ValueError(f"{name}: expected one code cell tagged {SETUP_TAG!r}; found {len(setup)}.")
+        raise ValueError(
+            f"{name}: expected one code cell tagged {SETUP_TAG!r}; found {len(setup)}."
+        )
     setup[0]["source"] = _as_source(install_cell(repo))
     return notebook
 
@@ -130,15 +140,19 @@ def main(argv=None) -> int:
             if stamped != notebook:
                 stale.append(path)
                 if not args.check:
-                    path.write_text(json.dumps(stamped, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+                    path.write_text(
+                        json.dumps(stamped, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+                    )
     except (OSError, ValueError) as err:
         print(f"stamp_colab: {err}", file=sys.stderr)
         return 2
     where = f"repository = {repo!r}" if repo else "no repository address yet"
     if args.check:
         for path in stale:
-            print(f"stamp_colab: {path.relative_to(ROOT)} disagrees with pyproject.toml ({where}); "
-                  "run python scripts/stamp_colab.py")
+            print(
+                f"stamp_colab: {path.relative_to(ROOT)} disagrees with pyproject.toml ({where}); "
+                "run python scripts/stamp_colab.py"
+            )
         return 1 if stale else 0
     print(f"stamp_colab: {len(stale)} of {len(NOTEBOOKS)} notebooks updated ({where}).")
     return 0

@@ -21,35 +21,68 @@ def bench():
 
 
 def _run(kind, points, wall=None, final=None, peak_mb=1000, **extra):
-    epochs = [{"epoch": i + 1, "seconds": s, "test_accuracy": {"offline": a, "lossless": b}}
-              for i, (s, a, b) in enumerate(points)]
-    return {"spec": {"kind": kind}, "epochs": epochs, "train_images": 50_000, "finished": True,
-            "test_images": {"offline": 10_000, "lossless": 1_000}, "peak_rss_mb": peak_mb,
-            "wall_seconds": wall or points[-1][0], "data": "offline copy",
-            **({"final_tta": {"kind": "multicrop", "test_accuracy": final}} if final else {}), **extra}
+    epochs = [
+        {"epoch": i + 1, "seconds": s, "test_accuracy": {"offline": a, "lossless": b}}
+        for i, (s, a, b) in enumerate(points)
+    ]
+    return {
+        "spec": {"kind": kind},
+        "epochs": epochs,
+        "train_images": 50_000,
+        "finished": True,
+        "test_images": {"offline": 10_000, "lossless": 1_000},
+        "peak_rss_mb": peak_mb,
+        "wall_seconds": wall or points[-1][0],
+        "data": "offline copy",
+        **({"final_tta": {"kind": "multicrop", "test_accuracy": final}} if final else {}),
+        **extra,
+    }
 
 
 def test_table_and_targets_from_results(bench, tmp_path):
     results = {
         "peer": _run("peer", [(18 * i, 0.5 + 0.017 * i, 0.52 + 0.017 * i) for i in range(1, 11)]),
-        "airbench": _run("airbench", [(200 * i, 0.8 + 0.0095 * i, 0.81 + 0.01 * i) for i in range(1, 11)],
-                         final={"offline": 0.905, "lossless": 0.915}),
+        "airbench": _run(
+            "airbench",
+            [(200 * i, 0.8 + 0.0095 * i, 0.81 + 0.01 * i) for i in range(1, 11)],
+            final={"offline": 0.905, "lossless": 0.915},
+        ),
         "fast-peer-time": _run("recipe", [(90, 0.80, 0.82), (170, 0.86, 0.87)]),
-        "fast-60": _run("recipe", [(100 * i, 0.80 + 0.004 * i, 0.82 + 0.004 * i) for i in range(1, 31)],
-                        peak_mb=3000),
-        "missing": {"spec": {"kind": "airbench"}, "epochs": [], "skipped": "PyTorch or airbench is not installed"},
+        "fast-60": _run(
+            "recipe",
+            [(100 * i, 0.80 + 0.004 * i, 0.82 + 0.004 * i) for i in range(1, 31)],
+            peak_mb=3000,
+        ),
+        "missing": {
+            "spec": {"kind": "airbench"},
+            "epochs": [],
+            "skipped": "PyTorch or airbench is not installed",
+        },
     }
     text = bench.report(results, quick=True, results_dir=tmp_path)
-    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    rows = {
+        line.split(" | ")[0].strip("| "): line
+        for line in text.splitlines()
+        if line.startswith("| ")
+    }
     assert "| 0.8600 / 0.8700 |" in rows["fast-peer-time"]  # at the peer's 180 s
     # at the peer's time (none yet), at 10 epochs, at 60 minutes, final with TTA
-    assert "| - | 0.8950 / 0.9100 | 0.8950 / 0.9100 | 0.9050 / 0.9150 (multicrop) |" in rows["airbench"]
+    assert (
+        "| - | 0.8950 / 0.9100 | 0.8950 / 0.9100 | 0.9050 / 0.9150 (multicrop) |"
+        in rows["airbench"]
+    )
     assert "0.9200 / 0.9400" in rows["fast-60"]  # its epoch 30 at 3,000 s is within 60 minutes
     assert "skipped: PyTorch or airbench is not installed" in rows["missing"]
-    assert "- at least 85% (aim 88%) at the peer's 180 s: met, 0.8600 (fast-peer-time; the peer: 0.6700)" in text
+    assert (
+        "- at least 85% (aim 88%) at the peer's 180 s: met, 0.8600 "
+        "(fast-peer-time; the peer: 0.6700)" in text
+    )
     # airbench ends at 0.895 in 2,000 s; fast-60 reaches it at epoch 24, 2,400 s > 1,000 s
-    assert ("the anchor's final accuracy without TTA (0.8950 in 2000 s) within half its time (1000 s): not met, "
-            "first reached at 2400 s by fast-60") in text
+    assert (
+        "the anchor's final accuracy without TTA (0.8950 in 2000 s) "
+        "within half its time (1000 s): not met, "
+        "first reached at 2400 s by fast-60"
+    ) in text
     assert "- at least 91.5% on offline within 60 minutes: met, 0.9200 (fast-60)" in text
     assert "- at least 93.0% on lossless within 60 minutes: met, 0.9400 (fast-60)" in text
     assert "peak memory at most 2.5 GiB: not met, fast-60 (largest 2.93 GiB)" in text
@@ -58,10 +91,15 @@ def test_table_and_targets_from_results(bench, tmp_path):
     assert (tmp_path / "time_to_accuracy_quick.png").stat().st_size > 0
 
 
-def test_the_anchor_is_skipped_with_the_install_command_when_torch_is_missing(bench, monkeypatch, tmp_path):
+def test_the_anchor_is_skipped_with_the_install_command_when_torch_is_missing(
+    bench, monkeypatch, tmp_path
+):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "airbench")
-                        else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("torch", "airbench") else real(name, *a),
+    )
     progress = bench._Progress("airbench", {"kind": "airbench"}, tmp_path / "out.json", {})
     bench._airbench_worker(progress, {"kind": "airbench"}, None, None, seed=0)
     assert "pip install -e .[bench]" in progress.state["skipped"]
@@ -70,29 +108,43 @@ def test_the_anchor_is_skipped_with_the_install_command_when_torch_is_missing(be
 def test_budgets_come_from_earlier_runs(bench):
     results = {"peer": {"wall_seconds": 180.0}, "airbench": {"epochs": []}}
     assert bench._budget_for({"budget": "peer", "share": 1.0}, results) == 180.0
-    assert bench._budget_for({"budget": "airbench", "share": 0.5}, results) is None  # it did not run
+    assert (
+        bench._budget_for({"budget": "airbench", "share": 0.5}, results) is None
+    )  # it did not run
     assert bench._budget_for({"budget": 3600.0}, results) == 3600.0
     assert bench._budget_for({}, results) is None
 
 
-def test_ship_makes_the_saved_run_the_project_model_with_its_card(bench, tmp_path, monkeypatch, capsys):
+def test_ship_makes_the_saved_run_the_project_model_with_its_card(
+    bench, tmp_path, monkeypatch, capsys
+):
     import keras
+    from conftest import make_synthetic
 
     from cifar_utils import load_model, recipes, reports
     from cifar_utils.models import build_fast_net
     from cifar_utils.storage import atomic_save_model
-    from conftest import make_synthetic
 
     make_synthetic(tmp_path / "cifar-10-batches-py")
     monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "cifar-10-batches-py"))
-    monkeypatch.setenv("CIFAR10_LOSSLESS", str(tmp_path / "absent.png"))  # the card then has no such row
+    monkeypatch.setenv(
+        "CIFAR10_LOSSLESS", str(tmp_path / "absent.png")
+    )  # the card then has no such row
     from cifar_utils import data
 
     real_load = data.load_cifar10  # the synthetic batches hold 20 images, not 10,000
-    monkeypatch.setattr(data, "load_cifar10", lambda **kwargs: real_load(images_per_batch=None, **kwargs))
+    monkeypatch.setattr(
+        data, "load_cifar10", lambda **kwargs: real_load(images_per_batch=None, **kwargs)
+    )
     recipe = recipes.get_recipe("fast", epochs=3).to_dict()
-    entry = _run("recipe", [(10, 0.5, 0.6), (20, 0.6, 0.7)], wall=25.0, recipe=recipe,
-                 precision="mixed_bfloat16", run=reports.run_info(seed=0))
+    entry = _run(
+        "recipe",
+        [(10, 0.5, 0.6), (20, 0.6, 0.7)],
+        wall=25.0,
+        recipe=recipe,
+        precision="mixed_bfloat16",
+        run=reports.run_info(seed=0),
+    )
     (tmp_path / "time_to_accuracy.json").write_text(json.dumps({"runs": {"fast-60": entry}}))
     keras.config.set_dtype_policy("mixed_bfloat16")  # as the benchmark trains on this CPU
     try:
@@ -100,14 +152,27 @@ def test_ship_makes_the_saved_run_the_project_model_with_its_card(bench, tmp_pat
     finally:
         keras.config.set_dtype_policy("float32")
 
-    args = ["--ship", "fast-60", "--save-dir", str(tmp_path / "saved"), "--ship-to", str(tmp_path / "models"),
-            "--results-dir", str(tmp_path)]
+    args = [
+        "--ship",
+        "fast-60",
+        "--save-dir",
+        str(tmp_path / "saved"),
+        "--ship-to",
+        str(tmp_path / "models"),
+        "--results-dir",
+        str(tmp_path),
+    ]
     assert bench.main(args) == 0
     shipped = load_model(tmp_path / "models" / "fast_net.keras")
     assert {layer.dtype_policy.name for layer in shipped.layers} == {"float32"}
     card = (tmp_path / "models" / "MODEL_CARD.md").read_text()
-    for needed in ("| validation | none: trained on all the training images", "| epochs, training time | 2, 25 s |",
-                   "precision mixed_bfloat16", "--ship fast-60", '"epochs": 3'):
+    for needed in (
+        "| validation | none: trained on all the training images",
+        "| epochs, training time | 2, 25 s |",
+        "precision mixed_bfloat16",
+        "--ship fast-60",
+        '"epochs": 3',
+    ):
         assert needed in card, needed
     assert "lossless" not in card and "no lossless test sample" in capsys.readouterr().out
 

@@ -172,8 +172,13 @@ def test_two_workers_train_to_identical_weights(tmp_path):
         rng = np.random.default_rng(0)
         x = rng.integers(0, 256, (160, 32, 32, 3), dtype=np.uint8)
         y = np.arange(160) % 10
-        recipe = recipes.get_recipe("fast", epochs=2, batch_size=32, model_kwargs={"widths": [16, 32, 32]})
-        training.train(recipe, x[:128], y[:128], x[128:], y[128:], output_dir=sys.argv[1], setup=setup, verbose=0)
+        recipe = recipes.get_recipe(
+            "fast", epochs=2, batch_size=32, model_kwargs={"widths": [16, 32, 32]}
+        )
+        training.train(
+            recipe, x[:128], y[:128], x[128:], y[128:],
+            output_dir=sys.argv[1], setup=setup, verbose=0,
+        )
         """
     )
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]

@@ -46,7 +46,9 @@ def test_every_recipe_on_two_replicas_in_a_fresh_process(tmp_path):
         import json, sys
         import numpy as np, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+        )
         sys.path.insert(0, {str(TESTS)!r})
         from gpu_rehearsal import rehearse
         from cifar_utils import device, recipes
@@ -63,9 +65,16 @@ def test_every_recipe_on_two_replicas_in_a_fresh_process(tmp_path):
         for name in sorted(recipes.RECIPES):
             # What setup_devices() picks on a machine with two Ampere-or-newer GPUs, called once
             # per model as train() does: the second model must not break the first's all-reduces.
-            setup = device.setup_devices(mixed_precision="mixed_bfloat16", devices=two, verbose=False)
-            assert isinstance(setup.strategy, tf.distribute.MirroredStrategy) and not setup.jit_compile
-            facts[name] = rehearse(name, setup, x[:64], y[:64], x[64:], y[64:], {str(tmp_path)!r} + "/" + name)
+            setup = device.setup_devices(
+                mixed_precision="mixed_bfloat16", devices=two, verbose=False
+            )
+            assert (
+                isinstance(setup.strategy, tf.distribute.MirroredStrategy)
+                and not setup.jit_compile
+            )
+            facts[name] = rehearse(
+                name, setup, x[:64], y[:64], x[64:], y[64:], {str(tmp_path)!r} + "/" + name
+            )
         print("FACTS", json.dumps(facts))
         """
     )

@@ -1,4 +1,5 @@
-"""The package's import graph: layered, deployment below training, no lazy import dodging a cycle."""
+"""The package's import graph: layered, deployment below training, no lazy import dodging a
+cycle."""
 
 import ast
 import subprocess
@@ -17,13 +18,19 @@ def _imports(module: str, top_level_only: bool) -> set:
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     found = set()
     for node in nodes:
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cifar_utils"):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("cifar_utils")
+        ):
             if node.module == "cifar_utils":
                 found.update(alias.name for alias in node.names)
             else:
                 found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("cifar_utils."))
+            found.update(
+                a.name.split(".")[1] for a in node.names if a.name.startswith("cifar_utils.")
+            )
     return found - {module}
 
 

@@ -44,7 +44,7 @@ def expected_resnet(depth=20, width=16, classes=10):
     total, c_in = conv(3, 3, width) + bn(width), width
     for stage in range(3):
         w = width * 2**stage
-        for block in range(n):
+        for _block in range(n):
             total += conv(3, c_in, w) + bn(w) + conv(3, w, w) + bn(w)
             if c_in != w:
                 total += conv(1, c_in, w) + bn(w)
@@ -76,13 +76,21 @@ def expected_resnet9(width=64, classes=10):
 
 CASES = [
     ("baseline_cnn", {}, expected_baseline()),
-    ("baseline_cnn", {"filters": (8, 16), "dense_units": 32, "num_classes": 5}, expected_baseline((8, 16), 32, classes=5)),
+    (
+        "baseline_cnn",
+        {"filters": (8, 16), "dense_units": 32, "num_classes": 5},
+        expected_baseline((8, 16), 32, classes=5),
+    ),
     ("vgg", {}, expected_vgg()),
     ("resnet", {}, expected_resnet(20)),
     ("resnet", {"depth": 32, "width": 8}, expected_resnet(32, 8)),
     ("resnet9", {}, expected_resnet9()),
     ("fast_net", {}, expected_fast_net()),
-    ("fast_net", {"widths": (16, 32, 32), "bias_scale": 8.0}, expected_fast_net((16, 32, 32), bias_scale=8.0)),
+    (
+        "fast_net",
+        {"widths": (16, 32, 32), "bias_scale": 8.0},
+        expected_fast_net((16, 32, 32), bias_scale=8.0),
+    ),
 ]
 
 
@@ -129,7 +137,9 @@ def test_layers_are_named(arch):
     names = [layer.name for layer in model.layers]
     for expected in ("image", "normalize", "logits", "predictions"):
         assert expected in names
-    anonymous = [n for n in names if n.split("_")[0] in ("conv2d", "dense", "batch", "activation", "add")]
+    anonymous = [
+        n for n in names if n.split("_")[0] in ("conv2d", "dense", "batch", "activation", "add")
+    ]
     assert not anonymous, anonymous
 
 
@@ -172,7 +182,11 @@ def test_other_input_shapes():
         ("baseline_cnn", {"num_classes": 1}, "num_classes must be a whole number.*received 1"),
         ("vgg", {"num_classes": 2.5}, "received 2.5"),
         ("resnet", {"input_shape": (32, 32)}, r"received \(32, 32\)"),
-        ("resnet9", {"input_shape": (32, 32, 4)}, r"1 \(grey\) or 3 \(RGB\).*received \(32, 32, 4\)"),
+        (
+            "resnet9",
+            {"input_shape": (32, 32, 4)},
+            r"1 \(grey\) or 3 \(RGB\).*received \(32, 32, 4\)",
+        ),
         ("vgg", {"input_shape": (4, 4, 3)}, r"at least 8; received input_shape=\(4, 4, 3\)"),
         ("resnet", {"depth": 21}, "6n\\+2.*received 21"),
         ("baseline_cnn", {"dropout": 1.5}, r"dropout must be .*\[0, 1\); received 1.5"),
@@ -212,8 +226,12 @@ def test_model_stats_table():
     table = models.model_stats([models.build_resnet(), models.build_baseline_cnn()])
     assert list(table.index) == ["resnet20", "baseline_cnn"]
     assert table.loc["resnet20", "parameters"] == expected_resnet(20)
-    assert table.loc["baseline_cnn", "MFLOPs per image"] == round(models.count_flops(models.build_baseline_cnn()) / 1e6, 1)
-    assert table.loc["baseline_cnn", "MFLOPs per image"] > 1  # the baseline CNN's convolutions: tens of MFLOPs
+    assert table.loc["baseline_cnn", "MFLOPs per image"] == round(
+        models.count_flops(models.build_baseline_cnn()) / 1e6, 1
+    )
+    assert (
+        table.loc["baseline_cnn", "MFLOPs per image"] > 1
+    )  # the baseline CNN's convolutions: tens of MFLOPs
     assert table.loc["resnet20", "size MB (float32)"] == round(expected_resnet(20) * 4 / 1e6, 2)
 
 
@@ -221,7 +239,9 @@ def test_whitening_decorrelates_patches():
     rng = np.random.default_rng(0)
     # Correlated, smooth images: neighbouring pixels and channels move together.
     base = rng.normal(size=(200, 8, 8, 1))
-    images = np.clip(128 + 40 * np.kron(base, np.ones((1, 4, 4, 3))) + rng.normal(0, 5, (200, 32, 32, 3)), 0, 255)
+    images = np.clip(
+        128 + 40 * np.kron(base, np.ones((1, 4, 4, 3))) + rng.normal(0, 5, (200, 32, 32, 3)), 0, 255
+    )
     images = images.astype(np.uint8)
     model = models.build_fast_net(widths=(8, 8, 8), whitening_sample=images)
     layer = model.get_layer("whiten")
@@ -236,7 +256,9 @@ def test_whitening_decorrelates_patches():
 
 
 def test_fast_net_airbench_start_identity_convolutions_and_pytorch_scale():
-    model = models.build_fast_net(widths=(16, 32, 32), init="pytorch", dirac=True, activation="gelu")
+    model = models.build_fast_net(
+        widths=(16, 32, 32), init="pytorch", dirac=True, activation="gelu"
+    )
     conv2 = model.get_layer("group2_conv2").kernel.numpy()  # 32 -> 32: all filters identities
     identity = np.zeros_like(conv2)
     identity[1, 1, np.arange(32), np.arange(32)] = 1.0
@@ -251,7 +273,9 @@ def test_fast_net_airbench_start_identity_convolutions_and_pytorch_scale():
     assert model.get_layer("group1_gelu1").get_config()["activation"] == "gelu"
     keras_init = models.build_fast_net(widths=(16, 32, 32))
     assert not np.array_equal(keras_init.get_layer("group2_conv2").kernel.numpy(), identity)
-    assert np.abs(keras_init.get_layer("fc").kernel.numpy()).max() > 1 / np.sqrt(32)  # Glorot is larger
+    assert np.abs(keras_init.get_layer("fc").kernel.numpy()).max() > 1 / np.sqrt(
+        32
+    )  # Glorot is larger
 
 
 def test_fast_net_rejects_unknown_init_and_activation():

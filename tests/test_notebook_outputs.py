@@ -11,29 +11,39 @@ import re
 from pathlib import Path
 
 import pytest
-
-from test_tf_logs import NOISE_SAMPLES  # the harmless lines the filter drops: the scanner catches each
+from test_tf_logs import (
+    NOISE_SAMPLES,
+)  # the harmless lines the filter drops: the scanner catches each
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
-LOG_LINES = re.compile("|".join((
-    r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\]",  # absl/TensorFlow C++ log line
-    r"absl::InitializeLog",
-    r"cpu_feature_guard|rebuild TensorFlow with the appropriate compiler flags",
-    r"cuInit|cudart_stub|Could not find cuda drivers",
-    r"oneDNN custom operations",
-    r"^(INFO|WARNING|ERROR):tensorflow:",  # TensorFlow's Python logger
-    r"^fully_quantize:|TensorFlow Lite XNNPACK delegate|^INFO: ",  # TFLite converter/runtime
-    r"\b\w*Warning: ",  # any Python warning
-    r"will be ignored",
-)))
-MACHINE_PATHS = re.compile("|".join((
-    r"(?<![\w.~])/(home|Users|tmp|work|root|var|opt|usr|mnt|content|private)/",
-    r"site-packages|\.venv/|[A-Za-z]:\\\\",
-    re.escape(str(ROOT)),
-    re.escape(str(Path.home())) + r"(?=/)",
-)))
+LOG_LINES = re.compile(
+    "|".join(
+        (
+            r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\]",  # absl/TensorFlow C++ log line
+            r"absl::InitializeLog",
+            r"cpu_feature_guard|rebuild TensorFlow with the appropriate compiler flags",
+            r"cuInit|cudart_stub|Could not find cuda drivers",
+            r"oneDNN custom operations",
+            r"^(INFO|WARNING|ERROR):tensorflow:",  # TensorFlow's Python logger
+            # TFLite converter/runtime
+            r"^fully_quantize:|TensorFlow Lite XNNPACK delegate|^INFO: ",
+            r"\b\w*Warning: ",  # any Python warning
+            r"will be ignored",
+        )
+    )
+)
+MACHINE_PATHS = re.compile(
+    "|".join(
+        (
+            r"(?<![\w.~])/(home|Users|tmp|work|root|var|opt|usr|mnt|content|private)/",
+            r"site-packages|\.venv/|[A-Za-z]:\\\\",
+            re.escape(str(ROOT)),
+            re.escape(str(Path.home())) + r"(?=/)",
+        )
+    )
+)
 
 
 def _output_lines(notebook):
@@ -50,8 +60,12 @@ def _output_lines(notebook):
 
 
 def _offending(pattern):
-    return [f"{nb.name} cell {i}: {line[:160]}"
-            for nb in NOTEBOOKS for i, line in _output_lines(nb) if pattern.search(line)]
+    return [
+        f"{nb.name} cell {i}: {line[:160]}"
+        for nb in NOTEBOOKS
+        for i, line in _output_lines(nb)
+        if pattern.search(line)
+    ]
 
 
 def test_there_are_notebooks_with_outputs():
@@ -71,37 +85,51 @@ def test_no_paths_of_the_machine_that_ran_them():
 
 
 def test_no_error_outputs_committed():
-    bad = [f"{nb.name} cell {i}" for nb in NOTEBOOKS
-           for i, c in enumerate(json.loads(nb.read_text())["cells"])
-           for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    bad = [
+        f"{nb.name} cell {i}"
+        for nb in NOTEBOOKS
+        for i, c in enumerate(json.loads(nb.read_text())["cells"])
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not bad, f"cells that raised: {bad}"
 
 
 # The scanner itself must catch what it is for (each line as TensorFlow 2.21 printed it here).
-@pytest.mark.parametrize("line", NOISE_SAMPLES + [
-    "W0000 00:00:1795832880.703725    8897 some_file.cc:12] anything",
-    "INFO:tensorflow:Assets written to: ../runs/exports/sm/assets",
-    "/x/lib/python3.11/site-packages/keras/src/trainers/epoch_iterator.py:74: UserWarning: "
-    "`shuffle=True` was passed, but will be ignored",
-])
+@pytest.mark.parametrize(
+    "line",
+    NOISE_SAMPLES
+    + [
+        "W0000 00:00:1795832880.703725    8897 some_file.cc:12] anything",
+        "INFO:tensorflow:Assets written to: ../runs/exports/sm/assets",
+        "/x/lib/python3.11/site-packages/keras/src/trainers/epoch_iterator.py:74: UserWarning: "
+        "`shuffle=True` was passed, but will be ignored",
+    ],
+)
 def test_scanner_catches_log_lines(line):
     assert LOG_LINES.search(line)
 
 
-@pytest.mark.parametrize("line", [
-    "CIFAR-10 loaded from $CIFAR10_DIR: /work/main/.cache/cifar10/cifar-10-batches-py",
-    "saved to /home/someone/runs/fast",
-    "written to /tmp/tmpab12/model.keras",
-    f"run folder {ROOT / 'runs'}",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "CIFAR-10 loaded from $CIFAR10_DIR: /work/main/.cache/cifar10/cifar-10-batches-py",
+        "saved to /home/someone/runs/fast",
+        "written to /tmp/tmpab12/model.keras",
+        f"run folder {ROOT / 'runs'}",
+    ],
+)
 def test_scanner_catches_machine_paths(line):
     assert MACHINE_PATHS.search(line)
 
 
-@pytest.mark.parametrize("line", [
-    "CIFAR-10 loaded from $CIFAR10_DIR: ../.cache/cifar10/cifar-10-batches-py (offline copy)",
-    "fine-tuning the model trained by notebook 04 (../runs/fast/best.keras)",
-    "val accuracy 0.8228 at lr 0.02/0.375",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "CIFAR-10 loaded from $CIFAR10_DIR: ../.cache/cifar10/cifar-10-batches-py (offline copy)",
+        "fine-tuning the model trained by notebook 04 (../runs/fast/best.keras)",
+        "val accuracy 0.8228 at lr 0.02/0.375",
+    ],
+)
 def test_scanner_lets_clean_lines_pass(line):
     assert not LOG_LINES.search(line) and not MACHINE_PATHS.search(line)

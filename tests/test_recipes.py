@@ -46,7 +46,10 @@ def test_nonsense_hyperparameters_are_refused(overrides, pattern):
         ({"schedule": "exp"}, "schedule must be one of .*received 'exp'"),
         ({"augmentation": "wobble"}, "Unknown augmentation policy 'wobble'"),
         ({"arch": "alexnet"}, "arch must be one of .*received 'alexnet'"),
-        ({"tta": "crops"}, "tta must be False, True .flip., 'flip' or 'multicrop'; received 'crops'"),
+        (
+            {"tta": "crops"},
+            "tta must be False, True .flip., 'flip' or 'multicrop'; received 'crops'",
+        ),
         ({"augmentation": "airbench+cutout"}, "combines with no other policy"),
     ],
 )
@@ -69,20 +72,29 @@ def test_model_kwargs_overrides_merge_into_the_recipe():
     own = {"bias_scale": 8, "init": "pytorch", "dirac": True}
     recipe = recipes.get_recipe("fast", model_kwargs={"widths": [8, 16, 16]})
     assert recipe.model_kwargs == {**own, "widths": [8, 16, 16]}
-    assert recipes.get_recipe("fast", model_kwargs={"bias_scale": 1}).model_kwargs == {**own, "bias_scale": 1}
+    assert recipes.get_recipe("fast", model_kwargs={"bias_scale": 1}).model_kwargs == {
+        **own,
+        "bias_scale": 1,
+    }
     assert recipes.RECIPES["fast"]["model_kwargs"] == own  # left untouched
 
 
 def test_model_kwargs_unknown_to_the_builder_name_its_arguments():
     recipe = recipes.get_recipe("fast", model_kwargs={"widht": [8, 8, 8]})
-    with pytest.raises(ValueError, match=r"\['widht'\] are not arguments of build_fast_net; it takes .*widths"):
+    with pytest.raises(
+        ValueError, match=r"\['widht'\] are not arguments of build_fast_net; it takes .*widths"
+    ):
         compiling.check_recipe(recipe)
 
 
 def test_only_the_fast_recipe_whitens():
     """The field that tells `compiling.build_recipe_model` to set the whitening filters."""
     assert {name: recipes.get_recipe(name).whitening_images for name in recipes.RECIPES} == {
-        "baseline_cnn": 0, "vgg": 0, "resnet": 0, "fast": 5000}
+        "baseline_cnn": 0,
+        "vgg": 0,
+        "resnet": 0,
+        "fast": 5000,
+    }
     assert recipes.get_recipe("fast", whitening_images=0).whitening_images == 0
 
 
@@ -91,9 +103,15 @@ def test_the_recipes_module_imports_no_code_of_the_package():
     import subprocess
     import sys
 
-    code = "import sys, cifar_utils.recipes; print(sorted(m for m in sys.modules if m.startswith(('cifar_utils.', 'tensorflow'))))"
+    code = (
+        "import sys, cifar_utils.recipes; "
+        "print(sorted(m for m in sys.modules if m.startswith(('cifar_utils.', 'tensorflow'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['cifar_utils.checks', 'cifar_utils.paths', 'cifar_utils.recipes', 'cifar_utils.tf_logs']"
+    assert (
+        out.stdout.strip() == "['cifar_utils.checks', 'cifar_utils.paths', 'cifar_utils.recipes', "
+        "'cifar_utils.tf_logs']"
+    )
 
 
 def test_unknown_recipe():

@@ -2,9 +2,9 @@
 
 Each test starts a real training process that pauses at a named save step (the child
 wraps the package's save functions: the production code has no hook for tests), kills it
-with SIGKILL there, and runs it again: the rerun must finish without an error, train only what was not
-yet backed up, and leave a history with every epoch exactly once, a final model, and
-no backup or temporary files behind.
+with SIGKILL there, and runs it again: the rerun must finish without an error, train only
+what was not yet backed up, and leave a history with every epoch exactly once, a final
+model, and no backup or temporary files behind.
 """
 
 import json
@@ -63,8 +63,13 @@ training.train(recipe, x[:64], y[:64], x[64:], y[64:], output_dir=out, verbose=0
 
 def _run(out, pause="", pause_dir=""):
     env = {**os.environ, "CIFAR_TF_LOGS": "0"}
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), pause, str(pause_dir)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(out), pause, str(pause_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _kill_at(out, pause, tmp_path):

@@ -17,11 +17,23 @@ import keras
 import numpy as np
 import pytest
 
-from cifar_utils import cli, compiling, device, lr_finder, models, paths, recipes, shipping, training
+from cifar_utils import (
+    cli,
+    compiling,
+    device,
+    lr_finder,
+    models,
+    paths,
+    recipes,
+    shipping,
+    training,
+)
 
 TINY = dict(
-    arch="baseline_cnn", model_kwargs={"filters": [8, 16], "dense_units": 16},
-    batch_size=16, augmentation="standard",
+    arch="baseline_cnn",
+    model_kwargs={"filters": [8, 16], "dense_units": 16},
+    batch_size=16,
+    augmentation="standard",
 )
 
 
@@ -53,7 +65,9 @@ def test_make_optimizer_by_name():
     assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov and sgd.momentum == 0.9
     assert float(sgd.learning_rate) == pytest.approx(0.1) and sgd.weight_decay is None
     plain = compiling.make_optimizer("sgd", 0.5, momentum=0.0, nesterov=False, weight_decay=0.001)
-    assert not plain.nesterov and plain.momentum == 0.0 and plain.weight_decay == pytest.approx(0.001)
+    assert (
+        not plain.nesterov and plain.momentum == 0.0 and plain.weight_decay == pytest.approx(0.001)
+    )
     assert type(compiling.make_optimizer("adam", 1e-3)) is keras.optimizers.Adam
     with pytest.raises(ValueError, match="optimizer must be one of .*received 'rmsprop'"):
         compiling.make_optimizer("rmsprop")
@@ -83,9 +97,13 @@ def test_weight_decay_shrinks_kernels_but_not_scaled_shifts():
     optimizer = compiling.compile_recipe(
         model, recipes.get_recipe("fast", schedule="constant", momentum=0.0, nesterov=False), 10
     ).optimizer
-    optimizer.apply_gradients([(keras.ops.zeros_like(shift), shift), (keras.ops.zeros_like(kernel), kernel)])
+    optimizer.apply_gradients(
+        [(keras.ops.zeros_like(shift), shift), (keras.ops.zeros_like(kernel), kernel)]
+    )
     np.testing.assert_allclose(keras.ops.convert_to_numpy(shift), 1.0)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel), before * (1 - 0.375 * 0.01), rtol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(kernel), before * (1 - 0.375 * 0.01), rtol=1e-5
+    )
 
 
 # --- training -----------------------------------------------------------------------------
@@ -112,8 +130,9 @@ def test_train_writes_models_and_history(tmp_path, tiny_data):
 
 def test_train_accepts_mixing_policies(tmp_path, tiny_data):
     x, y, xv, yv = tiny_data
-    result = training.train(tiny_recipe(epochs=1, augmentation="cutmix"), x, y, xv, yv,
-                            output_dir=tmp_path, verbose=0)
+    result = training.train(
+        tiny_recipe(epochs=1, augmentation="cutmix"), x, y, xv, yv, output_dir=tmp_path, verbose=0
+    )
     assert np.isfinite(result.history["loss"][0])
 
 
@@ -121,17 +140,31 @@ def test_train_accepts_mixing_policies(tmp_path, tiny_data):
 def test_two_seeded_runs_give_identical_weights(tmp_path, tiny_data):
     x, y, xv, yv = tiny_data
     runs = [
-        training.train(tiny_recipe(augmentation="cutout+mixup"), x, y, xv, yv,
-                       output_dir=tmp_path / str(i), seed=7, verbose=0)
+        training.train(
+            tiny_recipe(augmentation="cutout+mixup"),
+            x,
+            y,
+            xv,
+            yv,
+            output_dir=tmp_path / str(i),
+            seed=7,
+            verbose=0,
+        )
         for i in range(2)
     ]
     for a, b in zip(runs[0].model.get_weights(), runs[1].model.get_weights()):
         np.testing.assert_array_equal(a, b)
-    other = training.train(tiny_recipe(), x, y, xv, yv, output_dir=tmp_path / "other", seed=8, verbose=0)
-    assert not all(np.array_equal(a, b) for a, b in zip(runs[0].model.get_weights(), other.model.get_weights()))
+    other = training.train(
+        tiny_recipe(), x, y, xv, yv, output_dir=tmp_path / "other", seed=8, verbose=0
+    )
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(runs[0].model.get_weights(), other.model.get_weights())
+    )
 
 
-def test_train_leaves_the_global_dtype_policy_and_op_determinism_as_it_found_them(tmp_path, tiny_data):
+def test_train_leaves_the_global_dtype_policy_and_op_determinism_as_it_found_them(
+    tmp_path, tiny_data
+):
     from tensorflow.python.framework.config import (
         disable_op_determinism,
         enable_op_determinism,
@@ -145,16 +178,20 @@ def test_train_leaves_the_global_dtype_policy_and_op_determinism_as_it_found_the
     disable_op_determinism()
     determinism = False
     try:
-        # setup_devices itself sets the global policy; train() must put back what was set right before it
+        # setup_devices itself sets the global policy; train() must put back what was set
+        # right before it
         setup = device.setup_devices(mixed_precision="mixed_bfloat16", verbose=False)
         keras.config.set_dtype_policy("mixed_float16")
-        result = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path / "a", setup=setup,
-                                verbose=0)
+        result = training.train(
+            tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path / "a", setup=setup, verbose=0
+        )
         assert result.model.dtype_policy.name == "mixed_bfloat16"  # built under the setup's policy
         assert keras.config.dtype_policy().name == "mixed_float16"
         assert is_op_determinism_enabled() == determinism
         keras.config.set_dtype_policy("bfloat16")
-        result = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path / "b", verbose=0)
+        result = training.train(
+            tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path / "b", verbose=0
+        )
         # The machine's own setup: float32, or mixed_bfloat16 on a CPU with bfloat16 instructions.
         assert result.model.dtype_policy.name == device.mixed_precision_policy()
         assert keras.config.dtype_policy().name == "bfloat16"
@@ -170,20 +207,27 @@ def test_compile_model_takes_an_optimiser_and_says_what_it_received():
         compiling.compile_model(model, recipes.get_recipe("fast"))
     with pytest.raises(ValueError, match="received str"):
         compiling.compile_model(model, "sgd")
-    compiled = compiling.compile_model(model, compiling.make_optimizer("sgd", 0.1), label_smoothing=0.2)
+    compiled = compiling.compile_model(
+        model, compiling.make_optimizer("sgd", 0.1), label_smoothing=0.2
+    )
     assert compiled.loss.get_config()["label_smoothing"] == 0.2
 
 
 def test_build_recipe_model_sets_the_whitening_filters_from_the_asked_images(tiny_data):
     x = tiny_data[0]
-    recipe = recipes.get_recipe("fast", model_kwargs={"widths": [8, 16, 16]}, whitening_images=len(x))
+    recipe = recipes.get_recipe(
+        "fast", model_kwargs={"widths": [8, 16, 16]}, whitening_images=len(x)
+    )
     built = compiling.build_recipe_model(recipe, x, seed=3)
     # all of x, in whatever order: the same patch covariance as whitening from x itself
     expected = models.build_fast_net(widths=(8, 16, 16), bias_scale=8, whitening_sample=x)
     whiten = built.get_layer("whiten").get_weights()[0]
-    np.testing.assert_allclose(whiten, expected.get_layer("whiten").get_weights()[0], rtol=1e-3, atol=1e-4)
-    unwhitened = compiling.build_recipe_model(recipes.get_recipe("fast", whitening_images=0,
-                                                                model_kwargs={"widths": [8, 16, 16]}), x)
+    np.testing.assert_allclose(
+        whiten, expected.get_layer("whiten").get_weights()[0], rtol=1e-3, atol=1e-4
+    )
+    unwhitened = compiling.build_recipe_model(
+        recipes.get_recipe("fast", whitening_images=0, model_kwargs={"widths": [8, 16, 16]}), x
+    )
     assert not np.allclose(unwhitened.get_layer("whiten").get_weights()[0], whiten, atol=1e-3)
 
 
@@ -226,8 +270,13 @@ def test_killed_run_resumes_without_losing_epochs(tmp_path):
     script.write_text(KILL_SCRIPT)
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    first = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True, env=env)
+    first = subprocess.Popen(
+        [sys.executable, str(script), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     seen = []
     for line in first.stdout:
         seen.append(line.strip())
@@ -238,13 +287,23 @@ def test_killed_run_resumes_without_losing_epochs(tmp_path):
     first.wait(timeout=60)
     assert first.returncode == -signal.SIGKILL
     assert seen[-2:] == ["EPOCH_END 0", "EPOCH_END 1"]
-    assert [int(r.split(",")[0]) for r in (out / "history.csv").read_text().splitlines()[1:]] == [0, 1]
+    assert [int(r.split(",")[0]) for r in (out / "history.csv").read_text().splitlines()[1:]] == [
+        0,
+        1,
+    ]
 
-    second = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True,
-                            env=env, timeout=600)
+    second = subprocess.run(
+        [sys.executable, str(script), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     lines = second.stdout.split("\n")
-    assert [ln for ln in lines if ln.startswith("EPOCH_END")] == [f"EPOCH_END {i}" for i in (2, 3, 4)]
+    assert [ln for ln in lines if ln.startswith("EPOCH_END")] == [
+        f"EPOCH_END {i}" for i in (2, 3, 4)
+    ]
     assert "DONE [0, 1, 2, 3, 4]" in second.stdout
     saved = json.loads((out / "history.json").read_text())
     assert saved["history"]["epoch"] == [0, 1, 2, 3, 4]
@@ -253,20 +312,38 @@ def test_killed_run_resumes_without_losing_epochs(tmp_path):
 
 def test_ship_model_writes_model_and_card(tmp_path, tiny_data):
     x, y, xv, yv = tiny_data
-    result = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path / "run", verbose=0)
-    target = shipping.ship_model(result.model, tmp_path / "models", xv, yv, "offline copy",
-                                 "cifar-train --recipe baseline_cnn", run_dir=tmp_path / "run")
+    result = training.train(
+        tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path / "run", verbose=0
+    )
+    target = shipping.ship_model(
+        result.model,
+        tmp_path / "models",
+        xv,
+        yv,
+        "offline copy",
+        "cifar-train --recipe baseline_cnn",
+        run_dir=tmp_path / "run",
+    )
     assert target == tmp_path / "models" / "baseline_cnn.keras"
     card = (tmp_path / "models" / "MODEL_CARD.md").read_text()
-    for needed in ("test accuracy (offline copy)", "cifar-train --recipe baseline_cnn", "seed | 0",
-                   "TensorFlow", "training time", '"arch": "baseline_cnn"'):
+    for needed in (
+        "test accuracy (offline copy)",
+        "cifar-train --recipe baseline_cnn",
+        "seed | 0",
+        "TensorFlow",
+        "training time",
+        '"arch": "baseline_cnn"',
+    ):
         assert needed in card, needed
     loaded = keras.saving.load_model(target, safe_mode=True)
     # The shipped file is the float32 copy (the run may have trained in mixed_bfloat16 on this CPU).
     assert models.computes_in_float32(loaded)
-    np.testing.assert_array_equal(loaded.predict(xv, verbose=0),
-                                  models.float32_copy(result.model).predict(xv, verbose=0))
-    np.testing.assert_allclose(loaded.predict(xv, verbose=0), result.model.predict(xv, verbose=0), atol=0.02)
+    np.testing.assert_array_equal(
+        loaded.predict(xv, verbose=0), models.float32_copy(result.model).predict(xv, verbose=0)
+    )
+    np.testing.assert_allclose(
+        loaded.predict(xv, verbose=0), result.model.predict(xv, verbose=0), atol=0.02
+    )
 
 
 def test_load_or_train_never_leaves_a_notebook_without_a_model(tmp_path, monkeypatch):
@@ -290,8 +367,9 @@ def test_fine_tune_continues_from_trained_weights(tmp_path, tiny_data):
     x, y, xv, yv = tiny_data
     result = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path, verbose=0)
     before = [w.copy() for w in result.model.get_weights()]
-    history = training.fine_tune(result.model, x, y, xv, yv, learning_rate=1e-3, epochs=2,
-                                 batch_size=16, verbose=0)
+    history = training.fine_tune(
+        result.model, x, y, xv, yv, learning_rate=1e-3, epochs=2, batch_size=16, verbose=0
+    )
     assert len(history["val_accuracy"]) == 2
     assert any(not np.array_equal(a, b) for a, b in zip(before, result.model.get_weights()))
     with pytest.raises(ValueError, match="received -1 and 2"):
@@ -300,14 +378,28 @@ def test_fine_tune_continues_from_trained_weights(tmp_path, tiny_data):
 
 def test_fine_tune_rate_falls_to_zero_unless_asked_not_to(tmp_path, tiny_data):
     x, y, xv, yv = tiny_data
-    model = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path, verbose=0).model
+    model = training.train(
+        tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path, verbose=0
+    ).model
     training.fine_tune(model, x, y, xv, yv, learning_rate=0.01, epochs=2, batch_size=16, verbose=0)
     schedule = keras.saving.deserialize_keras_object(model.optimizer.get_config()["learning_rate"])
     steps = 2 * math.ceil(len(x) / 16)
-    assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(steps)) == pytest.approx(0.0)
+    assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(steps)) == pytest.approx(
+        0.0
+    )
     assert int(model.optimizer.iterations) == steps
-    training.fine_tune(model, x, y, xv, yv, learning_rate=0.01, epochs=1, batch_size=16,
-                       decay_to_zero=False, verbose=0)
+    training.fine_tune(
+        model,
+        x,
+        y,
+        xv,
+        yv,
+        learning_rate=0.01,
+        epochs=1,
+        batch_size=16,
+        decay_to_zero=False,
+        verbose=0,
+    )
     assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
 
 
@@ -315,11 +407,16 @@ def test_shipped_model_leaves_the_optimiser_behind(tmp_path, tiny_data):
     import zipfile
 
     x, y, xv, yv = tiny_data
-    result = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path / "run", verbose=0)
-    target = shipping.ship_model(result.model, tmp_path / "models", xv, yv, "offline copy", "c",
-                                 run_dir=tmp_path / "run")
+    result = training.train(
+        tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path / "run", verbose=0
+    )
+    target = shipping.ship_model(
+        result.model, tmp_path / "models", xv, yv, "offline copy", "c", run_dir=tmp_path / "run"
+    )
     with zipfile.ZipFile(target) as z:
-        import h5py, io
+        import io
+
+        import h5py
 
         weights = h5py.File(io.BytesIO(z.read("model.weights.h5")), "r")
         assert "optimizer" not in weights
@@ -374,13 +471,19 @@ def test_lr_find_suggests_the_rate_that_trains_fastest():
     final = []
     for rate in grid:
         candidate = _tiny_cnn()
-        candidate.compile(keras.optimizers.SGD(rate, momentum=0.9, nesterov=True),
-                          keras.losses.CategoricalCrossentropy())
+        candidate.compile(
+            keras.optimizers.SGD(rate, momentum=0.9, nesterov=True),
+            keras.losses.CategoricalCrossentropy(),
+        )
         for bx, by in batches:
             loss = float(np.asarray(candidate.train_on_batch(bx, by)).reshape(-1)[0])
         final.append(loss if np.isfinite(loss) else np.inf)
     best = grid[int(np.argmin(final))]
-    assert abs(np.log10(result.suggestion) - np.log10(best)) <= 1.0, (result.suggestion, best, final)
+    assert abs(np.log10(result.suggestion) - np.log10(best)) <= 1.0, (
+        result.suggestion,
+        best,
+        final,
+    )
     plots.plot_lr_find(result)
 
 
@@ -394,7 +497,9 @@ def test_lr_find_refuses_nonsense():
 
 def test_lr_find_stops_when_the_loss_blows_up():
     x, y = _colour_problem(256)
-    result = lr_finder.lr_find(_tiny_cnn(), x, y, start_lr=1e-2, end_lr=1e8, steps=40, batch_size=64)
+    result = lr_finder.lr_find(
+        _tiny_cnn(), x, y, start_lr=1e-2, end_lr=1e8, steps=40, batch_size=64
+    )
     assert len(result.losses) < 40  # stopped before the last, absurd rates
     assert np.all(np.isfinite(result.losses)) and np.all(np.isfinite(result.smoothed))
     assert np.isfinite(result.suggestion) and result.suggestion <= result.learning_rates[-1]
@@ -405,33 +510,59 @@ def test_lr_find_stops_when_the_loss_blows_up():
 
 def test_a_run_whose_loss_becomes_nan_stops_and_says_so(tiny_data, tmp_path):
     x, y, xv, yv = tiny_data
-    with pytest.raises(training.TrainingDiverged, match="became NaN or infinite in epoch 1.*Lower the learning rate"):
-        training.train(tiny_recipe(optimizer="sgd", learning_rate=1e30, epochs=3), x, y, xv, yv,
-                       output_dir=tmp_path, verbose=0)
+    with pytest.raises(
+        training.TrainingDiverged,
+        match="became NaN or infinite in epoch 1.*Lower the learning rate",
+    ):
+        training.train(
+            tiny_recipe(optimizer="sgd", learning_rate=1e30, epochs=3),
+            x,
+            y,
+            xv,
+            yv,
+            output_dir=tmp_path,
+            verbose=0,
+        )
     assert not (tmp_path / "final.keras").exists()  # no NaN model written
     assert not any(p.name.startswith("backup") for p in tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--epochs", "0"], "epochs must be a whole number >= 1"),
-    (["--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
-    (["--data-dir", "/nonexistent/cifar"], "--data-dir /nonexistent/cifar is not a folder"),
-    (["--budget-min", "0"], "budget_min (minutes) must be a positive finite number; received 0.0"),
-    (["--budget-min", "inf"], "budget_min (minutes) must be a positive finite number; received inf"),
-    (["--budget-min", "5", "--epochs", "3"], "pass --epochs or --budget-min, not both"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "epochs must be a whole number >= 1"),
+        (["--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
+        (["--data-dir", "/nonexistent/cifar"], "--data-dir /nonexistent/cifar is not a folder"),
+        (
+            ["--budget-min", "0"],
+            "budget_min (minutes) must be a positive finite number; received 0.0",
+        ),
+        (
+            ["--budget-min", "inf"],
+            "budget_min (minutes) must be a positive finite number; received inf",
+        ),
+        (["--budget-min", "5", "--epochs", "3"], "pass --epochs or --budget-min, not both"),
+    ],
+)
 def test_cifar_train_bad_arguments_are_one_line_and_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         cli.train_main(argv)
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err and err.strip().splitlines()[-1].startswith("cifar-train: error:")
+    assert (
+        message in err
+        and "Traceback" not in err
+        and err.strip().splitlines()[-1].startswith("cifar-train: error:")
+    )
 
 
 def test_temporaries_left_by_a_killed_save_are_removed_on_the_next_run(tiny_data, tmp_path):
     x, y, xv, yv = tiny_data
-    stale = [tmp_path / ".best.k3j_x9a2.keras", tmp_path / ".history.p0q8zz1m.tmp",
-             tmp_path / ".final.abcdefgh.keras"]
+    stale = [
+        tmp_path / ".best.k3j_x9a2.keras",
+        tmp_path / ".history.p0q8zz1m.tmp",
+        tmp_path / ".final.abcdefgh.keras",
+    ]
     for path in stale:
         path.write_bytes(b"")  # what a kill between write and rename leaves
     keep = [tmp_path / ".notes.txt", tmp_path / ".best.keras.bak", tmp_path / "mine.tmp"]
@@ -440,8 +571,11 @@ def test_temporaries_left_by_a_killed_save_are_removed_on_the_next_run(tiny_data
     training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path, verbose=0)
     assert not [p for p in stale if p.exists()]
     assert all(p.exists() for p in keep)
-    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".best.", ".final.", ".history."))
-                and p not in keep]
+    assert not [
+        p.name
+        for p in tmp_path.iterdir()
+        if p.name.startswith((".best.", ".final.", ".history.")) and p not in keep
+    ]
 
 
 # --- issue 15: airbench's recipe pieces, timed runs, budgets ----------------------------------
@@ -449,9 +583,16 @@ def test_temporaries_left_by_a_killed_save_are_removed_on_the_next_run(tiny_data
 
 def test_airbench_augmentation_and_lookahead_train_whole_epochs(tiny_data, tmp_path):
     x, y, xv, yv = tiny_data
-    recipe = recipes.get_recipe("fast", epochs=2, batch_size=16, augmentation="airbench", lookahead_steps=2,
-                                tta="multicrop", whitening_images=32,
-                                model_kwargs={"widths": [8, 8, 8], "init": "pytorch", "dirac": True})
+    recipe = recipes.get_recipe(
+        "fast",
+        epochs=2,
+        batch_size=16,
+        augmentation="airbench",
+        lookahead_steps=2,
+        tta="multicrop",
+        whitening_images=32,
+        model_kwargs={"widths": [8, 8, 8], "init": "pytorch", "dirac": True},
+    )
     result = training.train(recipe, x, y, xv, yv, output_dir=tmp_path, verbose=0)
     assert len(result.history["loss"]) == 2 and len(result.history["val_accuracy"]) == 2
     # fit was told the endless stream's epoch length: 64 images / 16 = 4 steps, not forever
@@ -460,18 +601,29 @@ def test_airbench_augmentation_and_lookahead_train_whole_epochs(tiny_data, tmp_p
 
 def test_a_timed_run_skips_validation_and_checkpoints(tiny_data, tmp_path):
     x, y, _, _ = tiny_data
-    result = training.train(tiny_recipe(epochs=2), x, y, None, None, output_dir=tmp_path, verbose=0,
-                            checkpoints=False)
+    result = training.train(
+        tiny_recipe(epochs=2), x, y, None, None, output_dir=tmp_path, verbose=0, checkpoints=False
+    )
     assert (tmp_path / "final.keras").exists() and not (tmp_path / "best.keras").exists()
     assert "val_accuracy" not in result.history and len(result.history["loss"]) == 2
     assert result.run["val_images"] == 0
     with pytest.raises(ValueError, match="both x_val and y_val, or neither"):
         training.train(tiny_recipe(), x, y, None, y[:4], output_dir=tmp_path / "b", verbose=0)
     with pytest.raises(ValueError, match="early_stopping_patience needs validation images"):
-        training.train(tiny_recipe(), x, y, None, None, output_dir=tmp_path / "c", verbose=0,
-                       early_stopping_patience=2)
+        training.train(
+            tiny_recipe(),
+            x,
+            y,
+            None,
+            None,
+            output_dir=tmp_path / "c",
+            verbose=0,
+            early_stopping_patience=2,
+        )
     with pytest.raises(ValueError, match="budget_min .minutes. must be a positive finite number"):
-        training.train(tiny_recipe(), x, y, None, None, output_dir=tmp_path / "d", verbose=0, budget_min=0)
+        training.train(
+            tiny_recipe(), x, y, None, None, output_dir=tmp_path / "d", verbose=0, budget_min=0
+        )
 
 
 @pytest.mark.slow
@@ -479,7 +631,9 @@ def test_a_budget_chooses_the_epochs_and_ends_inside_it(tiny_data, tmp_path, cap
     x, y, xv, yv = tiny_data
     x, y = np.concatenate([x] * 4), np.concatenate([y] * 4)  # 256 images: 16 steps of 16 an epoch
     start = time.perf_counter()
-    result = training.train(tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path, verbose=1, budget_min=0.5)
+    result = training.train(
+        tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path, verbose=1, budget_min=0.5
+    )
     seconds = time.perf_counter() - start
     budget = result.run["budget"]
     assert budget["minutes"] == 0.5 and "model" in budget["seconds_per_step"]

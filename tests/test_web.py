@@ -28,7 +28,9 @@ RNG = np.random.default_rng(2)
 
 def png_bytes(size=(40, 30)):
     buf = io.BytesIO()
-    Image.fromarray(RNG.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)).save(buf, "PNG")
+    Image.fromarray(RNG.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)).save(
+        buf, "PNG"
+    )
     return buf.getvalue()
 
 
@@ -61,7 +63,9 @@ def test_predict_an_image(client):
     answer = client.post("/api/predict", content=png_bytes())
     assert answer.status_code == 200
     preds = answer.json()["predictions"]
-    assert len(preds) == 3 and [p["label"] for p in preds] == [CLASS_NAMES[p["class_index"]] for p in preds]
+    assert len(preds) == 3 and [p["label"] for p in preds] == [
+        CLASS_NAMES[p["class_index"]] for p in preds
+    ]
     confidences = [p["confidence"] for p in preds]
     assert confidences == sorted(confidences, reverse=True) and 0 < sum(confidences) <= 1.0001
 
@@ -94,8 +98,11 @@ def test_security_headers(client):
     script = re.search(r"<script>(.*?)</script>", page.text, re.S).group(1)
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     assert f"'sha256-{digest}'" in policy  # the page's own script is allowed, nothing else
-    for answer in (client.get("/healthz"), client.post("/api/predict", content=b"x"),
-                   client.get("/nowhere")):
+    for answer in (
+        client.get("/healthz"),
+        client.post("/api/predict", content=b"x"),
+        client.get("/nowhere"),
+    ):
         assert answer.headers["x-content-type-options"] == "nosniff"
 
 
@@ -105,9 +112,13 @@ def test_an_image_with_a_broken_exif_block_is_a_400(client):
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(buffer, "PNG", exif=b"Exif\x00\x00garbage!")
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(
+        buffer, "PNG", exif=b"Exif\x00\x00garbage!"
+    )
     answer = client.post("/api/predict", content=buffer.getvalue())
-    assert answer.status_code == 400 and "not a picture the model can read" in answer.json()["error"]
+    assert (
+        answer.status_code == 400 and "not a picture the model can read" in answer.json()["error"]
+    )
     assert client.post("/api/predict", content=png_bytes()).status_code == 200
 
 
@@ -140,8 +151,17 @@ def browser_or_skip():
 @pytest.fixture
 def server(model_path):
     port = web.free_port()
-    cmd = [str(Path(sys.executable).with_name("cifar-demo")), "--model", str(model_path),
-           "--port", str(port), "--top-k", "3", "--max-upload-mb", "0.05"]
+    cmd = [
+        str(Path(sys.executable).with_name("cifar-demo")),
+        "--model",
+        str(model_path),
+        "--port",
+        str(port),
+        "--top-k",
+        "3",
+        "--max-upload-mb",
+        "0.05",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
@@ -194,7 +214,9 @@ def test_upload_in_a_real_browser(server, tmp_path):
         expect(rows).to_have_count(0)
 
         page.set_input_files("#file", str(huge))
-        expect(page.locator("#error")).to_contain_text("larger than the 0.05 MB limit", timeout=30_000)
+        expect(page.locator("#error")).to_contain_text(
+            "larger than the 0.05 MB limit", timeout=30_000
+        )
 
         page.set_input_files("#file", str(picture))  # the server keeps serving
         expect(rows).to_have_count(3, timeout=30_000)
@@ -213,7 +235,9 @@ def test_run_in_background_serves_and_stops(model_path):
         answer = json.load(urllib.request.urlopen(request, timeout=30))
         assert len(answer["predictions"]) == 2
         with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(urllib.request.Request(url + "api/predict", data=b"no", method="POST"))
+            urllib.request.urlopen(
+                urllib.request.Request(url + "api/predict", data=b"no", method="POST")
+            )
         assert err.value.code == 400
     with pytest.raises(OSError):
         urllib.request.urlopen(url + "healthz", timeout=2)
@@ -237,7 +261,9 @@ def test_screenshot_without_a_working_browser_is_a_clear_error(tmp_path):
     fake.write_text("#!/bin/sh\nexit 1\n")
     fake.chmod(0o755)
     with pytest.raises(RuntimeError, match="failed"):
-        web.screenshot_upload("http://127.0.0.1:9/", tmp_path / "x.png", tmp_path / "s.png", chromium=str(fake))
+        web.screenshot_upload(
+            "http://127.0.0.1:9/", tmp_path / "x.png", tmp_path / "s.png", chromium=str(fake)
+        )
 
 
 # ----------------------------------------------------------------------------- memory under upload
@@ -256,15 +282,28 @@ def large_rgba_png(tmp_path_factory):
     return path
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's peak memory from /proc")
-def test_twenty_concurrent_large_uploads_keep_the_servers_memory_bounded(model_path, large_rgba_png):
+@pytest.mark.skipif(
+    not Path("/proc/self/status").exists(), reason="reads the server's peak memory from /proc"
+)
+def test_twenty_concurrent_large_uploads_keep_the_servers_memory_bounded(
+    model_path, large_rgba_png
+):
     from concurrent.futures import ThreadPoolExecutor
 
     body = large_rgba_png.read_bytes()
     assert len(body) < 5e6
     port = web.free_port()
-    cmd = [str(Path(sys.executable).with_name("cifar-demo")), "--model", str(model_path),
-           "--port", str(port), "--top-k", "3", "--max-upload-mb", "5"]
+    cmd = [
+        str(Path(sys.executable).with_name("cifar-demo")),
+        "--model",
+        str(model_path),
+        "--port",
+        str(port),
+        "--top-k",
+        "3",
+        "--max-upload-mb",
+        "5",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -286,11 +325,16 @@ def test_twenty_concurrent_large_uploads_keep_the_servers_memory_bounded(model_p
         with ThreadPoolExecutor(20) as pool:
             answers = list(pool.map(upload, range(20)))
         status = Path(f"/proc/{proc.pid}/status").read_text()
-        peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+        peak_kb = int(
+            next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    print(f"cifar-demo peak memory after 20 concurrent 9,400 x 9,400 RGBA uploads: {peak_kb / 1e6:.2f} GB")
+    print(
+        "cifar-demo peak memory after 20 concurrent 9,400 x 9,400 RGBA uploads: "
+        f"{peak_kb / 1e6:.2f} GB"
+    )
     assert [s for s, _ in answers] == [200] * 20  # every request answered
     assert all(len(doc["predictions"]) == 3 for _, doc in answers)
     assert peak_kb < 1.5e6, f"the server's peak memory was {peak_kb / 1e6:.2f} GB"
