@@ -80,7 +80,9 @@ def bounds() -> dict:
         low = lows.get(name)
         pin = re.search(rf"^{name}==([\d.]+)", requirements, re.MULTILINE)
         if not (low and pin):
-            raise SystemExit(f"colab_setup: cannot find the {name} bounds in pyproject.toml / requirements.txt")
+            raise SystemExit(
+                f"colab_setup: cannot find the {name} bounds in pyproject.toml / requirements.txt"
+            )
         found[name] = (low.group(1), pin.group(1))
     return found
 
@@ -98,12 +100,18 @@ def plan(have: dict, supported: dict) -> tuple:
         if version is None:
             messages.append(f"{name}: not installed; pip installs the newest release it can.")
         elif _version(version) < _version(oldest):
-            messages.append(f"{name} {version} is older than {oldest}, the oldest this course supports: "
-                            "pip upgrades it.")
+            messages.append(
+                f"{name} {version} is older than {oldest}, the oldest this course supports: "
+                "pip upgrades it."
+            )
             restart = True
         else:
             constraints.append(f"{name}=={version}")
-            note = "" if _version(version) <= _version(newest) else f" (newer than {newest}, the newest tested)"
+            note = (
+                ""
+                if _version(version) <= _version(newest)
+                else f" (newer than {newest}, the newest tested)"
+            )
             messages.append(f"{name} {version}: kept{note}.")
     return constraints, messages, restart
 
@@ -116,8 +124,10 @@ def main() -> int:
     pip = [sys.executable, "-m", "pip", "install", "-q"]
     if tf_name != "tensorflow" and not restart:
         # pip would add a second TensorFlow beside tensorflow-tpu & co.: install around it.
-        print(f"TensorFlow is installed as {tf_name}: the package is installed without its "
-              "tensorflow requirement.")
+        print(
+            f"TensorFlow is installed as {tf_name}: the package is installed without its "
+            "tensorflow requirement."
+        )
         steps = [dependencies_without_tensorflow(), ["--no-deps", "-e", str(ROOT)]]
         constraints = [c for c in constraints if not c.startswith("tensorflow==")]
     else:
@@ -129,19 +139,26 @@ def main() -> int:
         for step in steps:
             result = subprocess.run(pip + ["-c", f.name] + step)
             if result.returncode != 0:
-                print("colab_setup: pip could not install the package; its message is above.", file=sys.stderr)
+                print(
+                    "colab_setup: pip could not install the package; its message is above.",
+                    file=sys.stderr,
+                )
                 return result.returncode
     finally:
         os.unlink(f.name)
     after = {"tensorflow": installed_tensorflow()[1], "keras": installed("keras")}
     print(" | ".join(f"{name} {before[name]} -> {after[name]}" for name in KEPT))
     if restart:
-        print("Restart the runtime (Runtime -> Restart session), then run the notebook again: "
-              "the running kernel still has the old TensorFlow or Keras loaded.")
+        print(
+            "Restart the runtime (Runtime -> Restart session), then run the notebook again: "
+            "the running kernel still has the old TensorFlow or Keras loaded."
+        )
         return RESTART
     if shutil.which("nvidia-smi") is None:
-        print("No GPU in this runtime: notebooks 04 and 06 took about 15 minutes each on 2 CPU cores "
-              "(measured on an AMD EPYC); pick Runtime -> Change runtime type -> GPU for them.")
+        print(
+            "No GPU in this runtime: notebooks 04 and 06 took about 15 minutes each on 2 CPU cores "
+            "(measured on an AMD EPYC); pick Runtime -> Change runtime type -> GPU for them."
+        )
     return 0
 
 

@@ -28,9 +28,14 @@ def rehearse(recipe_name, setup, x, y, x_val, y_val, output_dir) -> dict:
     """
     output_dir = Path(output_dir)
     recipe = recipes.get_recipe(recipe_name, **STEPS)
-    result = training.train(recipe, x, y, x_val, y_val, output_dir=output_dir, setup=setup, verbose=0)
+    result = training.train(
+        recipe, x, y, x_val, y_val, output_dir=output_dir, setup=setup, verbose=0
+    )
     model = result.model
-    assert model.dtype_policy.name == setup.precision_policy, (model.dtype_policy.name, setup.precision_policy)
+    assert model.dtype_policy.name == setup.precision_policy, (
+        model.dtype_policy.name,
+        setup.precision_policy,
+    )
     losses = result.history["loss"] + result.history["val_loss"]
     assert np.all(np.isfinite(losses)), losses
     loss_scaled = isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)

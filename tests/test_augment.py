@@ -9,7 +9,9 @@ import tensorflow as tf
 from cifar_utils import augment, data
 
 ALL_POLICIES = list(augment.POLICIES) + ["cutout+mixup", "randaugment+cutmix", "standard+cutout"]
-PER_IMAGE = [p for p in ALL_POLICIES if not set(augment.parse_policy(p)) & set(augment.LABEL_MIXING)]
+PER_IMAGE = [
+    p for p in ALL_POLICIES if not set(augment.parse_policy(p)) & set(augment.LABEL_MIXING)
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,12 @@ def test_seeded_policy_repeats_through_the_pipeline():
 
     def epoch(seed):
         ds = data.make_dataset(
-            x, y, batch_size=8, shuffle=True, seed=seed, num_classes=10,
+            x,
+            y,
+            batch_size=8,
+            shuffle=True,
+            seed=seed,
+            num_classes=10,
             augment_fn=augment.pipeline_augment("cutout+mixup", seed=seed),
         )
         return np.concatenate([b[0].numpy() for b in ds])
@@ -99,7 +106,9 @@ def test_mixup_blends_two_labels_per_image(batch):
 def test_parse_policy_order_and_errors():
     assert augment.parse_policy("mixup+cutout") == ("flip", "crop", "cutout", "mixup")
     assert augment.parse_policy("none") == ()
-    with pytest.raises(ValueError, match=r"Unknown augmentation policy 'sharpen' in 'standard\+sharpen'"):
+    with pytest.raises(
+        ValueError, match=r"Unknown augmentation policy 'sharpen' in 'standard\+sharpen'"
+    ):
         augment.parse_policy("standard+sharpen")
     with pytest.raises(ValueError, match="both MixUp and CutMix"):
         augment.parse_policy("mixup+cutmix")
@@ -126,11 +135,18 @@ def test_every_policy_is_described():
 
 def test_in_model_augmentation_serialises(tmp_path, batch):
     images, _ = batch
-    model = keras.Sequential([keras.Input((32, 32, 3)), augment.build_augmentation("randaugment+cutout", seed=1)])
+    model = keras.Sequential(
+        [keras.Input((32, 32, 3)), augment.build_augmentation("randaugment+cutout", seed=1)]
+    )
     model.save(tmp_path / "aug.keras")
     loaded = keras.saving.load_model(tmp_path / "aug.keras", safe_mode=True)
     np.testing.assert_array_equal(loaded(images, training=False).numpy(), images.numpy())
-    assert [layer.name for layer in loaded.layers[0].layers] == ["flip", "pad_and_crop", "randaugment", "cutout"]
+    assert [layer.name for layer in loaded.layers[0].layers] == [
+        "flip",
+        "pad_and_crop",
+        "randaugment",
+        "cutout",
+    ]
 
 
 def test_measure_throughput_counts_images_per_second(monkeypatch):
@@ -163,9 +179,13 @@ def test_measure_throughput_counts_images_per_second(monkeypatch):
         return 0.25
 
     timed = []
-    monkeypatch.setattr(augment, "make_dataset", lambda *a, **k: Counting(real_make_dataset(*a, **k)))
+    monkeypatch.setattr(
+        augment, "make_dataset", lambda *a, **k: Counting(real_make_dataset(*a, **k))
+    )
     monkeypatch.setattr(timing, "best_time", fake_best_time)
-    monkeypatch.setattr(augment, "best_time", fake_best_time, raising=False)  # as augment imported it
+    monkeypatch.setattr(
+        augment, "best_time", fake_best_time, raising=False
+    )  # as augment imported it
     rate = augment.measure_throughput("standard", x, y, batch_size=16, batches=3)
     assert seen == [16] * 4  # one warm-up batch, then the three timed ones
     assert timed == [48] and rate == pytest.approx(48 / 0.25)
@@ -186,7 +206,10 @@ def test_training_dataset_shuffles_augments_and_one_hot_encodes():
     labels = np.concatenate([b[1].numpy() for b in plain])
     assert images.dtype == np.float32 and labels.shape == (40, 10)
     # "none": the very images, shuffled, each with its own one-hot label
-    order = [int(np.flatnonzero((x == image.astype(np.uint8)).all(axis=(1, 2, 3)))[0]) for image in images]
+    order = [
+        int(np.flatnonzero((x == image.astype(np.uint8)).all(axis=(1, 2, 3)))[0])
+        for image in images
+    ]
     assert sorted(order) == list(range(40)) and order != list(range(40))
     np.testing.assert_array_equal(labels.argmax(1), y[order])
     assert [int(b[0].shape[0]) for b in batches("none", drop_remainder=True)] == [16, 16]
@@ -245,9 +268,14 @@ def test_airbench_shifts_are_reflected_crops_of_at_most_two_pixels():
     offsets = set()
     for images, _ in _epochs(augment.alternating_dataset(x, y, batch_size=8, seed=1), 2, 2)[1]:
         for image in images.numpy().astype(np.uint8):
-            found = [(i, dy, dx) for i in range(16) for dy in range(5) for dx in range(5)
-                     for view in (padded[i], padded[i][:, ::-1])
-                     if np.array_equal(view[dy:dy + 8, dx:dx + 8], image)]
+            found = [
+                (i, dy, dx)
+                for i in range(16)
+                for dy in range(5)
+                for dx in range(5)
+                for view in (padded[i], padded[i][:, ::-1])
+                if np.array_equal(view[dy : dy + 8, dx : dx + 8], image)
+            ]
             assert found, "not a crop of the reflect-padded image"
             offsets.add(found[0][1:])
     assert len(offsets) > 3  # the shift varies

@@ -26,19 +26,28 @@ def data(n):
     return np.zeros((n, 32, 32, 3), np.uint8), np.arange(n) % 10
 
 
-@pytest.mark.parametrize("minutes, widths, epochs", [
-    (300, [128, 384, 384], 69),  # 195 steps x 1.2 s = 234 s an epoch: 0.9 x 18,000 s / 234
-    (60, [64, 256, 256], 33),  # the widest net would get 13 of its 15 epochs: airbench94's widths
-    (3, [32, 128, 128], 5),  # 162 s: 1 epoch at 64, 2 at 48 (of 6), 5 at 32 (of 4)
-    (1, [16, 64, 64], 5),  # the narrowest is taken whatever it gets
-])
+@pytest.mark.parametrize(
+    "minutes, widths, epochs",
+    [
+        (300, [128, 384, 384], 69),  # 195 steps x 1.2 s = 234 s an epoch: 0.9 x 18,000 s / 234
+        (
+            60,
+            [64, 256, 256],
+            33,
+        ),  # the widest net would get 13 of its 15 epochs: airbench94's widths
+        (3, [32, 128, 128], 5),  # 162 s: 1 epoch at 64, 2 at 48 (of 6), 5 at 32 (of 4)
+        (1, [16, 64, 64], 5),  # the narrowest is taken whatever it gets
+    ],
+)
 def test_the_widest_network_that_gets_its_epochs(fake_steps, minutes, widths, epochs):
     x, y = data(50_000)
     plan = budget.plan_budget("fast", x, y, budget_min=minutes)
     assert plan.recipe.model_kwargs["widths"] == widths and plan.recipe.epochs == epochs
     assert plan.recipe.model_kwargs["bias_scale"] == 8  # the recipe's other arguments stay
     assert plan.planned_seconds <= 0.9 * minutes * 60
-    assert fake_steps[0] == [64, 256, 256] and fake_steps[-1] == widths  # the recipe's net, then the chosen one
+    assert (
+        fake_steps[0] == [64, 256, 256] and fake_steps[-1] == widths
+    )  # the recipe's net, then the chosen one
     assert len(fake_steps) <= 2
     assert f"{epochs} epoch(s) at widths {widths}" in plan.describe()
 
@@ -50,7 +59,9 @@ def test_validation_counts_and_fixed_widths_are_kept(fake_steps):
     with_val = budget.plan_budget(fixed, x, y, 60, val_images=50_000)
     assert fake_steps == [[32, 128, 128], [32, 128, 128]]  # one measurement each, no other widths
     assert without.recipe.epochs == 100  # capped at MAX_EPOCHS
-    assert with_val.recipe.epochs < without.recipe.epochs or without.recipe.epochs == budget.MAX_EPOCHS
+    assert (
+        with_val.recipe.epochs < without.recipe.epochs or without.recipe.epochs == budget.MAX_EPOCHS
+    )
     tight = budget.plan_budget(fixed, x, y, 2, val_images=50_000)
     loose = budget.plan_budget(fixed, x, y, 2)
     assert tight.recipe.epochs < loose.recipe.epochs  # validation passes take time too
@@ -58,7 +69,9 @@ def test_validation_counts_and_fixed_widths_are_kept(fake_steps):
 
 def test_other_recipes_get_epochs_only_and_at_least_one(fake_steps):
     x, y = data(1000)
-    plan = budget.plan_budget("baseline_cnn", x, y, budget_min=0.05 / 60)  # less than one 0.07 s epoch
+    plan = budget.plan_budget(
+        "baseline_cnn", x, y, budget_min=0.05 / 60
+    )  # less than one 0.07 s epoch
     assert plan.recipe.epochs == 1 and plan.recipe.arch == "baseline_cnn"
     assert fake_steps == [None]
 
@@ -66,7 +79,9 @@ def test_other_recipes_get_epochs_only_and_at_least_one(fake_steps):
 @pytest.mark.parametrize("bad", [0, -5, float("nan"), float("inf"), True, "60"])
 def test_a_budget_must_be_a_positive_number_of_seconds(bad):
     x, y = data(10)
-    with pytest.raises(ValueError, match=r"budget_min \(minutes\) must be a positive finite number"):
+    with pytest.raises(
+        ValueError, match=r"budget_min \(minutes\) must be a positive finite number"
+    ):
         budget.plan_budget("fast", x, y, bad)
 
 

@@ -55,7 +55,9 @@ def test_epoch_logger_adds_wall_time_and_learning_rate():
     model = _tiny_model()
     model.compile(keras.optimizers.SGD(0.125), "mse")
     x = np.zeros((8, 2), "float32")
-    history = model.fit(x, x[:, :1], epochs=2, verbose=0, callbacks=[callbacks.EpochLogger()]).history
+    history = model.fit(
+        x, x[:, :1], epochs=2, verbose=0, callbacks=[callbacks.EpochLogger()]
+    ).history
     assert history["learning_rate"] == [0.125, 0.125]
     assert len(history["epoch_seconds"]) == 2 and all(0 < s < 60 for s in history["epoch_seconds"])
 
@@ -87,7 +89,9 @@ def test_stop_on_nan_stops_fit():
 
 
 def test_time_budget_stops_fit_and_records_accuracy_against_time():
-    class Slow(keras.callbacks.Callback):  # each training step costs 50 ms, each validation batch 100 ms
+    class Slow(
+        keras.callbacks.Callback
+    ):  # each training step costs 50 ms, each validation batch 100 ms
         def on_train_batch_end(self, batch, logs=None):
             time.sleep(0.05)
 
@@ -100,25 +104,39 @@ def test_time_budget_stops_fit_and_records_accuracy_against_time():
     model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
     # Trace the train and test steps first: the first step of a fresh model also builds the
     # graph (1.5 s on a busy CI machine), which would overshoot any short budget.
-    model.fit(x, y, batch_size=8, epochs=1, validation_data=(x, y), validation_batch_size=8, verbose=0)
+    model.fit(
+        x, y, batch_size=8, epochs=1, validation_data=(x, y), validation_batch_size=8, verbose=0
+    )
     budget = TimeBudget(0.5)
 
-    class Clock(keras.callbacks.Callback):  # the budget's clock after each step, as it decided on it
+    class Clock(
+        keras.callbacks.Callback
+    ):  # the budget's clock after each step, as it decided on it
         seen = []
 
         def on_train_batch_end(self, batch, logs=None):
             self.seen.append(budget._elapsed())
 
     start = time.perf_counter()
-    history = model.fit(x, y, batch_size=8, epochs=100, validation_data=(x, y), validation_batch_size=8,
-                        callbacks=[Slow(), budget, Clock()], verbose=0)
+    history = model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=100,
+        validation_data=(x, y),
+        validation_batch_size=8,
+        callbacks=[Slow(), budget, Clock()],
+        verbose=0,
+    )
     wall = time.perf_counter() - start
     epochs_run = len(history.history["loss"])
     assert 1 <= epochs_run < 100  # stopped by the budget, not by the epoch count
     # The step that crosses 0.5 s finishes, then training stops: the first crossing, whatever one
     # slow step (a busy machine once stalled one for 1.3 s) adds. Every step that ran was counted.
-    facts = (f"used {budget.used:.3f} s, steps {budget.steps}, epochs {epochs_run}, wall {wall:.3f} s, "
-             f"clock after each step {[round(t, 3) for t in Clock.seen]}")
+    facts = (
+        f"used {budget.used:.3f} s, steps {budget.steps}, epochs {epochs_run}, wall {wall:.3f} s, "
+        f"clock after each step {[round(t, 3) for t in Clock.seen]}"
+    )
     assert len(Clock.seen) == budget.steps, facts
     assert all(t < 0.5 for t in Clock.seen[:-1]), facts
     # It crossed at the last step, or after an epoch's last step, in the few milliseconds
@@ -145,7 +163,9 @@ def test_lookahead_pulls_the_weights_back_to_a_slow_average():
     look = callbacks.Lookahead(total_steps=10, every=5, peak_decay=0.5)
     look.set_model(model)
     look.on_train_begin()
-    model.set_weights([np.full(v.shape, 3.0, "float32") for v in model.weights])  # "training" moved them
+    model.set_weights(
+        [np.full(v.shape, 3.0, "float32") for v in model.weights]
+    )  # "training" moved them
     for batch in range(4):
         look.on_train_batch_end(batch)
     assert all(np.allclose(w, 3.0) for w in model.get_weights())  # no update before step 5
@@ -162,10 +182,15 @@ def test_lookahead_in_fit_and_bad_arguments():
     model = _tiny_model()
     model.compile("sgd", "mse")
     look = callbacks.Lookahead(total_steps=6, every=2)
-    model.fit(np.ones((12, 2)), np.ones((12, 1)), batch_size=2, epochs=1, verbose=0, callbacks=[look])
+    model.fit(
+        np.ones((12, 2)), np.ones((12, 1)), batch_size=2, epochs=1, verbose=0, callbacks=[look]
+    )
     slow = [s.numpy() for s in look._slow]
     assert all(np.allclose(w, s) for w, s in zip(model.get_weights(), slow))
-    for kwargs, match in (({"total_steps": 0}, "total_steps"), ({"total_steps": 5, "every": 0}, "every"),
-                          ({"total_steps": 5, "peak_decay": 1.0}, "peak_decay")):
+    for kwargs, match in (
+        ({"total_steps": 0}, "total_steps"),
+        ({"total_steps": 5, "every": 0}, "every"),
+        ({"total_steps": 5, "peak_decay": 1.0}, "peak_decay"),
+    ):
         with pytest.raises(ValueError, match=match):
             callbacks.Lookahead(**kwargs)

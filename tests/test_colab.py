@@ -28,26 +28,41 @@ colab_setup = _load("colab_setup")
 
 
 def test_every_notebook_agrees_with_the_setting():
-    result = subprocess.run([sys.executable, ROOT / "scripts" / "stamp_colab.py", "--check"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, ROOT / "scripts" / "stamp_colab.py", "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_no_address_we_do_not_own_anywhere():
     """Only the setting may name the course's address, and while it is empty nothing does."""
     repo = stamp_colab.repository()
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     # github.com/OWNER/NAME and Colab's colab.research.google.com/github/OWNER/NAME; the
     # upstream projects we cite by number (Keras, TensorFlow) are theirs, not made up.
-    pattern = re.compile(r"(?:github\.com|google\.com/github)/(?!(?:keras-team|tensorflow)/)[\w.-]+/[\w.-]+", re.I)
+    pattern = re.compile(
+        r"(?:github\.com|google\.com/github)/(?!(?:keras-team|tensorflow)/)[\w.-]+/[\w.-]+", re.I
+    )
     found = []
     for name in tracked:
         path = ROOT / name
         # This file names made-up addresses on purpose, to test the stamping with them.
-        if path.suffix in (".keras", ".tflite", ".png") or not path.is_file() or path == Path(__file__):
+        if (
+            path.suffix in (".keras", ".tflite", ".png")
+            or not path.is_file()
+            or path == Path(__file__)
+        ):
             continue
         text = path.read_text(errors="ignore")
-        found += [f"{name}: {m.group(0)}" for m in pattern.finditer(text) if not (repo and repo in m.group(0))]
+        found += [
+            f"{name}: {m.group(0)}"
+            for m in pattern.finditer(text)
+            if not (repo and repo in m.group(0))
+        ]
     assert not found, found
 
 
@@ -63,8 +78,10 @@ def test_stamping_a_github_address_adds_badge_and_cell(tmp_path):
     name = stamp_colab.NOTEBOOKS[0].name
     stamped = stamp_colab.stamp(notebook, name, "https://github.com/someone/course.git")
     title = "".join(stamped["cells"][0]["source"])
-    assert (f"](https://colab.research.google.com/github/someone/course/blob/main/notebooks/{name})"
-            in title.split("\n")[2])
+    assert (
+        f"](https://colab.research.google.com/github/someone/course/blob/main/notebooks/{name})"
+        in title.split("\n")[2]
+    )
     cell = next(c for c in stamped["cells"] if "colab-setup" in c["metadata"].get("tags", []))
     assert 'REPOSITORY = "https://github.com/someone/course.git"' in "".join(cell["source"])
     # Stamping again changes nothing; stamping the empty address takes the badge away again.
@@ -98,7 +115,9 @@ def test_install_cell_from_the_course_root_installs_without_cloning(tmp_path, mo
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     printed = []
     with pytest.raises(SystemExit, match="do what the message above says"):
-        exec(compile(stamp_colab.install_cell(""), "install cell", "exec"), {"print": printed.append})
+        exec(
+            compile(stamp_colab.install_cell(""), "install cell", "exec"), {"print": printed.append}
+        )
     assert Path.cwd() == tmp_path / "notebooks" and "setup ran" in printed[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar_utils", "notebooks", "scripts"]
 
@@ -106,25 +125,38 @@ def test_install_cell_from_the_course_root_installs_without_cloning(tmp_path, mo
 def test_install_cell_does_nothing_outside_colab(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    exec(compile(stamp_colab.install_cell("https://github.com/someone/course"), "install cell", "exec"), {})
+    exec(
+        compile(
+            stamp_colab.install_cell("https://github.com/someone/course"), "install cell", "exec"
+        ),
+        {},
+    )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_colab_setup_keeps_supported_versions_and_upgrades_old_ones():
     supported = {"tensorflow": ("2.18.1", "2.21.0"), "keras": ("3.15.0", "3.15.1")}
-    constraints, messages, restart = colab_setup.plan({"tensorflow": "2.19.0", "keras": "3.15.1"}, supported)
+    constraints, messages, restart = colab_setup.plan(
+        {"tensorflow": "2.19.0", "keras": "3.15.1"}, supported
+    )
     assert constraints == ["tensorflow==2.19.0", "keras==3.15.1"] and not restart
-    constraints, messages, restart = colab_setup.plan({"tensorflow": "2.23.0", "keras": "3.10.0"}, supported)
+    constraints, messages, restart = colab_setup.plan(
+        {"tensorflow": "2.23.0", "keras": "3.10.0"}, supported
+    )
     assert constraints == ["tensorflow==2.23.0"] and restart
     assert "newer than 2.21.0" in messages[0] and "older than 3.15.0" in messages[1]
-    constraints, messages, restart = colab_setup.plan({"tensorflow": None, "keras": None}, supported)
+    constraints, messages, restart = colab_setup.plan(
+        {"tensorflow": None, "keras": None}, supported
+    )
     assert constraints == [] and "not installed" in messages[0]
 
 
 def test_colab_setup_installs_around_other_tensorflow_builds():
     """tensorflow-tpu & co. satisfy the package, but pip cannot know: leave tensorflow out."""
     deps = colab_setup.dependencies_without_tensorflow()
-    assert deps and not any(d.lower().startswith("tensorflow") and not d.lower().startswith("tensorboard") for d in deps)
+    assert deps and not any(
+        d.lower().startswith("tensorflow") and not d.lower().startswith("tensorboard") for d in deps
+    )
     assert any(d.startswith("keras>=") for d in deps)
 
 
@@ -140,4 +172,8 @@ def test_colab_setup_reads_the_bounds_the_package_declares():
     # the oldest supported set in scripts/colab_rehearsal.sh --with-tests.
     for name, running in (("tensorflow", tf.__version__), ("keras", keras.__version__)):
         oldest, newest = bounds[name]
-        assert colab_setup._version(oldest) <= colab_setup._version(running) <= colab_setup._version(newest)
+        assert (
+            colab_setup._version(oldest)
+            <= colab_setup._version(running)
+            <= colab_setup._version(newest)
+        )

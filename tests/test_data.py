@@ -5,9 +5,9 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import make_synthetic, write_batch
 
 from cifar_utils import batch_files, data
-from conftest import make_synthetic, write_batch
 
 
 def load(folder, **kwargs):
@@ -57,7 +57,9 @@ def test_prints_which_source(synthetic_dir, no_cifar_env, capsys):
     data.load_cifar10(folder, images_per_batch=None)
     out = capsys.readouterr().out
     assert "data_dir" in out and f".../{folder.name}" in out and "100 training" in out
-    assert str(folder) not in out  # never the machine's absolute path (notebook outputs are committed)
+    assert (
+        str(folder) not in out
+    )  # never the machine's absolute path (notebook outputs are committed)
 
 
 # --- where it looks, in order ----------------------------------------------------------
@@ -76,7 +78,9 @@ def test_explicit_dir_beats_environment(tmp_path, monkeypatch, no_cifar_env):
 def test_environment_beats_keras_cache(tmp_path, monkeypatch, no_cifar_env):
     env_dir = tmp_path / "env"
     (x_env, _), _ = make_synthetic(env_dir, seed=1)
-    cache = tmp_path / "keras_home" / "datasets" / "cifar-10-batches-py-target" / "cifar-10-batches-py"
+    cache = (
+        tmp_path / "keras_home" / "datasets" / "cifar-10-batches-py-target" / "cifar-10-batches-py"
+    )
     make_synthetic(cache, seed=2)
     monkeypatch.setenv("CIFAR10_DIR", str(env_dir))
     source = data.locate_cifar10()
@@ -85,7 +89,9 @@ def test_environment_beats_keras_cache(tmp_path, monkeypatch, no_cifar_env):
     np.testing.assert_array_equal(x, x_env)
 
 
-@pytest.mark.parametrize("layout", [("cifar-10-batches-py-target", "cifar-10-batches-py"), ("cifar-10-batches-py",)])
+@pytest.mark.parametrize(
+    "layout", [("cifar-10-batches-py-target", "cifar-10-batches-py"), ("cifar-10-batches-py",)]
+)
 def test_keras_cache_is_used_when_nothing_is_set(tmp_path, no_cifar_env, layout):
     cache = tmp_path.joinpath("keras_home", "datasets", *layout)
     (x_cache, _), _ = make_synthetic(cache)
@@ -102,18 +108,23 @@ def test_variant_says_offline_copy_only_for_its_test_file(synthetic_dir, no_cifa
     assert data.locate_cifar10(folder).variant == data.OFFICIAL == "official"
     assert data.DataSource("keras_download", None).variant == data.OFFICIAL
     digest = hashlib.sha256((folder / data.TEST_FILE).read_bytes()).hexdigest()
-    monkeypatch.setattr(data, "OFFLINE_COPY_TEST_SHA256", digest)  # this folder's test file is "the" copy
+    monkeypatch.setattr(
+        data, "OFFLINE_COPY_TEST_SHA256", digest
+    )  # this folder's test file is "the" copy
     assert data.locate_cifar10(folder).variant == data.OFFLINE_COPY == "offline copy"
     (folder / data.TEST_FILE).write_bytes((folder / data.TEST_FILE).read_bytes() + b"\0")
     assert data.locate_cifar10(folder).variant == data.OFFICIAL  # one byte more: not the copy
 
 
-def test_load_cifar10_returns_its_source_and_prints_the_same_variant(synthetic_dir, no_cifar_env, monkeypatch,
-                                                                    capsys):
+def test_load_cifar10_returns_its_source_and_prints_the_same_variant(
+    synthetic_dir, no_cifar_env, monkeypatch, capsys
+):
     import hashlib
 
     folder, _ = synthetic_dir
-    (x, _), (x_test, _), source = data.load_cifar10(folder, images_per_batch=None, return_source=True)
+    (x, _), (x_test, _), source = data.load_cifar10(
+        folder, images_per_batch=None, return_source=True
+    )
     assert (source.kind, source.variant) == ("data_dir", data.OFFICIAL) and len(x) and len(x_test)
     assert "(official layout; not the known offline copy)" in capsys.readouterr().out
     digest = hashlib.sha256((folder / data.TEST_FILE).read_bytes()).hexdigest()
@@ -122,15 +133,19 @@ def test_load_cifar10_returns_its_source_and_prints_the_same_variant(synthetic_d
     assert source.variant == data.OFFLINE_COPY
     assert "(offline copy, JPEG re-encoded)" in capsys.readouterr().out
     assert data.DataSource("keras_download", None).describe_variant() == "official files"
-    assert len(data.load_cifar10(folder, images_per_batch=None, verbose=False)) == 2  # Keras's shape by default
+    assert (
+        len(data.load_cifar10(folder, images_per_batch=None, verbose=False)) == 2
+    )  # Keras's shape by default
 
 
 def test_keras_download_is_last(no_cifar_env, monkeypatch):
     import keras
 
     calls = []
-    fake = ((np.zeros((3, 32, 32, 3), np.uint8), np.zeros((3, 1), np.uint8)),
-            (np.ones((2, 32, 32, 3), np.uint8), np.ones((2, 1), np.uint8)))
+    fake = (
+        (np.zeros((3, 32, 32, 3), np.uint8), np.zeros((3, 1), np.uint8)),
+        (np.ones((2, 32, 32, 3), np.uint8), np.ones((2, 1), np.uint8)),
+    )
     monkeypatch.setattr(keras.datasets.cifar10, "load_data", lambda: calls.append(1) or fake)
     assert data.locate_cifar10().kind == "keras_download"
     (x, _), (xt, _) = data.load_cifar10(verbose=False)
@@ -153,7 +168,9 @@ def test_environment_folder_without_data_does_not_fall_through(tmp_path, monkeyp
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv("CIFAR10_DIR", str(empty))
-    with pytest.raises(data.CIFAR10NotFoundError, match=r"\$CIFAR10_DIR.*holds no CIFAR-10 batch files"):
+    with pytest.raises(
+        data.CIFAR10NotFoundError, match=r"\$CIFAR10_DIR.*holds no CIFAR-10 batch files"
+    ):
         data.load_cifar10(verbose=False)
 
 
@@ -182,12 +199,16 @@ class _EvalExploit:
 
 
 @pytest.mark.parametrize("exploit", [_Exploit, _EvalExploit])
-def test_malicious_pickle_is_refused_and_nothing_runs(synthetic_dir, no_cifar_env, tmp_path, exploit):
+def test_malicious_pickle_is_refused_and_nothing_runs(
+    synthetic_dir, no_cifar_env, tmp_path, exploit
+):
     folder, _ = synthetic_dir
     marker = tmp_path / "pwned"
     with open(folder / "data_batch_2", "wb") as f:
         pickle.dump({b"data": exploit(marker), b"labels": [0]}, f, protocol=2)
-    with pytest.raises(data.CIFAR10DataError, match=r"data_batch_2 was not loaded: refused to load global"):
+    with pytest.raises(
+        data.CIFAR10DataError, match=r"data_batch_2 was not loaded: refused to load global"
+    ):
         load(folder)
     assert not marker.exists()
 
@@ -198,7 +219,11 @@ def test_missing_file_is_named(synthetic_dir, no_cifar_env):
     with pytest.raises(data.CIFAR10NotFoundError) as err:
         load(folder)
     message = str(err.value)
-    assert "data_batch_3 is missing" in message and "CIFAR10_DIR" in message and "scripts/setup.sh" in message
+    assert (
+        "data_batch_3 is missing" in message
+        and "CIFAR10_DIR" in message
+        and "scripts/setup.sh" in message
+    )
 
 
 def test_truncated_file(synthetic_dir, no_cifar_env):
@@ -257,7 +282,9 @@ def test_label_out_of_range(synthetic_dir, no_cifar_env):
 def test_incomplete_batch_is_refused_by_default(synthetic_dir, no_cifar_env):
     """The official files hold 10,000 images each; a shorter one is never accepted silently."""
     folder, _ = synthetic_dir
-    with pytest.raises(data.CIFAR10DataError, match=r"data_batch_1: holds 20 images; an official batch holds 10000"):
+    with pytest.raises(
+        data.CIFAR10DataError, match=r"data_batch_1: holds 20 images; an official batch holds 10000"
+    ):
         data.load_cifar10(folder, verbose=False)
 
 
@@ -381,7 +408,9 @@ def test_pipeline_drop_remainder_and_augment_hook():
         seen.append(images.dtype)
         return tf.zeros_like(images) + 255.0, labels
 
-    ds = data.make_dataset(x, y, batch_size=16, drop_remainder=True, augment_fn=augment, normalize=False)
+    ds = data.make_dataset(
+        x, y, batch_size=16, drop_remainder=True, augment_fn=augment, normalize=False
+    )
     batches = list(ds)
     assert len(batches) == 3 and all(b[0].shape[0] == 16 for b in batches)
     assert float(tf.reduce_min(batches[0][0])) == 255.0
@@ -452,7 +481,9 @@ def test_lossless_sample_reads_one_image_per_row(tmp_path, monkeypatch):
 
 def test_lossless_sample_refuses_other_files(tmp_path):
     small = _lossless_png(tmp_path / "small.png", np.zeros((10, 32, 32, 3), np.uint8))
-    with pytest.raises(data.CIFAR10DataError, match="expected 1000 rows of 1024 pixels; received 10 x 1024"):
+    with pytest.raises(
+        data.CIFAR10DataError, match="expected 1000 rows of 1024 pixels; received 10 x 1024"
+    ):
         data.load_lossless_test_sample(small)
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not a png at all")

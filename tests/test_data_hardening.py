@@ -10,9 +10,9 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import write_batch
 
 from cifar_utils import batch_files
-from conftest import write_batch
 
 N = 10  # images per crafted batch
 
@@ -49,13 +49,17 @@ def test_a_crafted_object_dtype_cannot_crash_the_process(tmp_path):
     assert crafted != raw
     path = tmp_path / "data_batch_1"
     path.write_bytes(crafted)
-    code = ("from cifar_utils import batch_files\n"
-            "try:\n"
-            f"    batch_files.read_batch({str(path)!r}, images_per_batch=None)\n"
-            "except batch_files.CIFAR10DataError as err:\n"
-            "    print('REFUSED', err)\n")
+    code = (
+        "from cifar_utils import batch_files\n"
+        "try:\n"
+        f"    batch_files.read_batch({str(path)!r}, images_per_batch=None)\n"
+        "except batch_files.CIFAR10DataError as err:\n"
+        "    print('REFUSED', err)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"the process died (status {done.returncode}): {done.stderr[-500:]}"
+    assert done.returncode == 0, (
+        f"the process died (status {done.returncode}): {done.stderr[-500:]}"
+    )
     assert "REFUSED" in done.stdout and "data_batch_1" in done.stdout, done.stdout
 
 
@@ -83,10 +87,21 @@ def test_billion_laughs_labels_are_refused_before_any_expansion(tmp_path):
     assert peak < 5e6, f"refusing it took {peak / 1e6:.0f} MB: the nested labels were expanded"
 
 
-@pytest.mark.parametrize("labels", [
-    [float("nan")] * N, [3.7] * N, [True] * N, ["3"] * N, [None] * N,
-    np.full(N, 3.0), np.full(N, True), [[1]] * N, [0] * (N - 1) + [10**30],
-], ids=["nan", "float", "bool", "str", "none", "float-array", "bool-array", "nested", "huge-int"])
+@pytest.mark.parametrize(
+    "labels",
+    [
+        [float("nan")] * N,
+        [3.7] * N,
+        [True] * N,
+        ["3"] * N,
+        [None] * N,
+        np.full(N, 3.0),
+        np.full(N, True),
+        [[1]] * N,
+        [0] * (N - 1) + [10**30],
+    ],
+    ids=["nan", "float", "bool", "str", "none", "float-array", "bool-array", "nested", "huge-int"],
+)
 def test_labels_that_are_not_integers_0_to_9_are_refused(tmp_path, labels):
     path = _write(tmp_path / "data_batch_3", {b"data": _flat(_images()), b"labels": labels})
     _refused(path, "labels")
@@ -110,8 +125,15 @@ def test_deep_nesting_is_refused(tmp_path):
     # pickle.dumps itself would recurse: write the opcodes by hand. MARK x 5000, the int 0,
     # then LIST x 5000 gives [[[...[0]...]]], 5,000 deep, as the value of b"labels".
     array = pickle.dumps(_flat(_images()), protocol=3)[2:-1]  # without PROTO and STOP
-    raw = (b"\x80\x03}(C\x04data" + array + b"C\x06labels"
-           + b"(" * 5_000 + b"K\x00" + b"l" * 5_000 + b"u.")
+    raw = (
+        b"\x80\x03}(C\x04data"
+        + array
+        + b"C\x06labels"
+        + b"(" * 5_000
+        + b"K\x00"
+        + b"l" * 5_000
+        + b"u."
+    )
     path = tmp_path / "data_batch_1"
     path.write_bytes(raw)
     _refused(path)

@@ -53,8 +53,9 @@ def test_compare_formats_table(exported):
     assert table.loc["saved_model", "max_prob_diff"] < 1e-5
     assert (table["agreement"] > 0.8).all()
     assert (table["images_per_second"] > 0).all() and (table["latency_ms"] > 0).all()
-    assert table.loc["keras", "accuracy"] == pytest.approx(np.mean(
-        Classifier(paths["keras"]).predict_proba(X).argmax(1) == Y))
+    assert table.loc["keras", "accuracy"] == pytest.approx(
+        np.mean(Classifier(paths["keras"]).predict_proba(X).argmax(1) == Y)
+    )
 
 
 @pytest.mark.slow
@@ -83,7 +84,9 @@ def test_bad_requests(tmp_path, exported):
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not os.environ.get("CIFAR10_DIR"), reason="needs CIFAR10_DIR (the offline copy)")
+@pytest.mark.skipif(
+    not os.environ.get("CIFAR10_DIR"), reason="needs CIFAR10_DIR (the offline copy)"
+)
 @pytest.mark.slow
 def test_int8_shipped_model_within_half_a_point(tmp_path):
     """The #6 target on validation images (split from the training set), offline copy."""
@@ -95,8 +98,9 @@ def test_int8_shipped_model_within_half_a_point(tmp_path):
     (x_train, y_train), _ = data.load_cifar10(verbose=False)
     (x_fit, _), (x_val, y_val) = data.split_train_val(x_train, y_train)
     model = storage.load_model(SHIPPED_MODEL)
-    paths = export.export_all(model, tmp_path, representative_images=x_fit,
-                              formats=("keras", "tflite_int8"))
+    paths = export.export_all(
+        model, tmp_path, representative_images=x_fit, formats=("keras", "tflite_int8")
+    )
     table = export.compare_formats(paths, x_val, y_val, speed=False)
     assert abs(table.loc["tflite_int8", "accuracy_change"]) <= 0.5, table
     assert table.loc["tflite_int8", "agreement"] > 0.97

@@ -95,3 +95,18 @@ def test_the_package_docstring_lists_every_module_in_its_reading_order():
 
     missing = [m for m in _modules() if f"`cifar_utils.{m}`" not in cifar_utils.__doc__]
     assert not missing, f"the package docstring does not list {missing}"
+
+
+def test_no_private_keras_state_and_no_test_hooks_in_the_package():
+    """Resuming goes through `fit(initial_epoch=...)`; kill tests wrap functions in their child."""
+    private = (
+        "._initial_epoch",
+        "._load_model",
+        "._save_model",
+        "._current_epoch",
+        "pause_for_test",
+    )
+    for module in _modules():
+        source = (PACKAGE / f"{module}.py").read_text()
+        found = [name for name in private if name in source]
+        assert not found, f"cifar_utils.{module} uses {found}"

@@ -41,13 +41,18 @@ def save(image, path, **kwargs):
 # ----------------------------------------------------------------------------- load_image
 
 
-@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I", "I;16", "F", "YCbCr"])
+@pytest.mark.parametrize(
+    "mode", ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I", "I;16", "F", "YCbCr"]
+)
 def test_every_pil_mode_becomes_32x32_rgb(mode):
     image = Image.fromarray(PICTURE).convert(mode) if mode not in ("I;16", "I", "F") else None
     if image is None:  # 16/32-bit and float greyscale, with values beyond 255
         values = PICTURE[..., 0].astype(np.uint16) * 200
-        image = Image.fromarray(values) if mode == "I;16" else Image.fromarray(values.astype(
-            np.int32 if mode == "I" else np.float32))
+        image = (
+            Image.fromarray(values)
+            if mode == "I;16"
+            else Image.fromarray(values.astype(np.int32 if mode == "I" else np.float32))
+        )
     assert image.mode == mode
     out = load_image(image)
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
@@ -86,28 +91,34 @@ def test_cifar_arrays_pass_through_unchanged():
     assert np.array_equal(load_image(x[0].astype(np.float32)), x[0])
 
 
-@pytest.mark.parametrize("array", [
-    np.full((40, 40), 7, np.uint8),
-    np.full((40, 40, 1), 7, np.uint8),
-    np.full((40, 40, 3), 7 * 257, np.uint16),
-    np.full((40, 40, 3), 7.0, np.float64),
-    np.full((40, 40, 3), 7, np.int64),
-])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.full((40, 40), 7, np.uint8),
+        np.full((40, 40, 1), 7, np.uint8),
+        np.full((40, 40, 3), 7 * 257, np.uint16),
+        np.full((40, 40, 3), 7.0, np.float64),
+        np.full((40, 40, 3), 7, np.int64),
+    ],
+)
 def test_arrays_of_any_layout(array):
     out = load_image(array)
     assert out.shape == (32, 32, 3)
     assert np.all(out == 7)
 
 
-@pytest.mark.parametrize("array, message", [
-    (np.zeros((32, 32, 2), np.uint8), "shape"),
-    (np.zeros((2, 2, 32, 32, 3), np.uint8), "shape"),
-    (np.zeros((0, 32, 3), np.uint8), "empty"),
-    (np.full((32, 32, 3), 300.0), "0-255"),
-    (np.full((32, 32, 3), -1.0), "0-255"),
-    (np.full((32, 32, 3), np.nan), "NaN"),
-    (np.zeros((32, 32, 3), np.complex64), "dtype"),
-])
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((32, 32, 2), np.uint8), "shape"),
+        (np.zeros((2, 2, 32, 32, 3), np.uint8), "shape"),
+        (np.zeros((0, 32, 3), np.uint8), "empty"),
+        (np.full((32, 32, 3), 300.0), "0-255"),
+        (np.full((32, 32, 3), -1.0), "0-255"),
+        (np.full((32, 32, 3), np.nan), "NaN"),
+        (np.zeros((32, 32, 3), np.complex64), "dtype"),
+    ],
+)
 def test_bad_arrays_say_what_is_wrong(array, message):
     with pytest.raises(ImageError, match=message):
         load_image(array)
@@ -305,14 +316,18 @@ def test_batch_size_per_call_leaves_the_classifier_alone(tiny_path):
     assert [n for n, _ in seen] == [7] * 5 + [5]
     assert clf.batch_size == 16
     for bad in (0, -3, 2.5):
-        with pytest.raises(ValueError, match=f"batch_size must be a whole number >= 1; received {bad}"):
+        with pytest.raises(
+            ValueError, match=f"batch_size must be a whole number >= 1; received {bad}"
+        ):
             clf.predict_proba(x, batch_size=bad)
 
 
 def test_predict_prepared_is_predict_proba_without_the_image_checks(tiny_path):
     x = RNG.integers(0, 256, size=(10, 32, 32, 3), dtype=np.uint8)
     clf = Classifier(tiny_path)
-    np.testing.assert_allclose(clf.predict_prepared(x.astype(np.float32)), clf.predict_proba(x), atol=1e-6)
+    np.testing.assert_allclose(
+        clf.predict_prepared(x.astype(np.float32)), clf.predict_proba(x), atol=1e-6
+    )
     assert clf.predict_prepared(np.zeros((0, 32, 32, 3), np.float32)).shape == (0, 10)
     for bad in (np.zeros((2, 48, 48, 3), np.float32), np.zeros((32, 32, 3), np.float32)):
         with pytest.raises(ValueError, match=r"\(N, 32, 32, 3\); received"):
@@ -340,8 +355,13 @@ def test_measure_speed_passes_its_batch_size_and_never_changes_the_classifier(ti
 
 def run_cli(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "cifar_utils.inference", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "cifar_utils.inference", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -383,7 +403,9 @@ def _png_with_broken_exif():
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(buffer, "PNG", exif=b"Exif\x00\x00garbage!")
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(
+        buffer, "PNG", exif=b"Exif\x00\x00garbage!"
+    )
     return buffer.getvalue()
 
 
@@ -446,9 +468,17 @@ def test_every_unloadable_model_is_one_line_and_exit_2(tmp_path, capsys, kind):
             with zipfile.ZipFile(model, "w") as z:
                 z.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
                 if kind == "code-in-config":
-                    z.writestr("config.json", json.dumps({
-                        "module": "os", "class_name": "system", "config": {"command": "echo pwned"},
-                        "registered_name": "system"}))
+                    z.writestr(
+                        "config.json",
+                        json.dumps(
+                            {
+                                "module": "os",
+                                "class_name": "system",
+                                "config": {"command": "echo pwned"},
+                                "registered_name": "system",
+                            }
+                        ),
+                    )
     assert main(["--model", str(model), str(image)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("cifar-predict: cannot load"), err
@@ -462,15 +492,24 @@ def test_reducing_in_strips_equals_one_reduce(mode):
     from cifar_utils.images import _reduce_in_strips
 
     rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 256, (1003, 700, 4), dtype=np.uint8), "RGBA").convert(mode)
+    image = Image.fromarray(rng.integers(0, 256, (1003, 700, 4), dtype=np.uint8), "RGBA").convert(
+        mode
+    )
     for factor in (2, 7, 36):
         expected = np.asarray(image.reduce(factor))
         got = np.asarray(_reduce_in_strips(image, factor, rows=3))
         np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("error", [NotImplementedError("crafted DDS"), TypeError("fuzzed TIFF"),
-                                   SyntaxError("bad header"), OSError("decoder error -2")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        NotImplementedError("crafted DDS"),
+        TypeError("fuzzed TIFF"),
+        SyntaxError("bad header"),
+        OSError("decoder error -2"),
+    ],
+)
 def test_any_decoder_failure_is_that_files_image_error(error, monkeypatch, tmp_path):
     """What crafted DDS and fuzzed TIFF files raised out of Pillow before (issue 13)."""
     from PIL import Image

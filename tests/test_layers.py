@@ -14,8 +14,20 @@ def test_blocks_name_their_layers_after_the_stack():
     x = layers.vgg_block(x, 4, convs=2, dropout=0.1, name="stage1")
     x = layers.residual_block(x, 8, strides=2, name="res")
     names = [layer.name for layer in keras.Model(inputs, x).layers]
-    for expected in ("stem_conv", "stem_bn", "stem_relu", "stage1_1_conv", "stage1_2_conv", "stage1_pool",
-                     "stage1_dropout", "res_1_conv", "res_2_bn", "res_shortcut_conv", "res_add", "res_out"):
+    for expected in (
+        "stem_conv",
+        "stem_bn",
+        "stem_relu",
+        "stage1_1_conv",
+        "stage1_2_conv",
+        "stage1_pool",
+        "stage1_dropout",
+        "res_1_conv",
+        "res_2_bn",
+        "res_shortcut_conv",
+        "res_add",
+        "res_out",
+    ):
         assert expected in names, (expected, names)
 
 
@@ -26,7 +38,9 @@ def test_scaled_bias_learns_faster_and_serialises(tmp_path):
     model.fit(np.zeros((4, 3)), np.ones((4, 3)), epochs=1, batch_size=4, verbose=0)
     # one SGD step: b moves by lr * 8 * grad, the output by 8 * that = 64x a plain bias step
     # mse gradient on the output: 2 * (0 - 1) / 3 per unit; a plain bias would move 0.01 * 2/3
-    np.testing.assert_allclose(model.predict(np.zeros((1, 3)), verbose=0), 0.01 * 64 * 2 / 3, rtol=1e-4)
+    np.testing.assert_allclose(
+        model.predict(np.zeros((1, 3)), verbose=0), 0.01 * 64 * 2 / 3, rtol=1e-4
+    )
     model.save(tmp_path / "s.keras")
     loaded = keras.saving.load_model(tmp_path / "s.keras", safe_mode=True)
     assert loaded.get_layer("shift").scale == 8.0

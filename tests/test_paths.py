@@ -13,7 +13,12 @@ ROOT = Path(cifar_utils.__file__).resolve().parent.parent
 
 @pytest.fixture
 def no_path_env(monkeypatch):
-    for name in (paths.OUTPUT_ENV_VAR, paths.FIGURES_ENV_VAR, paths.DATA_DIR_ENV_VAR, paths.KERAS_HOME_ENV_VAR):
+    for name in (
+        paths.OUTPUT_ENV_VAR,
+        paths.FIGURES_ENV_VAR,
+        paths.DATA_DIR_ENV_VAR,
+        paths.KERAS_HOME_ENV_VAR,
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -26,8 +31,9 @@ def test_this_checkout_is_the_repository_root():
 
 
 @pytest.mark.parametrize("where", [".", "notebooks", "tmp"])
-def test_defaults_are_below_the_repository_root_whatever_the_working_directory(where, tmp_path, monkeypatch,
-                                                                              no_path_env):
+def test_defaults_are_below_the_repository_root_whatever_the_working_directory(
+    where, tmp_path, monkeypatch, no_path_env
+):
     monkeypatch.chdir(tmp_path if where == "tmp" else ROOT / where)
     assert paths.runs_dir().resolve() == ROOT / "runs"
     assert paths.figures_dir().resolve() == ROOT / "figures"
@@ -53,23 +59,38 @@ def test_environment_variables_win(tmp_path, monkeypatch, no_path_env):
 def test_blank_variables_count_as_unset_and_a_tilde_is_expanded(monkeypatch, no_path_env):
     monkeypatch.setenv("CIFAR_OUTPUT_DIR", "   ")
     monkeypatch.setenv("CIFAR_FIGURES_DIR", "")
-    assert paths.runs_dir().resolve() == ROOT / "runs" and paths.figures_dir().resolve() == ROOT / "figures"
+    assert (
+        paths.runs_dir().resolve() == ROOT / "runs"
+        and paths.figures_dir().resolve() == ROOT / "figures"
+    )
     monkeypatch.setenv("CIFAR_OUTPUT_DIR", "~/my_runs")
     assert paths.runs_dir() == Path.home() / "my_runs"
     assert paths.keras_home() == Path.home() / ".keras"
 
 
-def test_without_a_repository_the_defaults_follow_the_working_directory(tmp_path, monkeypatch, no_path_env):
+def test_without_a_repository_the_defaults_follow_the_working_directory(
+    tmp_path, monkeypatch, no_path_env
+):
     """A package installed from a wheel has no repository root."""
     monkeypatch.setattr(paths, "REPO_ROOT", None)
     monkeypatch.chdir(tmp_path)
     assert paths.runs_dir() == tmp_path / "runs" and paths.figures_dir() == tmp_path / "figures"
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("1", True), ("true", True), ("YES", True), (" 1 ", True),
-    ("0", False), ("false", False), ("no", False), ("", False), (None, False),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("1", True),
+        ("true", True),
+        ("YES", True),
+        (" 1 ", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        ("", False),
+        (None, False),
+    ],
+)
 def test_quick_mode(monkeypatch, value, expected):
     if value is None:
         monkeypatch.delenv("CIFAR_QUICK", raising=False)
@@ -80,11 +101,15 @@ def test_quick_mode(monkeypatch, value, expected):
 
 def test_quick_mode_rejects_nonsense(monkeypatch):
     monkeypatch.setenv("CIFAR_QUICK", "maybe")
-    with pytest.raises(ValueError, match=r"CIFAR_QUICK must be 1 or 0 \(or true/false, yes/no\); received .maybe."):
+    with pytest.raises(
+        ValueError, match=r"CIFAR_QUICK must be 1 or 0 \(or true/false, yes/no\); received .maybe."
+    ):
         paths.is_quick_mode()
 
 
-@pytest.mark.parametrize("value, expected", [("1", True), ("0", False), ("", False), ("yes", False)])
+@pytest.mark.parametrize(
+    "value, expected", [("1", True), ("0", False), ("", False), ("yes", False)]
+)
 def test_show_all_tf_logs(monkeypatch, value, expected):
     monkeypatch.setenv("CIFAR_TF_LOGS", value)
     assert paths.show_all_tf_logs() is expected
@@ -103,15 +128,19 @@ def test_find_trained_model_prefers_notebook_runs(tmp_path, monkeypatch):
     assert path == tmp_path / "models" / "fast_net.keras" and "shipped" in why
     (tmp_path / "runs" / "baseline_cnn").mkdir(parents=True)
     (tmp_path / "runs" / "baseline_cnn" / "best.keras").write_bytes(b"x")
-    assert paths.find_trained_model(tmp_path / "runs")[0] == tmp_path / "runs" / "baseline_cnn" / "best.keras"
+    assert (
+        paths.find_trained_model(tmp_path / "runs")[0]
+        == tmp_path / "runs" / "baseline_cnn" / "best.keras"
+    )
     (tmp_path / "runs" / "fast").mkdir(parents=True)
     (tmp_path / "runs" / "fast" / "best.keras").write_bytes(b"x")
     path, why = paths.find_trained_model(tmp_path / "runs")  # the fast recipe's first
     assert path == tmp_path / "runs" / "fast" / "best.keras" and "notebook 04" in why
 
 
-def test_find_trained_model_looks_below_the_repository_root_whatever_the_working_directory(tmp_path, monkeypatch,
-                                                                                         no_path_env):
+def test_find_trained_model_looks_below_the_repository_root_whatever_the_working_directory(
+    tmp_path, monkeypatch, no_path_env
+):
     """runs_dir() is the repository's runs/, not the working directory's; $CIFAR_OUTPUT_DIR wins."""
     repo = tmp_path / "repo"
     monkeypatch.setattr(paths, "REPO_ROOT", repo)

@@ -67,8 +67,9 @@ def test_bad_image_shape():
 
 def test_augmentation_figures(images, tmp_path):
     x, y = images
-    fig = plots.plot_augmentations(x, y, ["none", "cutout", "mixup"], image_index=2, n=3,
-                                   save_to=tmp_path / "a.png")
+    fig = plots.plot_augmentations(
+        x, y, ["none", "cutout", "mixup"], image_index=2, n=3, save_to=tmp_path / "a.png"
+    )
     assert len(fig.axes) == 3 * 4
     assert [fig.axes[i].get_ylabel() for i in (0, 4, 8)] == ["none", "cutout", "mixup"]
     assert fig.axes[1].get_title() == "bird"  # 'none' keeps the label of image 2
@@ -92,7 +93,12 @@ def test_mixed_label_text():
 
 
 def test_training_figures(tmp_path):
-    history = {"loss": [2.0, 1.5], "accuracy": [0.3, 0.5], "val_loss": [1.8, 1.6], "val_accuracy": [0.35, 0.45]}
+    history = {
+        "loss": [2.0, 1.5],
+        "accuracy": [0.3, 0.5],
+        "val_loss": [1.8, 1.6],
+        "val_accuracy": [0.35, 0.45],
+    }
     fig = plots.plot_history(history, title="t", save_to=tmp_path / "h.png")
     assert [len(ax.lines) for ax in fig.axes] == [2, 2] and (tmp_path / "h.png").exists()
     with pytest.raises(ValueError, match="lacks \\['accuracy'\\]"):
@@ -100,8 +106,9 @@ def test_training_figures(tmp_path):
     fig = plots.plot_schedules({"a": lambda s: 0.1 * s, "b": 0.5}, total_steps=10)
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata()[-1], 1.0)
     # one panel per schedule, each drawn over its own steps only
-    fig = plots.plot_schedules({"long": lambda s: 0.01, "short": lambda s: 0.2},
-                               total_steps={"long": 100, "short": 20})
+    fig = plots.plot_schedules(
+        {"long": lambda s: 0.01, "short": lambda s: 0.2}, total_steps={"long": 100, "short": 20}
+    )
     assert len(fig.axes) == 2 and [ax.get_title() for ax in fig.axes] == ["long", "short"]
     assert [ax.lines[0].get_xdata()[-1] for ax in fig.axes] == [100, 20]
     assert [ax.get_xlim()[1] for ax in fig.axes] == [100, 20]
@@ -152,8 +159,13 @@ def test_deployment_figures(images, tmp_path):
     from cifar_utils.inference import Prediction
 
     x, _ = images
-    preds = [[Prediction("cat", 3, 0.7), Prediction("dog", 5, 0.2)], [Prediction("ship", 8, 0.9), Prediction("car", 1, 0.05)]]
-    fig = plots.plot_predictions(x[:2], preds, titles=["a.png", "b.jpg"], save_to=tmp_path / "p.png")
+    preds = [
+        [Prediction("cat", 3, 0.7), Prediction("dog", 5, 0.2)],
+        [Prediction("ship", 8, 0.9), Prediction("car", 1, 0.05)],
+    ]
+    fig = plots.plot_predictions(
+        x[:2], preds, titles=["a.png", "b.jpg"], save_to=tmp_path / "p.png"
+    )
     assert len(fig.axes) == 4 and fig.axes[0].get_title() == "a.png"
     bar_widths = [p.get_width() for p in fig.axes[1].patches]
     assert bar_widths == [0.2, 0.7]  # most likely on top
@@ -161,10 +173,16 @@ def test_deployment_figures(images, tmp_path):
     with pytest.raises(ValueError, match="one list of predictions per image"):
         plots.plot_predictions(x[:3], preds)
 
-    table = pd.DataFrame({"size_mb": [8.0, 2.0], "accuracy": [0.88, 0.879], "images_per_second": [900.0, 3000.0]},
-                         index=pd.Index(["keras", "tflite_int8"], name="format"))
+    table = pd.DataFrame(
+        {"size_mb": [8.0, 2.0], "accuracy": [0.88, 0.879], "images_per_second": [900.0, 3000.0]},
+        index=pd.Index(["keras", "tflite_int8"], name="format"),
+    )
     fig = plots.plot_export_comparison(table, save_to=tmp_path / "c.png")
-    assert [ax.get_title() for ax in fig.axes] == ["file size (MB)", "test accuracy", "images / second (batched)"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        "file size (MB)",
+        "test accuracy",
+        "images / second (batched)",
+    ]
     assert [p.get_width() for p in fig.axes[2].patches] == [3000.0, 900.0]
     assert [ax.get_xlim()[0] for ax in fig.axes] == [0, 0, 0]  # accuracy starts at zero too
     with pytest.raises(ValueError, match="images_per_second"):
@@ -174,24 +192,37 @@ def test_deployment_figures(images, tmp_path):
 def test_search_and_size_figures(tmp_path):
     import pandas as pd
 
-    trials = pd.DataFrame({"learning_rate": [1e-3, 3e-3, 5e-4], "weight_decay": [1e-4, 1e-3, 1e-5],
-                           "dropout": [0.1, 0.2, 0.3], "width": [16, 32, 48],
-                           "val_accuracy": [0.4, 0.5, 0.3]})
+    trials = pd.DataFrame(
+        {
+            "learning_rate": [1e-3, 3e-3, 5e-4],
+            "weight_decay": [1e-4, 1e-3, 1e-5],
+            "dropout": [0.1, 0.2, 0.3],
+            "width": [16, 32, 48],
+            "val_accuracy": [0.4, 0.5, 0.3],
+        }
+    )
     fig = plots.plot_search(trials, save_to=tmp_path / "s.png")
     assert len(fig.axes) == 4 and fig.axes[3].get_ylabel() == "width"  # the colour bar
     assert [ax.get_xscale() for ax in fig.axes[:3]] == ["log", "log", "linear"]
     fig.canvas.draw()
     # weight decay spans 2 decades: ticks at powers of ten only, so labels cannot collide
     low, high = fig.axes[1].get_xlim()
-    shown = [t.get_text() for t in fig.axes[1].get_xticklabels()
-             if t.get_text() and low <= t.get_position()[0] <= high]
+    shown = [
+        t.get_text()
+        for t in fig.axes[1].get_xticklabels()
+        if t.get_text() and low <= t.get_position()[0] <= high
+    ]
     assert shown == ["1e-05", "0.0001", "0.001"], shown  # data from 1e-5 to 1e-3
     with pytest.raises(ValueError, match="lacks the columns \\['val_accuracy'\\]"):
         plots.plot_search(trials.drop(columns="val_accuracy"))
-    stats = pd.DataFrame({"parameters": [3e5, 2e6, 6e6], "MFLOPs per image": [20.0, 300.0, 750.0]},
-                         index=["a", "b", "c"])
+    stats = pd.DataFrame(
+        {"parameters": [3e5, 2e6, 6e6], "MFLOPs per image": [20.0, 300.0, 750.0]},
+        index=["a", "b", "c"],
+    )
     fig = plots.plot_params_vs_flops(stats, save_to=tmp_path / "p.png")
     fig.canvas.draw()
-    labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_visible() and t.get_text()]
+    labels = [
+        t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_visible() and t.get_text()
+    ]
     assert labels and not [t for t in labels if "times" in t or "^" in t], labels  # plain numbers
     assert [t.get_text() for t in fig.axes[0].get_xticklabels(minor=True) if t.get_text()] == []

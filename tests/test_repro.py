@@ -21,8 +21,13 @@ def _draws():
     """One draw from each generator `set_seed` seeds, and a freshly initialised layer."""
     layer = keras.layers.Dense(4)
     layer.build((None, 3))
-    return [random.random(), np.random.rand(3), tf.random.uniform((3,)).numpy(),
-            keras.random.uniform((3,)).numpy(), layer.kernel.numpy()]
+    return [
+        random.random(),
+        np.random.rand(3),
+        tf.random.uniform((3,)).numpy(),
+        keras.random.uniform((3,)).numpy(),
+        layer.kernel.numpy(),
+    ]
 
 
 def test_set_seed_repeats_random_draws_and_a_different_seed_changes_them():
@@ -83,7 +88,9 @@ DETERMINISM_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_deterministic_restores_op_determinism_on_exit():
     """In a fresh process: op determinism is process-wide and cannot be read back here."""
-    out = subprocess.run([sys.executable, "-c", DETERMINISM_SCRIPT], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", DETERMINISM_SCRIPT], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     states = json.loads(out.stdout.split("STATES", 1)[1])
     assert states == [False, True, False, False, False, True, True, True]

@@ -21,26 +21,38 @@ def _history(path, val_accuracies):
 def _backup(folder, epoch):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"epoch{epoch}.weights.h5").write_bytes(b"w")
-    storage.atomic_write_json(folder / "state.json", {"epoch": epoch, "weights": f"epoch{epoch}.weights.h5"})
+    storage.atomic_write_json(
+        folder / "state.json", {"epoch": epoch, "weights": f"epoch{epoch}.weights.h5"}
+    )
 
 
 def test_read_history_reads_epochs_as_ints_and_the_rest_as_floats(tmp_path):
     _history(tmp_path / "history.csv", [0.25, 0.5])
     history = runs.read_history(tmp_path / "history.csv")
-    assert history == {"epoch": [0, 1], "accuracy": [0.5, 0.5], "loss": [1.0, 1.0],
-                       "val_accuracy": [0.25, 0.5], "val_loss": [1.0, 1.0]}
+    assert history == {
+        "epoch": [0, 1],
+        "accuracy": [0.5, 0.5],
+        "loss": [1.0, 1.0],
+        "val_accuracy": [0.25, 0.5],
+        "val_loss": [1.0, 1.0],
+    }
     assert all(type(e) is int for e in history["epoch"])
 
 
 def test_read_state(tmp_path):
     assert runs.read_backup_state(tmp_path / "none") is None
     _backup(tmp_path / "b", 2)
-    assert runs.read_backup_state(tmp_path / "b") == {"epoch": 2, "weights": tmp_path / "b" / "epoch2.weights.h5"}
+    assert runs.read_backup_state(tmp_path / "b") == {
+        "epoch": 2,
+        "weights": tmp_path / "b" / "epoch2.weights.h5",
+    }
     (tmp_path / "b" / "epoch2.weights.h5").unlink()
     with pytest.raises(ValueError, match="names epoch2.weights.h5, which is missing"):
         runs.read_backup_state(tmp_path / "b")
     (tmp_path / "outside.h5").write_bytes(b"w")
-    storage.atomic_write_json(tmp_path / "b" / "state.json", {"epoch": 1, "weights": "../outside.h5"})
+    storage.atomic_write_json(
+        tmp_path / "b" / "state.json", {"epoch": 1, "weights": "../outside.h5"}
+    )
     with pytest.raises(ValueError, match="which is missing"):  # only files inside the backup folder
         runs.read_backup_state(tmp_path / "b")
     (tmp_path / "b" / "state.json").write_text('{"epoch": "two"}')
@@ -50,7 +62,9 @@ def test_read_state(tmp_path):
 
 def test_prepare_drops_epochs_the_backup_did_not_see(tmp_path):
     _backup(tmp_path / "backup", 2)  # epochs 0 and 1 are in the backup
-    _history(tmp_path / "history.csv", [0.3, 0.6, 0.9])  # epoch 2 was logged, then the run was killed
+    _history(
+        tmp_path / "history.csv", [0.3, 0.6, 0.9]
+    )  # epoch 2 was logged, then the run was killed
     run = runs.RunFolder(tmp_path)
     run.prepare()
     assert run.best_so_far == 0.6  # the best of the epochs kept, not 0.9
@@ -104,7 +118,9 @@ def test_the_backup_callback_writes_state_after_weights_and_resume_restores_them
     run.prepare()
     model.fit(x, y, epochs=2, verbose=0, callbacks=[run.backup_callback()])
     state = runs.read_backup_state(run.backup_dir)
-    assert state["epoch"] == 2 and [p.name for p in run.backup_dir.glob("*.h5")] == ["epoch2.weights.h5"]
+    assert state["epoch"] == 2 and [p.name for p in run.backup_dir.glob("*.h5")] == [
+        "epoch2.weights.h5"
+    ]
     fresh = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     fresh.compile(optimizer="sgd", loss="mse")
     again = runs.RunFolder(tmp_path)

@@ -22,8 +22,11 @@ def test_piecewise_linear_values_and_serialisation():
 def test_piecewise_linear_from_config_round_trip():
     schedule = PiecewiseLinear([0, 5, 9], [0.0, 2.0, 1.0], name="tri")
     again = PiecewiseLinear.from_config(schedule.get_config())
-    assert again.get_config() == schedule.get_config() == {
-        "boundaries": [0.0, 5.0, 9.0], "values": [0.0, 2.0, 1.0], "name": "tri"}
+    assert (
+        again.get_config()
+        == schedule.get_config()
+        == {"boundaries": [0.0, 5.0, 9.0], "values": [0.0, 2.0, 1.0], "name": "tri"}
+    )
     assert [float(again(s)) for s in (2.5, 7)] == pytest.approx([1.0, 1.5])
 
 
@@ -40,7 +43,11 @@ def test_the_docstring_example_runs():
 
 @pytest.mark.parametrize(
     "args, pattern",
-    [(([0], [1.0]), "at least 2"), (([0, 0], [1, 1]), "must increase"), (([0, 1], [1, -1]), ">= 0")],
+    [
+        (([0], [1.0]), "at least 2"),
+        (([0, 0], [1, 1]), "must increase"),
+        (([0, 1], [1, -1]), ">= 0"),
+    ],
 )
 def test_piecewise_linear_rejects_nonsense(args, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -49,10 +56,16 @@ def test_piecewise_linear_rejects_nonsense(args, pattern):
 
 @pytest.mark.parametrize(
     "schedule, start, peak, end",
-    [("one_cycle", 0.01, 0.1, 0.0), ("triangle", 0.02, 0.1, 0.007), ("warmup_cosine", 0.0, 0.1, 0.0)],
+    [
+        ("one_cycle", 0.01, 0.1, 0.0),
+        ("triangle", 0.02, 0.1, 0.007),
+        ("warmup_cosine", 0.0, 0.1, 0.0),
+    ],
 )
 def test_schedules_start_peak_end(schedule, start, peak, end):
-    recipe = recipes.get_recipe("vgg", epochs=10, learning_rate=0.1, schedule=schedule, warmup_fraction=0.2)
+    recipe = recipes.get_recipe(
+        "vgg", epochs=10, learning_rate=0.1, schedule=schedule, warmup_fraction=0.2
+    )
     lr = schedules.make_schedule(recipe, steps_per_epoch=10)
     assert float(lr(0)) == pytest.approx(start, abs=1e-6)
     assert float(lr(20)) == pytest.approx(peak, rel=1e-5)
@@ -61,14 +74,18 @@ def test_schedules_start_peak_end(schedule, start, peak, end):
 
 
 def test_every_recipe_schedule_is_known():
-    assert {recipes.get_recipe(name).schedule for name in recipes.RECIPES} <= set(schedules.SCHEDULES)
+    assert {recipes.get_recipe(name).schedule for name in recipes.RECIPES} <= set(
+        schedules.SCHEDULES
+    )
 
 
 def test_make_schedule_refuses_nonsense():
     recipe = recipes.get_recipe("fast")
     with pytest.raises(ValueError, match="steps_per_epoch must be >= 1; received 0"):
         schedules.make_schedule(recipe, 0)
-    unknown = SimpleNamespace(**{**recipe.to_dict(), "schedule": "exponential"})  # a Recipe refuses it
+    unknown = SimpleNamespace(
+        **{**recipe.to_dict(), "schedule": "exponential"}
+    )  # a Recipe refuses it
     with pytest.raises(ValueError, match="received 'exponential'"):
         schedules.make_schedule(unknown, 10)
 

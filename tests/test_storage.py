@@ -67,26 +67,39 @@ def test_interrupted_model_save_keeps_the_old_file(tmp_path):
         storage.atomic_save_model(model, tmp_path / "m.h5")
 
 
-def test_written_files_get_the_permissions_of_a_plain_open_without_touching_the_umask(tmp_path, monkeypatch,
-                                                                                      umask_027):
+def test_written_files_get_the_permissions_of_a_plain_open_without_touching_the_umask(
+    tmp_path, monkeypatch, umask_027
+):
     expected = 0o666 & ~umask_027  # 0o640; mkstemp alone would give 0o600
     with open(tmp_path / "plain.txt", "w") as f:
         f.write("x")
     assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == expected
     _no_umask(monkeypatch)
     text = storage.atomic_write_text(tmp_path / "a.txt", "hello")
-    model = storage.atomic_save_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]),
-                                      tmp_path / "m.keras")
+    model = storage.atomic_save_model(
+        keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), tmp_path / "m.keras"
+    )
     for path in (text, model):
         assert oct(path.stat().st_mode & 0o777) == oct(expected), path.name
     temporary = storage._temporary_path(tmp_path / "b.json", ".tmp")
-    assert temporary.parent == tmp_path and temporary.name.startswith(".b.") and temporary.name.endswith(".tmp")
+    assert (
+        temporary.parent == tmp_path
+        and temporary.name.startswith(".b.")
+        and temporary.name.endswith(".tmp")
+    )
     assert oct(temporary.stat().st_mode & 0o777) == oct(expected)
 
 
 def test_remove_stale_temporaries_removes_only_their_names(tmp_path):
     stale = [".best.k3j_x9a2.keras", ".history.p0q8zz1m.tmp", ".final.abcdefgh.keras"]
-    keep = [".notes.txt", ".best.keras.bak", "mine.tmp", ".best.short.keras", ".other.abcdefgh.tmp", "best.keras"]
+    keep = [
+        ".notes.txt",
+        ".best.keras.bak",
+        "mine.tmp",
+        ".best.short.keras",
+        ".other.abcdefgh.tmp",
+        "best.keras",
+    ]
     for name in stale + keep:
         (tmp_path / name).write_bytes(b"")
     removed = storage.remove_stale_temporaries(tmp_path)
@@ -102,7 +115,9 @@ def test_custom_objects_are_the_registered_ones():
     from cifar_utils.custom_objects import CUSTOM_OBJECTS, PiecewiseLinear, ScaledBias
 
     assert storage.CUSTOM_OBJECTS is CUSTOM_OBJECTS
-    assert CUSTOM_OBJECTS == {keras.saving.get_registered_name(cls): cls for cls in (ScaledBias, PiecewiseLinear)}
+    assert CUSTOM_OBJECTS == {
+        keras.saving.get_registered_name(cls): cls for cls in (ScaledBias, PiecewiseLinear)
+    }
     # The names the shipped model's file records: renaming them would orphan every saved model.
     assert set(CUSTOM_OBJECTS) == {"cifar_utils>ScaledBias", "cifar_utils>PiecewiseLinear"}
 
@@ -115,10 +130,13 @@ def test_loading_the_shipped_model_does_not_import_the_augmentation_module():
     """`storage.load_model` needs only Keras and `custom_objects` (issue 22)."""
     if not (REPO / "models" / "fast_net.keras").is_file():
         pytest.skip("no shipped model in this checkout")
-    code = ("import sys, cifar_utils; cifar_utils.load_model('models/fast_net.keras'); "
-            "print('cifar_utils.augment' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
+    code = (
+        "import sys, cifar_utils; cifar_utils.load_model('models/fast_net.keras'); "
+        "print('cifar_utils.augment' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout
 
@@ -143,17 +161,28 @@ def test_load_model_reads_custom_layers_and_schedules_in_a_fresh_process(tmp_pat
     from cifar_utils import compiling, models, recipes
 
     recipe = recipes.get_recipe("fast", epochs=2)
-    model = compiling.compile_recipe(models.build_fast_net(widths=(8, 16, 16), bias_scale=8), recipe, 10)
-    model.optimizer.build(model.trainable_variables)  # saved with its (zero) state, as after training
+    model = compiling.compile_recipe(
+        models.build_fast_net(widths=(8, 16, 16), bias_scale=8), recipe, 10
+    )
+    model.optimizer.build(
+        model.trainable_variables
+    )  # saved with its (zero) state, as after training
     x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("float32")
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "p.npy", model.predict(x, verbose=0))
     storage.atomic_save_model(model, tmp_path / "fast_net.keras")
-    out = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, "fast_net.keras", "x.npy", "p.npy"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, "fast_net.keras", "x.npy", "p.npy"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "ScaledBias" in out.stdout.split("LAYERS", 1)[1].splitlines()[0]
-    assert "SCHEDULE PiecewiseLinear [0.075, 0.375, 0.02625]" in out.stdout  # triangle: 0.2x, 1x, 0.07x
+    assert (
+        "SCHEDULE PiecewiseLinear [0.075, 0.375, 0.02625]" in out.stdout
+    )  # triangle: 0.2x, 1x, 0.07x
     assert "SAME PREDICTIONS" in out.stdout
 
 
@@ -162,8 +191,13 @@ def test_load_model_compiles_only_when_asked(tmp_path):
     model.compile("sgd", "mse")
     storage.atomic_save_model(model, tmp_path / "m.keras")
     assert isinstance(cifar_utils.load_model(tmp_path / "m.keras").optimizer, keras.optimizers.SGD)
-    assert getattr(storage.load_model(tmp_path / "m.keras", compile=False), "optimizer", None) is None
-    assert cifar_utils.load_model(str(tmp_path / "m.keras"), compile=False).count_params() == model.count_params()
+    assert (
+        getattr(storage.load_model(tmp_path / "m.keras", compile=False), "optimizer", None) is None
+    )
+    assert (
+        cifar_utils.load_model(str(tmp_path / "m.keras"), compile=False).count_params()
+        == model.count_params()
+    )
 
 
 def test_load_model_stays_in_safe_mode(tmp_path):

@@ -58,12 +58,15 @@ def test_latencies_pass_the_index_and_skip_the_warm_up():
     assert slow[0] < 40 and slow[1] >= 50
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"repeats": 0}, "repeats must be a whole number.*received 0"),
-    ({"repeats": 2.5}, "repeats must be a whole number.*received 2.5"),
-    ({"repeats": True}, "repeats .* received True"),
-    ({"warmup": -1}, "warmup must be a whole number.*received -1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"repeats": 0}, "repeats must be a whole number.*received 0"),
+        ({"repeats": 2.5}, "repeats must be a whole number.*received 2.5"),
+        ({"repeats": True}, "repeats .* received True"),
+        ({"warmup": -1}, "warmup must be a whole number.*received -1"),
+    ],
+)
 def test_bad_counts_say_what_was_received(kwargs, message):
     calls = []
     for helper in (timing.best_time, timing.call_times):

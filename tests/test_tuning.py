@@ -10,10 +10,14 @@ from cifar_utils import models, tuning
 @pytest.mark.slow
 def test_one_trial_search_runs(tiny_data, tmp_path):
     x, y, xv, yv = tiny_data
-    space = {"learning_rate": ("log", 1e-3, 1e-2), "width": ("choice", [8]),
-             "augmentation": ("choice", ["none", "standard"])}
-    tuner, table = tuning.search(x, y, xv, yv, max_trials=1, epochs=1, batch_size=32,
-                                 output_dir=tmp_path, space=space)
+    space = {
+        "learning_rate": ("log", 1e-3, 1e-2),
+        "width": ("choice", [8]),
+        "augmentation": ("choice", ["none", "standard"]),
+    }
+    tuner, table = tuning.search(
+        x, y, xv, yv, max_trials=1, epochs=1, batch_size=32, output_dir=tmp_path, space=space
+    )
     assert len(table) == 1
     assert set(table.columns) == {"learning_rate", "width", "augmentation", "val_accuracy"}
     assert 1e-3 <= table["learning_rate"].iloc[0] <= 1e-2
@@ -32,8 +36,16 @@ def test_search_rejects_no_budget(tiny_data, tmp_path):
 def test_bad_search_space(tiny_data, tmp_path):
     x, y, xv, yv = tiny_data
     with pytest.raises(ValueError, match="unknown kind 'normal'"):
-        tuning.search(x, y, xv, yv, max_trials=1, epochs=1, output_dir=tmp_path,
-                      space={"dropout": ("normal", 0, 1)})
+        tuning.search(
+            x,
+            y,
+            xv,
+            yv,
+            max_trials=1,
+            epochs=1,
+            output_dir=tmp_path,
+            space={"dropout": ("normal", 0, 1)},
+        )
 
 
 def test_ablation_table(tiny_data):
@@ -42,7 +54,9 @@ def test_ablation_table(tiny_data):
     table, histories = tuning.ablation(x, y, xv, yv, epochs=2, batch_size=32, variants=variants)
     assert list(table.index) == ["full", "no dropout"]
     assert len(histories["full"]["val_accuracy"]) == 2
-    np.testing.assert_allclose(table["gap (train - val)"], table["train accuracy"] - table["val accuracy"])
+    np.testing.assert_allclose(
+        table["gap (train - val)"], table["train accuracy"] - table["val accuracy"]
+    )
 
 
 def test_ablation_measures_train_accuracy_on_clean_images_in_inference_mode(tiny_data, monkeypatch):
@@ -96,8 +110,11 @@ def test_search_reports_when_every_trial_fails(tiny_data, tmp_path, monkeypatch)
 
     monkeypatch.setattr(tuning, "build_candidate", broken)
     # KerasTuner records a failing trial and goes on; search() must then say why, not return nothing
-    with pytest.raises(RuntimeError, match=r"(?s)^every trial of the search failed; the first error was:\n"
-                                           r".*ValueError: broken candidate"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"(?s)^every trial of the search failed; the first error was:\n"
+        r".*ValueError: broken candidate",
+    ):
         tuning.search(x, y, xv, yv, max_trials=1, epochs=1, output_dir=tmp_path)
     assert len(calls) >= 2  # the trial itself ran, and failed
 
