@@ -31,6 +31,7 @@ Beside it, what makes the core safe and repeatable, to read when you need it:
 - `cifar_utils.images`: any picture (format, mode, size) to the 32 x 32 RGB array a model takes.
 - `cifar_utils.custom_objects`: the package's serializable layer and schedule.
 - `cifar_utils.storage`: atomic writes; `load_model` in Keras's safe mode.
+- `cifar_utils.keras_archives`: a `.keras` file's members and sizes checked before Keras reads it.
 - `cifar_utils.runs`: a run's folder, its history, and resuming a killed run.
 - `cifar_utils.device`: CPU/GPU detection, distribution strategy, mixed precision.
 - `cifar_utils.distributed`: training across machines, where Keras's `fit` cannot yet.

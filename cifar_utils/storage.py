@@ -24,6 +24,7 @@ from pathlib import Path
 import keras
 
 from cifar_utils.custom_objects import CUSTOM_OBJECTS
+from cifar_utils.keras_archives import check_keras_archive
 
 LEGACY_SUFFIXES = (".h5", ".hdf5")
 
@@ -188,8 +189,8 @@ def load_model(path, compile=True):
         The `keras.Model`.
 
     Raises:
-        ValueError: the path is missing, is a legacy `.h5`/`.hdf5` file, or is not a
-            `.keras` zip archive.
+        ValueError: the path is missing, is a legacy `.h5`/`.hdf5` file, is not a
+            `.keras` zip archive, or is one of hostile size (`keras_archives`).
     """
     path = Path(path)
     refuse_legacy_hdf5(path)
@@ -197,6 +198,7 @@ def load_model(path, compile=True):
         raise ValueError(f"no model file at {path}")
     if path.suffix.lower() != ".keras" or not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a .keras file (a zip archive, as every .keras file is)")
+    check_keras_archive(path)  # sizes and members, before Keras builds or extracts anything
     return keras.saving.load_model(
         path, custom_objects=CUSTOM_OBJECTS, compile=compile, safe_mode=True
     )
