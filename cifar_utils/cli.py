@@ -18,6 +18,7 @@ from pathlib import Path
 from cifar_utils import data, device, paths
 from cifar_utils.budget import check_budget_min
 from cifar_utils.recipes import RECIPES, get_recipe
+from cifar_utils.runs import RunInUse, RunSettingsChanged
 from cifar_utils.shipping import ship_model
 from cifar_utils.training import TrainingDiverged, train
 
@@ -97,6 +98,8 @@ def train_main(argv=None) -> int:
     except TrainingDiverged as err:
         print(f"cifar-train: {err}", file=sys.stderr)
         return 1
+    except (RunInUse, RunSettingsChanged) as err:  # the folder is busy, or holds another run
+        parser.exit(2, f"cifar-train: error: {err}\n")
     print(
         f"trained {recipe.name}: best validation accuracy {result.run['best_val_accuracy']:.4f}, "
         f"{result.run['train_seconds']:.0f} s; files in {result.output_dir}"

@@ -97,16 +97,19 @@ def train(
     with (
         device.dtype_policy_scope(setup) as setup,
         repro.deterministic(seed, enabled=not setup.jit_compile),
+        # One run at a time in a folder. Every worker of a cluster saves: the chief into
+        # output_dir, the others into folders of their own.
+        RunFolder(Path(output_dir) / device.worker_folder(setup.strategy)) as run,
     ):
+        run.prepare(resume=checkpoints)
+        asked = {"recipe": recipe.to_dict(), "budget_min": budget_min}
         plan, extra_callbacks = None, list(callbacks)
-        if budget_min is not None:
+        if budget_min is not None and not run.resuming:  # a resumed run keeps its plan
             plan, budget = _plan(recipe, x_train, y_train, x_val, budget_min, setup, seed, start)
             recipe, extra_callbacks = plan.recipe, [budget, *extra_callbacks]
             if verbose:
                 print(plan.describe())
-        # Every worker of a cluster saves: the chief into output_dir, the others apart.
-        run = RunFolder(Path(output_dir) / device.worker_folder(setup.strategy))
-        run.prepare(resume=checkpoints)
+        recipe = run.settle(asked, recipe)  # saved for a resume, or the saved one resumed
         train_ds, val_ds = make_datasets(recipe, x_train, y_train, x_val, y_val, seed)
         steps_per_epoch = max(len(x_train) // recipe.batch_size, 1)
 

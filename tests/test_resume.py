@@ -55,16 +55,17 @@ callbacks.AtomicCheckpoint.on_epoch_end = on_epoch_end
 rng = np.random.default_rng(0)
 x = rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8)
 y = (np.arange(96) % 10).astype(np.uint8)
-recipe = recipes.get_recipe("baseline_cnn", arch="baseline_cnn", epochs={EPOCHS}, batch_size=32,
+epochs = int(sys.argv[4]) if len(sys.argv) > 4 else {EPOCHS}
+recipe = recipes.get_recipe("baseline_cnn", arch="baseline_cnn", epochs=epochs, batch_size=32,
                             model_kwargs={{"filters": [4, 8], "dense_units": 8}})
 training.train(recipe, x[:64], y[:64], x[64:], y[64:], output_dir=out, verbose=0)
 """
 
 
-def _run(out, pause="", pause_dir=""):
+def _run(out, pause="", pause_dir="", epochs=EPOCHS):
     env = {**os.environ, "CIFAR_TF_LOGS": "0"}
     return subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, str(out), pause, str(pause_dir)],
+        [sys.executable, "-c", SCRIPT, str(out), pause, str(pause_dir), str(epochs)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -72,7 +73,8 @@ def _run(out, pause="", pause_dir=""):
     )
 
 
-def _kill_at(out, pause, tmp_path):
+def _pause_at(out, pause, tmp_path):
+    """A training process stopped at `pause`, still running (and holding the folder)."""
     point = pause.split(":")[0]
     proc = _run(out, pause, tmp_path)
     marker = tmp_path / f"{point}.paused"
@@ -82,6 +84,11 @@ def _kill_at(out, pause, tmp_path):
             pytest.fail(f"the run ended before reaching {pause}:\n{proc.stdout.read()[-2000:]}")
         assert time.time() < deadline, f"the run did not reach {pause} within 300 s"
         time.sleep(0.2)
+    return proc
+
+
+def _kill_at(out, pause, tmp_path):
+    proc = _pause_at(out, pause, tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
 
@@ -126,3 +133,35 @@ def test_a_damaged_backup_is_discarded_with_a_message_not_a_crash(tmp_path):
     (out / "backup" / "state.json").write_bytes(b"")  # damaged on disk
     output = _finish_and_check(out)
     assert "cannot resume" in output and "starting this run from its first epoch" in output
+
+
+# --- issue 23: two runs in one folder, a damaged history, a changed recipe ---------------------
+
+
+def test_a_second_run_in_a_busy_folder_is_refused_and_neither_is_harmed(tmp_path):
+    out = tmp_path / "run"
+    first = _pause_at(out, "best:2", tmp_path)  # mid-run, holding the folder
+    second = _run(out)
+    output, _ = second.communicate(timeout=300)
+    assert second.returncode != 0 and "is in use by another training run (pid" in output
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    _finish_and_check(out)
+
+
+def test_a_history_damaged_by_a_power_loss_never_blocks_the_rerun(tmp_path):
+    out = tmp_path / "run"
+    _kill_at(out, "backup:2", tmp_path)
+    with open(out / "history.csv", "ab") as f:
+        f.write(b"2,0.1\x00\x00\x00")  # a half-written row, then NUL bytes
+    _finish_and_check(out)
+
+
+def test_a_rerun_with_another_recipe_is_refused_with_how_to_start_afresh(tmp_path):
+    out = tmp_path / "run"
+    _kill_at(out, "backup:2", tmp_path)
+    changed = _run(out, epochs=EPOCHS + 2)
+    output, _ = changed.communicate(timeout=300)
+    assert changed.returncode != 0 and "holds an unfinished run started with other recipe" in output
+    assert (out / "backup" / "state.json").is_file()  # nothing lost: the same run resumes
+    _finish_and_check(out)

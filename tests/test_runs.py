@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from cifar_utils import runs, storage
+from cifar_utils import recipes, runs, storage
 
 HEADER = "epoch,accuracy,loss,val_accuracy,val_loss\n"
 
@@ -18,12 +18,17 @@ def _history(path, val_accuracies):
     path.write_text(HEADER + "".join(rows))
 
 
+ASKED = {"recipe": "baseline_cnn", "budget_min": None}
+
+
 def _backup(folder, epoch):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"epoch{epoch}.weights.h5").write_bytes(b"w")
     storage.atomic_write_json(
         folder / "state.json", {"epoch": epoch, "weights": f"epoch{epoch}.weights.h5"}
     )
+    recipe = recipes.get_recipe("baseline_cnn").to_dict()
+    storage.atomic_write_json(folder / "settings.json", {"asked": ASKED, "recipe": recipe})
 
 
 def test_read_history_reads_epochs_as_ints_and_the_rest_as_floats(tmp_path):
@@ -116,6 +121,7 @@ def test_the_backup_callback_writes_state_after_weights_and_resume_restores_them
     x, y = np.ones((8, 2)), np.zeros((8, 1))
     run = runs.RunFolder(tmp_path)
     run.prepare()
+    run.settle(ASKED, recipes.get_recipe("baseline_cnn"))
     model.fit(x, y, epochs=2, verbose=0, callbacks=[run.backup_callback()])
     state = runs.read_backup_state(run.backup_dir)
     assert state["epoch"] == 2 and [p.name for p in run.backup_dir.glob("*.h5")] == [
@@ -142,3 +148,80 @@ def test_full_history_puts_this_sessions_epochs_after_the_kept_ones(tmp_path):
     with pytest.raises(ValueError, match="damaged"):
         (tmp_path / "backup" / "state.json").write_text("{")
         runs.read_backup_state(tmp_path / "backup")
+
+
+# --- issue 23: two runs in one folder, a damaged history, a changed recipe ---------------------
+
+
+def test_a_second_run_in_the_same_folder_is_refused_at_once_naming_the_holder(tmp_path):
+    with runs.RunFolder(tmp_path) as first:
+        assert first.lock_file.exists()
+        with pytest.raises(runs.RunInUse, match=r"in use by another training run \(pid \d+ on "):
+            with runs.RunFolder(tmp_path):
+                pass
+    assert not (tmp_path / ".lock").exists()  # released, and tidied
+    with runs.RunFolder(tmp_path):  # free again
+        pass
+
+
+@pytest.mark.parametrize(
+    "tail, kept",
+    [
+        ("3,0.5,1.", [0, 1, 2]),  # a row cut short by a power loss
+        ("\0\0\0\0\0\0\n", [0, 1, 2]),  # NUL bytes where the last row was
+        (HEADER + "0,0.5,1.0,0.3,1.0\n", [0, 1, 2]),  # a second run started the file again
+        ("3,0.5,x,0.7,1.0\n4,0.5,1.0,0.8,1.0\n", [0, 1, 2]),  # not a number: the rest goes too
+    ],
+)
+def test_a_damaged_history_loses_its_tail_with_a_warning(tmp_path, capsys, tail, kept):
+    _history(tmp_path / "history.csv", [0.3, 0.6, 0.9])
+    with open(tmp_path / "history.csv", "a") as f:
+        f.write(tail)
+    assert runs.read_history(tmp_path / "history.csv")["epoch"] == kept
+    assert "dropped" in capsys.readouterr().err
+
+
+def test_a_damaged_history_never_blocks_a_resume(tmp_path, capsys):
+    _backup(tmp_path / "backup", 2)
+    _history(tmp_path / "history.csv", [0.3, 0.6])
+    with open(tmp_path / "history.csv", "ab") as f:
+        f.write(b"\x00\xff\xfe garbage\n")
+    run = runs.RunFolder(tmp_path)
+    run.prepare()
+    assert run.resuming and run.kept_history["epoch"] == [0, 1]
+    assert (
+        tmp_path / "history.csv"
+    ).read_text() == HEADER + "0,0.5,1.0,0.3,1.0\n1,0.5,1.0,0.6,1.0\n"
+    assert "dropped 1 damaged row" in capsys.readouterr().err
+    (tmp_path / "history.csv").write_bytes(b"\x00" * 64)  # nothing readable at all
+    run = runs.RunFolder(tmp_path)
+    run.prepare()
+    assert run.resuming and run.kept_history == {} and not (tmp_path / "history.csv").exists()
+
+
+def test_a_resumed_run_keeps_its_recipe_and_refuses_other_settings(tmp_path):
+    planned = recipes.get_recipe("fast", epochs=5, model_kwargs={"widths": [32, 128, 128]})
+    asked = {"recipe": recipes.get_recipe("fast").to_dict(), "budget_min": 4}
+    run = runs.RunFolder(tmp_path)
+    run.prepare()
+    assert run.settle(asked, planned) == planned  # a fresh run: saved
+    storage.atomic_write_json(run.backup_dir / "state.json", {"epoch": 1, "weights": "e.h5"})
+    (run.backup_dir / "e.h5").write_bytes(b"w")
+    again = runs.RunFolder(tmp_path)
+    again.prepare()
+    assert again.resuming
+    other_plan = recipes.get_recipe("fast", epochs=4)
+    assert again.settle(asked, other_plan) == planned  # the plan it started with, not a new one
+    with pytest.raises(runs.RunSettingsChanged, match="started with other budget_min; rerun it as"):
+        again.settle({**asked, "budget_min": 6}, other_plan)
+    changed = {**asked, "recipe": recipes.get_recipe("fast", epochs=3).to_dict()}
+    with pytest.raises(runs.RunSettingsChanged, match="other recipe;.*to start afresh"):
+        again.settle(changed, other_plan)
+
+
+def test_a_backup_without_its_settings_is_not_resumed(tmp_path, capsys):
+    _backup(tmp_path / "backup", 2)
+    (tmp_path / "backup" / "settings.json").unlink()
+    run = runs.RunFolder(tmp_path)
+    run.prepare()
+    assert not run.resuming and "settings.json is missing or damaged" in capsys.readouterr().err

@@ -643,3 +643,34 @@ def test_a_budget_chooses_the_epochs_and_ends_inside_it(tiny_data, tmp_path, cap
     assert result.recipe.epochs * 16 * budget["seconds_per_step"]["model"] < 30
     assert seconds < 30 + 15  # inside the budget, give or take saving final.keras on a busy machine
     assert "budget 0.5 min:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_cifar_train_in_a_busy_folder_is_one_line_and_exit_2(tmp_path):
+    """Issue 23, item 5: the second run refuses at once, naming the holder."""
+    if not os.environ.get("CIFAR10_DIR"):
+        pytest.skip("needs CIFAR10_DIR")
+    from cifar_utils.runs import RunFolder
+
+    with RunFolder(tmp_path / "run"):  # this test process holds the folder
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cifar_utils.cli",
+                "--epochs",
+                "1",
+                "--output-dir",
+                str(tmp_path / "run"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "CIFAR_TF_LOGS": "0"},
+        )
+    from cifar_utils.tf_logs import is_noise
+
+    lines = [ln for ln in proc.stderr.splitlines() if not is_noise(ln)]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and "is in use by another training run (pid" in lines[0], lines
