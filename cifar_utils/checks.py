@@ -13,14 +13,16 @@ import math
 import numbers
 
 
-def whole_number(value, name: str, minimum: int = 0) -> int:
-    """`value` as an `int`, if it is a whole number (not a bool) of at least `minimum`.
+def whole_number(value, name: str, minimum: int = 0, maximum: int | None = None) -> int:
+    """`value` as an `int`, if it is a whole number (not a bool) from `minimum` to `maximum`.
 
     Raises:
-        ValueError: naming `name`, the minimum and what was received.
+        ValueError: naming `name`, the range and what was received.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be a whole number >= {minimum}; received {value!r}.")
+    whole = not isinstance(value, bool) and isinstance(value, numbers.Integral)
+    if not whole or value < minimum or (maximum is not None and value > maximum):
+        expected = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ValueError(f"{name} must be a whole number {expected}; received {value!r}.")
     return int(value)
 
 

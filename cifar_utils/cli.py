@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cifar_utils import data, device, paths
+from cifar_utils import data, device, paths, repro
 from cifar_utils.budget import check_budget_min
 from cifar_utils.recipes import RECIPES, get_recipe
 from cifar_utils.runs import RunInUse, RunSettingsChanged
@@ -67,15 +67,19 @@ def train_main(argv=None) -> int:
         )
     if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
         parser.error(f"--data-dir {args.data_dir} is not a folder")
+    output_dir = Path(args.output_dir) if args.output_dir else paths.runs_dir() / args.recipe
     try:
         recipe = get_recipe(args.recipe, **({} if args.epochs is None else {"epochs": args.epochs}))
+        repro.check_seed(args.seed, "--seed")
         if args.budget_min is not None:
             check_budget_min(args.budget_min)  # now, not after loading the data
+        output_dir.mkdir(parents=True, exist_ok=True)  # a file in the way, no permission
+        # First, before any other TensorFlow work: a TF_CONFIG cluster's strategy must start first.
+        setup = device.setup_devices()
     except ValueError as err:
         parser.error(str(err))
-    # First, before any other TensorFlow work: a TF_CONFIG cluster's strategy must start first.
-    setup = device.setup_devices()
-    output_dir = Path(args.output_dir) if args.output_dir else paths.runs_dir() / args.recipe
+    except OSError as err:
+        parser.error(f"cannot write the run into {output_dir}: {err.strerror or err}")
     try:
         (x, y), (x_test, y_test), source = data.load_cifar10(args.data_dir, return_source=True)
     except data.CIFAR10DataError as err:

@@ -302,6 +302,7 @@ def setup_devices(
     """
     if jit_compile not in ("auto", True, False):
         raise ValueError(f"jit_compile must be 'auto', True or False; received {jit_compile!r}.")
+    workers = cluster_workers() if strategy is None else 0  # a bad TF_CONFIG changes nothing
     if memory_growth:
         enable_memory_growth()
     gpus = tf.config.list_physical_devices("GPU")
@@ -309,7 +310,7 @@ def setup_devices(
     policy = _precision_policy(mixed_precision, gpus, cpu_bf16)
     keras.mixed_precision.set_global_policy(policy)
     if strategy is None:
-        strategy = _multi_worker_strategy() if cluster_workers() >= 2 else choose_strategy(devices)
+        strategy = _multi_worker_strategy() if workers >= 2 else choose_strategy(devices)
     jit_compile = _use_xla(jit_compile, strategy, gpus)
     description = describe_devices()
     if policy == "mixed_bfloat16" and cpu_bf16:

@@ -32,6 +32,15 @@ except ImportError:  # pragma: no cover - TensorFlow 2.18-2.21 have both
         return True
 
 
+# NumPy's legacy seeding (which Keras's set_random_seed uses) takes 32-bit seeds.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed, name="seed") -> int:
+    """`seed` as an int, if it is a whole number from 0 to `MAX_SEED` (else ValueError)."""
+    return checks.whole_number(seed, name, 0, maximum=MAX_SEED)
+
+
 def set_seed(seed: int, deterministic: bool = True) -> None:
     """Seeds Python, NumPy, TensorFlow and Keras in one call, for the rest of the process.
 
@@ -44,7 +53,7 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
     Raises:
         ValueError: the seed is not a whole number >= 0.
     """
-    seed = checks.whole_number(seed, "seed")
+    seed = check_seed(seed)
     keras.utils.set_random_seed(seed)  # seeds `random`, NumPy, TensorFlow and Keras
     if deterministic:
         tf.config.experimental.enable_op_determinism()

@@ -29,7 +29,6 @@ rerun.
 from __future__ import annotations
 
 import csv
-import fcntl
 import json
 import os
 import shutil
@@ -43,6 +42,11 @@ import numpy as np
 
 from cifar_utils import storage
 from cifar_utils.recipes import Recipe
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; a folder is not guarded there
+    fcntl = None
 
 TEMPORARY_STEMS = ("best", "final", "history")  # atomic writes in the run folder
 
@@ -182,6 +186,8 @@ class RunFolder:
     def __enter__(self):
         """Takes the folder's lock: a second run in the same folder is refused at once."""
         self.path.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            return self
         handle = open(self.lock_file, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

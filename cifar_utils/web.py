@@ -149,8 +149,7 @@ def create_app(
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
 
-    if max_upload_mb <= 0:
-        raise ValueError(f"max_upload_mb must be positive; received {max_upload_mb}")
+    checks.number(max_upload_mb, "max_upload_mb", positive=True)
     max_concurrent = checks.whole_number(max_concurrent, "max_concurrent", minimum=1)
     decode_slots = asyncio.Semaphore(max_concurrent)  # uploads decoded at once; the rest wait
     clf = classifier if classifier is not None else Classifier(model)
@@ -430,6 +429,8 @@ def main(argv=None) -> int:
         help="uploads decoded at once; each large picture takes ~350 MB (default 1)",
     )
     args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be from 0 to 65535; received {args.port}")
     # Pillow keeps images in 16 MB blocks, which glibc serves from per-thread heaps and keeps
     # after they are freed: each worker thread would hold on to its largest picture (6 GB
     # for 20 threads in a measurement). 64 MB blocks are mapped and unmapped directly.

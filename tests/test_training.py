@@ -542,6 +542,9 @@ def test_a_run_whose_loss_becomes_nan_stops_and_says_so(tiny_data, tmp_path):
             "budget_min (minutes) must be a positive finite number; received inf",
         ),
         (["--budget-min", "5", "--epochs", "3"], "pass --epochs or --budget-min, not both"),
+        (["--seed", "-1"], "--seed must be a whole number from 0 to 4294967295; received -1"),
+        (["--seed", str(2**40)], "--seed must be a whole number from 0 to 4294967295"),
+        (["--output-dir", "/proc/cifar-run"], "cannot write the run into /proc/cifar-run"),
     ],
 )
 def test_cifar_train_bad_arguments_are_one_line_and_exit_2(argv, message, capsys):
@@ -674,3 +677,28 @@ def test_cifar_train_in_a_busy_folder_is_one_line_and_exit_2(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if not is_noise(ln)]
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1 and "is in use by another training run (pid" in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        ("CIFAR_OUTPUT_DIR", "a file", "cannot write the run into"),
+        ("TF_CONFIG", "{not json", "TF_CONFIG must be a JSON object"),
+    ],
+)
+def test_cifar_train_bad_environment_is_one_line_and_exit_2(
+    variable, value, message, tmp_path, monkeypatch, capsys
+):
+    """Issue 23, item 11: these were tracebacks."""
+    if value == "a file":
+        value = str(tmp_path / "runs")
+        (tmp_path / "runs").write_text("not a folder")
+    monkeypatch.setenv(variable, value)
+    policy = keras.config.dtype_policy().name
+    with pytest.raises(SystemExit) as info:
+        cli.train_main(["--epochs", "1"])
+    assert info.value.code == 2
+    assert keras.config.dtype_policy().name == policy  # refused before anything changed
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("cifar-train: error:")

@@ -338,3 +338,28 @@ def test_twenty_concurrent_large_uploads_keep_the_servers_memory_bounded(
     assert [s for s, _ in answers] == [200] * 20  # every request answered
     assert all(len(doc["predictions"]) == 3 for _, doc in answers)
     assert peak_kb < 1.5e6, f"the server's peak memory was {peak_kb / 1e6:.2f} GB"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--max-upload-mb", "inf"],
+            "max_upload_mb must be a positive finite number; received inf",
+        ),
+        (
+            ["--max-upload-mb", "nan"],
+            "max_upload_mb must be a positive finite number; received nan",
+        ),
+        (["--port", "70000"], "--port must be from 0 to 65535; received 70000"),
+    ],
+)
+def test_cifar_demo_bad_arguments_are_one_line_and_exit_2(argv, message, capsys):
+    """Issue 23, item 11: infinity and a port out of range were tracebacks, NaN a riddle."""
+    try:
+        code = web.main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("cifar-demo")  # argparse's usage comes first
