@@ -35,6 +35,11 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 # this many times the output side, then resized with Lanczos: quality is unchanged.
 REDUCE_TO_AT_LEAST = 8
 RESAMPLE = Image.Resampling.LANCZOS  # antialiasing: a photo shrunk 100x keeps its shapes
+# The picture formats a learner uploads; anything else (EPS, which runs Ghostscript, PSD,
+# ICNS, ...) is refused before a decoder sees it.
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+# Modes whose pixels are stretched from their own range to 0-255 (16/32-bit, float).
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 class ImageError(ValueError):
@@ -44,11 +49,10 @@ class ImageError(ValueError):
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode to 8-bit RGB; transparent parts become white."""
     image = ImageOps.exif_transpose(image)  # phone photos: honour the orientation tag
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if image.mode in WIDE_MODES:
         # 16/32-bit and float greyscale: stretch the image's own range to 0-255;
         # PIL's convert("L") would clip everything above 255 to white.
-        arr = np.asarray(image, dtype=np.float64)
-        return Image.fromarray(_stretch_to_uint8(arr)).convert("RGB")
+        return _stretched(image, *_value_range(image)).convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -58,11 +62,28 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _stretch_to_uint8(arr: np.ndarray) -> np.ndarray:
-    low, high = float(np.nanmin(arr)), float(np.nanmax(arr))
+def _stretch_to_uint8(arr: np.ndarray, low=None, high=None) -> np.ndarray:
+    """`arr` from `low`-`high` (its own range unless given) to 0-255."""
+    low = float(np.nanmin(arr)) if low is None else low
+    high = float(np.nanmax(arr)) if high is None else high
     if high <= low:
         return np.zeros(arr.shape, np.uint8)
     return np.round((arr - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def _value_range(image: Image.Image, rows: int = 256):
+    """The lowest and highest value of a wide-mode image, read a band of rows at a time."""
+    low, high = np.inf, -np.inf
+    for top in range(0, image.height, rows):
+        band = np.asarray(image.crop((0, top, image.width, min(top + rows, image.height))))
+        band = band.astype(np.float64)
+        low, high = min(low, float(np.nanmin(band))), max(high, float(np.nanmax(band)))
+    return low, high
+
+
+def _stretched(image: Image.Image, low: float, high: float) -> Image.Image:
+    """A wide-mode image (or band of one) as 8-bit greyscale, `low`-`high` to 0-255."""
+    return Image.fromarray(_stretch_to_uint8(np.asarray(image, dtype=np.float64), low, high))
 
 
 def _square_and_resize(image: Image.Image, size: int, crop: bool) -> Image.Image:
@@ -93,8 +114,9 @@ def _reduce_in_strips(image: Image.Image, factor: int, rows: int = 16) -> Image.
     """
     width, height = image.size
     band = rows * factor
+    reducible = _reducible(image)
     parts = [
-        image.crop((0, top, width, min(top + band, height))).reduce(factor)
+        reducible(image.crop((0, top, width, min(top + band, height)))).reduce(factor)
         for top in range(0, height, band)
     ]
     out = Image.new(parts[0].mode, (parts[0].width, sum(p.height for p in parts)))
@@ -103,6 +125,24 @@ def _reduce_in_strips(image: Image.Image, factor: int, rows: int = 16) -> Image.
         out.paste(part, (0, top))
         top += part.height
     return out
+
+
+def _reducible(image: Image.Image):
+    """A function that turns a band of `image` into a mode Pillow's `reduce` takes.
+
+    `reduce` has no palette, 1-bit or 16-bit modes: a full-size conversion of a 9,400 x
+    9,400 picture cost up to 2.4 GB (a float64 copy of 16-bit greyscale). Band by band the
+    cost is one band's; the colours are the same as converting first.
+    """
+    if image.mode in WIDE_MODES:
+        low, high = _value_range(image)  # the whole image's range, so bands agree
+        return lambda band: _stretched(band, low, high)
+    if image.mode == "P":
+        target = "RGBA" if "transparency" in image.info else "RGB"
+        return lambda band: band.convert(target)
+    if image.mode == "1":
+        return lambda band: band.convert("L")
+    return lambda band: band
 
 
 def _open(source) -> Image.Image:
@@ -125,7 +165,7 @@ def _open(source) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(source)
+            image = Image.open(source, formats=FORMATS)  # no other decoder is ever run
             _check_pixels(image)  # before decoding: the header already tells the size
             # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: big photos load fast.
             image.draft(image.mode, (IMAGE_SIZE * 4, IMAGE_SIZE * 4))
@@ -138,12 +178,14 @@ def _open(source) -> Image.Image:
         if factor >= 2:
             try:
                 image = _reduce_in_strips(image, factor)
-            except (ValueError, NotImplementedError):  # modes reduce() lacks (P, 1, I;16): keep it
+            except (ValueError, NotImplementedError):  # a mode reduce() lacks even so: keep it
                 pass
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError("not an image PIL can read (unknown or unsupported format)") from None
+        raise ImageError(
+            "not a picture in an accepted format (PNG, JPEG, GIF, BMP, WebP or TIFF)"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"the image is too large to decode safely: {err}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
