@@ -28,6 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+try:
+    from numpy._core.multiarray import _reconstruct  # NumPy 2
+except ImportError:  # NumPy 1.26
+    from numpy.core.multiarray import _reconstruct
+
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 IMAGES_PER_BATCH = 10_000
@@ -72,9 +77,55 @@ class _NumpyOnlyUnpickler(pickle._Unpickler):
     (the BUILD opcode) only of an array, or of a dtype to exactly the state numpy
     itself writes for it: a crafted dtype state (an object dtype whose flags say it
     holds no objects) would make numpy read raw bytes as pointers and crash.
+    Every array must also receive its contents: `_reconstruct` (and a direct call of
+    `numpy.ndarray`) allocates memory without clearing it, so an array whose state is
+    never set would hand back whatever bytes the process's heap held as pixels. Direct
+    calls of `numpy.ndarray` are refused, and arrays left without a state after loading.
     This is the pure-Python unpickler, whose opcodes can be overridden; a batch
     file still loads in milliseconds (one large bytes object, a list of ints).
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.arrays_without_contents = []  # made by _reconstruct, not yet given a state
+
+    def _reconstruct(self, *args):
+        array = _reconstruct(*args)
+        self.arrays_without_contents.append(array)
+        return array
+
+    def _refuse_ndarray(self, klass):
+        if klass is np.ndarray:
+            raise pickle.UnpicklingError(
+                "refused to build an array from nothing (numpy.ndarray called directly): its "
+                "pixels would be whatever memory held"
+            )
+
+    def load_reduce(self):
+        self._refuse_ndarray(self.stack[-2])
+        super().load_reduce()
+
+    def load_newobj(self):
+        self._refuse_ndarray(self.stack[-2])
+        super().load_newobj()
+
+    def load_newobj_ex(self):
+        self._refuse_ndarray(self.stack[-3])
+        super().load_newobj_ex()
+
+    def _instantiate(self, klass, args):  # the INST and OBJ opcodes of protocols 0 and 1
+        self._refuse_ndarray(klass)
+        super()._instantiate(klass, args)
+
+    def load(self):
+        result = super().load()
+        if self.arrays_without_contents:
+            shapes = ", ".join(str(a.shape) for a in self.arrays_without_contents[:3])
+            raise pickle.UnpicklingError(
+                f"refused an array that never received its contents (shape {shapes}): its "
+                "pixels would be whatever memory held"
+            )
+        return result
 
     ALLOWED = {
         ("numpy", "ndarray"): None,
@@ -84,6 +135,8 @@ class _NumpyOnlyUnpickler(pickle._Unpickler):
     }
 
     def find_class(self, module, name):
+        if name == "_reconstruct" and (module, name) in self.ALLOWED:
+            return self._reconstruct  # the same, remembering the arrays it made
         if (module, name) in self.ALLOWED:
             return self.ALLOWED[(module, name)] or super().find_class(module, name)
         raise pickle.UnpicklingError(
@@ -110,9 +163,16 @@ class _NumpyOnlyUnpickler(pickle._Unpickler):
                 f"refused to set the state of a {type(target).__name__}: only arrays have one"
             )
         super().load_build()
+        if isinstance(target, np.ndarray):  # its contents arrived (numpy checks their size)
+            self.arrays_without_contents = [
+                a for a in self.arrays_without_contents if a is not target
+            ]
 
     dispatch = dict(pickle._Unpickler.dispatch)
     dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
 
 
 def _parse_batch(stream, path: Path, images_per_batch: int | None):
@@ -120,7 +180,7 @@ def _parse_batch(stream, path: Path, images_per_batch: int | None):
     try:
         batch = _NumpyOnlyUnpickler(stream, encoding="bytes").load()
     except pickle.UnpicklingError as err:
-        if "refused to load global" in str(err):
+        if str(err).startswith("refused"):
             raise CIFAR10DataError(
                 f"{path} was not loaded: {err}. The file is corrupt or was crafted to run "
                 f"code; delete it. {FIX_HINT}"

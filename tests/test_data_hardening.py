@@ -174,3 +174,45 @@ def test_a_legitimate_batch_still_round_trips(tmp_path):
     write_batch(tmp_path / "data_batch_1", images, np.arange(N) % 10)
     loaded, labels = batch_files.read_batch(tmp_path / "data_batch_1", images_per_batch=None)
     np.testing.assert_array_equal(loaded, images)
+
+
+# --- issue 23, item 9: arrays that never receive their contents --------------------------------
+
+
+class _Uninitialised:
+    """Pickles as numpy's own `_reconstruct(ndarray, shape, dtype)` with no state after it:
+    the array numpy allocates is never filled."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def __reduce__(self):
+        return (batch_files._reconstruct, (np.ndarray, self.shape, np.dtype("u1")))
+
+
+class _DirectNdarray:
+    """Pickles as a direct call of `numpy.ndarray(shape, dtype)`: uninitialised memory too."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def __reduce__(self):
+        return (np.ndarray, (self.shape, np.dtype("u1")))
+
+
+@pytest.mark.parametrize("protocol", [3, 4])
+@pytest.mark.parametrize("array", [_Uninitialised((N, 3072)), _DirectNdarray((N, 3072))])
+def test_an_array_that_never_receives_its_contents_is_refused(tmp_path, protocol, array):
+    path = _write(tmp_path / "data_batch_1", {b"data": array, b"labels": [0] * N}, protocol)
+    message = _refused(path, "was not loaded")
+    assert "whatever memory held" in message
+
+
+def test_a_legitimate_batch_of_every_protocol_still_loads(tmp_path):
+    for protocol in (3, 4):  # 2 writes bytes with _codecs, 5 arrays with _frombuffer
+        images = _images()
+        path = _write(
+            tmp_path / f"b{protocol}", {b"data": _flat(images), b"labels": [1] * N}, protocol
+        )
+        x, y = batch_files.read_batch(path, images_per_batch=None)
+        np.testing.assert_array_equal(x, images)
