@@ -27,6 +27,7 @@ Read it in the order of the course. The teaching core, one module per step:
 Beside it, what makes the core safe and repeatable, to read when you need it:
 
 - `cifar_utils.paths`: every environment variable and default folder; the trained model.
+- `cifar_utils.files`: opening a file that may be a FIFO or a device, without blocking.
 - `cifar_utils.batch_files`: reading CIFAR-10's pickled batch files without running code.
 - `cifar_utils.images`: any picture (format, mode, size) to the 32 x 32 RGB array a model takes.
 - `cifar_utils.custom_objects`: the package's serializable layer and schedule.

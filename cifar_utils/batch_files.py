@@ -23,10 +23,11 @@ from __future__ import annotations
 import os
 import pickle
 import reprlib
-import stat
 from pathlib import Path
 
 import numpy as np
+
+from cifar_utils import files
 
 try:
     from numpy._core.multiarray import _reconstruct  # NumPy 2
@@ -259,24 +260,16 @@ def _checked_labels(labels, n, path):
 def _open(path: Path):
     """Opens a batch file for reading: a regular file only, never blocking on a FIFO."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        return files.open_regular(path)
     except FileNotFoundError:
         raise CIFAR10NotFoundError(
             f"{path} is missing: a complete copy has {', '.join(TRAIN_FILES)} and "
             f"{TEST_FILE} in {path.parent}. {FIX_HINT}"
         ) from None
+    except files.NotRegularFileError as err:
+        raise CIFAR10DataError(f"{err} (a complete copy holds files). {FIX_HINT}") from None
     except OSError as err:  # a symlink loop, no permission, a name too long...
         raise CIFAR10DataError(f"{path} cannot be opened ({err.strerror}). {FIX_HINT}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise CIFAR10DataError(
-                f"{path} is not a regular file (a folder, FIFO or device is in its place). "
-                f"{FIX_HINT}"
-            )
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def read_batch(path: str | os.PathLike, images_per_batch: int | None = IMAGES_PER_BATCH):

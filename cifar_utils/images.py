@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cifar_utils import files
+
 IMAGE_SIZE = 32
 # The largest image we decode, in pixels: PIL's decompression-bomb threshold (about
 # 89 megapixels, a 9,459 x 9,459 scan). PIL only warns above it; we refuse instead.
@@ -145,23 +147,31 @@ def _reducible(image: Image.Image):
     return lambda band: band
 
 
+def _open_file(path: Path):
+    """A picture file opened for reading; a FIFO or device in its place never blocks."""
+    try:
+        handle = files.open_regular(path)
+    except FileNotFoundError:
+        raise ImageError(f"no such file: {path}") from None
+    except files.NotRegularFileError as err:
+        raise ImageError(f"{err}: not an image file") from None
+    except OSError as err:  # a name too long, no permission, a symlink loop...
+        raise ImageError(f"cannot read the file: {err.strerror}") from None
+    if os.fstat(handle.fileno()).st_size == 0:
+        handle.close()
+        raise ImageError(f"{path} is empty (0 bytes): not an image")
+    return handle
+
+
 def _open(source) -> Image.Image:
     """A decoded PIL image from a path, bytes or a file object."""
+    handle = None  # a file this function opened, closed once the image is decoded
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError("the data is empty (0 bytes): not an image")
         source = io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            if not path.exists():
-                raise ImageError(f"no such file: {path}")
-            if path.is_dir():
-                raise ImageError(f"{path} is a folder, not an image file")
-            if path.stat().st_size == 0:
-                raise ImageError(f"{path} is empty (0 bytes): not an image")
-        except OSError as err:  # a name too long, no permission, a symlink loop...
-            raise ImageError(f"cannot read the file: {err.strerror}") from None
+        source = handle = _open_file(Path(source))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -184,7 +194,7 @@ def _open(source) -> Image.Image:
         raise
     except UnidentifiedImageError:
         raise ImageError(
-            "not a picture in an accepted format (PNG, JPEG, GIF, BMP, WebP or TIFF)"
+            "not an image in an accepted format (PNG, JPEG, GIF, BMP, WebP or TIFF)"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"the image is too large to decode safely: {err}") from None
@@ -194,6 +204,9 @@ def _open(source) -> Image.Image:
         raise ImageError(
             f"the image file could not be decoded ({type(err).__name__}: {err})"
         ) from None
+    finally:
+        if handle is not None:
+            handle.close()
     return image
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cifar_utils import checks, storage, timing
+from cifar_utils import checks, files, storage, timing
 from cifar_utils.data import CLASS_NAMES
 from cifar_utils.images import IMAGE_SIZE, ImageError, load_image, load_images
 from cifar_utils.paths import find_trained_model
@@ -72,16 +72,26 @@ class FileResult:
 
 
 def detect_format(path) -> str:
-    """Which of `FORMATS` a model path holds, or a ValueError saying why none."""
+    """Which of `FORMATS` a model path holds, or a ValueError saying why none.
+
+    The files a model is read from must be regular files: a FIFO or device in their place
+    would make TensorFlow's readers wait forever.
+    """
     path = Path(path)
     if not path.exists():
         raise ValueError(
             f"no model at {path}: train one (notebook 04, `cifar-train`) or pass --model"
         )
-    if path.is_dir():
-        if (path / "saved_model.pb").exists():
+    try:
+        if path.is_dir():
+            if not (path / "saved_model.pb").exists():
+                raise ValueError(f"{path} is a folder without saved_model.pb: not a SavedModel")
+            for file in [path / "saved_model.pb", *(path / "variables").glob("*")]:
+                files.check_regular(file)
             return "saved_model"
-        raise ValueError(f"{path} is a folder without saved_model.pb: not a SavedModel")
+        files.check_regular(path)
+    except OSError as err:  # a FIFO, a device, a symlink loop...
+        raise ValueError(f"cannot read the model: {err}") from None
     storage.refuse_legacy_hdf5(path)
     suffix = path.suffix.lower()
     if suffix == ".keras":

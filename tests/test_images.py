@@ -28,7 +28,7 @@ def test_an_eps_upload_never_reaches_ghostscript(tmp_path, monkeypatch):
     assert shutil.which("gs") == str(gs)
     for source in (EPS, io.BytesIO(EPS)):
         with pytest.raises(
-            images.ImageError, match=r"not a picture in an accepted format \(PNG, JPEG"
+            images.ImageError, match=r"not an image in an accepted format \(PNG, JPEG"
         ):
             images.load_image(source)
     path = tmp_path / "drawing.eps"
@@ -102,3 +102,54 @@ def test_a_huge_picture_of_any_mode_stays_within_its_decoded_size(mode, tmp_path
     grown_mb, shape = float(proc.stdout.split()[0]), proc.stdout.split(None, 1)[1]
     assert "(32, 32, 3) uint8" in shape
     assert grown_mb < decoded_mb + 200, f"{mode}: +{grown_mb:.0f} MB for {decoded_mb} MB decoded"
+
+
+# --- issue 23, item 10: FIFOs where files were expected ----------------------------------------
+
+fifo_only = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+
+
+def _within(seconds, fn):
+    """Runs `fn` in a thread; its result, or a failure if it has not returned in time."""
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = fn()
+        except Exception as err:  # noqa: BLE001 - reported below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"{fn} hung for {seconds} s")
+    return outcome
+
+
+@fifo_only
+def test_a_fifo_in_place_of_a_picture_never_hangs(tmp_path):
+    fifo = tmp_path / "cat.jpg"
+    os.mkfifo(fifo)
+    outcome = _within(10, lambda: images.load_image(fifo))
+    assert isinstance(outcome.get("error"), images.ImageError)
+    assert "is a FIFO (named pipe), not a regular file" in str(outcome["error"])
+    outcome = _within(10, lambda: images.load_image("/dev/zero"))
+    assert "is a character device" in str(outcome["error"])  # not "empty (0 bytes)"
+
+
+@fifo_only
+def test_a_fifo_in_place_of_a_model_never_hangs(tmp_path):
+    from cifar_utils import inference
+
+    fifo = tmp_path / "model.tflite"
+    os.mkfifo(fifo)
+    outcome = _within(10, lambda: inference.Classifier(fifo))
+    assert "is a FIFO (named pipe)" in str(outcome.get("error")), outcome
+    saved = tmp_path / "saved"
+    (saved / "variables").mkdir(parents=True)
+    os.mkfifo(saved / "saved_model.pb")
+    outcome = _within(10, lambda: inference.Classifier(saved))
+    assert "saved_model.pb is a FIFO (named pipe)" in str(outcome.get("error")), outcome
