@@ -50,7 +50,12 @@ class ImageError(ValueError):
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode to 8-bit RGB; transparent parts become white."""
-    image = ImageOps.exif_transpose(image)  # phone photos: honour the orientation tag
+    try:  # phone photos: honour the orientation tag
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data" notes
+            image = ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - broken EXIF (any format): keep the picture as stored
+        pass
     if image.mode in WIDE_MODES:
         # 16/32-bit and float greyscale: stretch the image's own range to 0-255;
         # PIL's convert("L") would clip everything above 255 to white.

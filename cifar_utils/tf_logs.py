@@ -14,10 +14,11 @@ environment variable alone cannot hide them. This module does two things, once, 
 
 1. `TF_CPP_MIN_LOG_LEVEL` defaults to "1" (TensorFlow's C++ INFO lines off; warnings and
    errors still shown). A value you set yourself is kept.
-2. In a Jupyter kernel only, file descriptor 2 goes through a filter that drops the lines
-   matching `NOISE` (each one a known, harmless message, listed below with why) and passes
-   every other line through unchanged. Outside a kernel nothing is filtered: a command's
-   stderr stays a plain file descriptor, so a crash's last words are never held in a pipe.
+2. In a Jupyter kernel, and in the course's commands (`cifar-train`, `cifar-predict`,
+   `cifar-demo`, or `python -m` of their modules), file descriptor 2 goes through a filter
+   that drops the lines matching `NOISE` (each one a known, harmless message, listed below
+   with why) and passes every other line through unchanged; at exit the filter drains.
+   Elsewhere (a script or a test that imports the package) nothing is filtered.
 
 Set `CIFAR_TF_LOGS=1` before importing `cifar_utils` to see everything TensorFlow prints.
 """
@@ -96,6 +97,18 @@ def is_noise(line: str) -> bool:
     """
     line = line.rstrip("\r\n")
     return any(p.search(line) for p in NOISE)
+
+
+# The console scripts and the modules behind them (`python -m cifar_utils.cli`, ...).
+COMMANDS = ("cifar-train", "cifar-predict", "cifar-demo")
+COMMAND_MODULES = ("cifar_utils.cli", "cifar_utils.inference", "cifar_utils.web")
+
+
+def _running_a_command() -> bool:
+    argv = getattr(sys, "orig_argv", sys.argv)  # as typed: "python -m cifar_utils.cli ..."
+    if len(argv) > 2 and "-m" in argv[:-1]:
+        return argv[argv.index("-m") + 1] in COMMAND_MODULES
+    return os.path.basename(sys.argv[0]) in COMMANDS
 
 
 def _in_jupyter_kernel() -> bool:
@@ -190,5 +203,5 @@ def quiet_tensorflow() -> None:
     if paths.show_all_tf_logs():
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    if _in_jupyter_kernel():
+    if _in_jupyter_kernel() or _running_a_command():
         install_filter()

@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import email.parser
+import email.policy
 import hashlib
 import html
 import socket
@@ -226,12 +228,28 @@ async def _read_upload(request, max_bytes: int) -> tuple[bytearray, int]:
     return body, size
 
 
+def _form_file(content_type: str, body: bytes) -> bytes | None:
+    """The first file of a `multipart/form-data` body, or None if it holds none.
+
+    The body is already within the upload limit; Python's own MIME parser splits it.
+    """
+    head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + bytes(body))
+    if not message.is_multipart():
+        return None
+    for part in message.iter_parts():
+        if part.get_filename() is not None:
+            return part.get_payload(decode=True) or None
+    return None
+
+
 def _predict_endpoint(clf, top_k, max_upload_mb, decode_slots):
     """The `POST /api/predict` handler: one uploaded image in, its top-k classes out."""
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import JSONResponse
 
     max_bytes = int(max_upload_mb * 1e6)
+    no_file = "The form held no file: send the picture as a file field (curl -F file=@cat.jpg)."
     too_large = (
         f"The file is larger than the {max_upload_mb:g} MB limit. Shrink it or choose another "
         "picture (the model only looks at 32 x 32 pixels anyway)."
@@ -248,6 +266,11 @@ def _predict_endpoint(clf, top_k, max_upload_mb, decode_slots):
             return JSONResponse(
                 {"error": "The upload was empty: choose an image file."}, status_code=400
             )
+        content_type = request.headers.get("content-type", "")
+        if content_type.lower().startswith("multipart/form-data"):  # curl -F, an HTML form
+            body = _form_file(content_type, body)
+            if body is None:
+                return JSONResponse({"error": no_file}, status_code=400)
         try:
             async with decode_slots:  # bounds the memory: a large image decodes to ~350 MB
                 preds = await run_in_threadpool(lambda: clf.predict([bytes(body)], top_k=top_k)[0])

@@ -5,4 +5,10 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$ROOT"
-exec jupyter lab notebooks/ "$@"
+extra=()
+if [ "$(id -u)" = 0 ]; then
+    # JupyterLab refuses root unless told; in a container or a cloud VM root is the only user.
+    echo "lab: running as root (a container or a VM?): starting JupyterLab with --allow-root" >&2
+    extra=(--allow-root)
+fi
+exec jupyter lab notebooks/ "${extra[@]}" "$@"

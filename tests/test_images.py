@@ -153,3 +153,13 @@ def test_a_fifo_in_place_of_a_model_never_hangs(tmp_path):
     os.mkfifo(saved / "saved_model.pb")
     outcome = _within(10, lambda: inference.Classifier(saved))
     assert "saved_model.pb is a FIFO (named pipe)" in str(outcome.get("error")), outcome
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "JPEG"])
+@pytest.mark.parametrize("exif", [b"Exif\x00\x00garbage!!", b"garbage"])
+def test_broken_exif_is_ignored_in_every_format(fmt, exif):
+    """Issue 23, item 12: JPEG ignored it, PNG and WebP failed with 'not a TIFF file'."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), (10, 200, 10)).save(buffer, fmt, exif=exif)
+    out = images.load_image(buffer.getvalue())
+    assert out.shape == (32, 32, 3) and abs(int(out[16, 16, 1]) - 200) < 8

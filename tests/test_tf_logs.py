@@ -123,3 +123,38 @@ def test_quiet_tensorflow_keeps_a_log_level_the_user_set(monkeypatch):
     monkeypatch.delenv(tf_logs.SHOW_ALL_ENV_VAR)
     tf_logs.quiet_tensorflow()
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
+
+
+@pytest.mark.slow
+def test_the_commands_print_no_tensorflow_start_up_lines(tmp_path):
+    """Issue 23, item 12: cifar-predict from a shell printed the oneDNN notice, cudart_stub and
+    cuInit lines. The commands now filter stderr as notebooks do; real errors still show."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parents[1] / "models" / "fast_net.keras"
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("CIFAR_TF_LOGS", "TF_CPP_MIN_LOG_LEVEL")
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cifar_utils.inference",
+            "--model",
+            str(model),
+            str(tmp_path / "none.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 1
+    assert [line for line in proc.stderr.splitlines() if tf_logs.is_noise(line)] == []
+    assert "none.png: ERROR no such file" in proc.stderr
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == "cifar-predict: 1 of 1 files could not be classified"
+    )

@@ -106,7 +106,8 @@ def test_security_headers(client):
         assert answer.headers["x-content-type-options"] == "nosniff"
 
 
-def test_an_image_with_a_broken_exif_block_is_a_400(client):
+def test_an_image_with_a_broken_exif_block_is_classified(client):
+    """Issue 23, item 12: broken EXIF was a 400 for PNG and WebP, ignored for JPEG."""
     import io
 
     from PIL import Image
@@ -116,10 +117,25 @@ def test_an_image_with_a_broken_exif_block_is_a_400(client):
         buffer, "PNG", exif=b"Exif\x00\x00garbage!"
     )
     answer = client.post("/api/predict", content=buffer.getvalue())
-    assert (
-        answer.status_code == 400 and "not a picture the model can read" in answer.json()["error"]
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 3
+
+
+def test_a_form_upload_is_read_as_the_picture_it_holds(client):
+    """Issue 23, item 12: what `curl -F file=@cat.png` and an HTML form send."""
+    picture = png_bytes()
+    form = client.post(
+        "/api/predict",
+        files={"file": ("cat.png", picture, "image/png")},
+        data={"note": "a field before or after the file is ignored"},
     )
-    assert client.post("/api/predict", content=png_bytes()).status_code == 200
+    raw = client.post("/api/predict", content=picture)
+    assert form.status_code == 200 and form.json() == raw.json()
+    empty = client.post(
+        "/api/predict",
+        data={"note": "no file"},
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert empty.status_code == 400 and "no file" in empty.json()["error"]
 
 
 def test_bad_settings(model_path):
