@@ -42,6 +42,12 @@ DEFAULT_MAX_UPLOAD_MB = 10.0
 # Stop reading an oversized upload here; up to it we read and discard the rest,
 # so the browser gets the 413 message instead of a reset connection.
 DRAIN_LIMIT_BYTES = 64 * 2**20
+# A client that stops sending is dropped: an upload after this many seconds without a
+# byte, a connection whose request headers have not all arrived this long after it opened.
+CLIENT_TIMEOUT_S = 15.0
+# Uploads read at once; beyond it a request is answered 503 at once (each holds up to
+# `max_upload_mb` of memory until it is classified or dropped).
+MAX_UPLOADS_IN_FLIGHT = 32
 
 PAGE = (
     """<!doctype html>
@@ -122,7 +128,12 @@ file.addEventListener("change", async () => {{
 
 
 def create_app(
-    classifier=None, model=None, top_k=5, max_upload_mb=DEFAULT_MAX_UPLOAD_MB, max_concurrent=1
+    classifier=None,
+    model=None,
+    top_k=5,
+    max_upload_mb=DEFAULT_MAX_UPLOAD_MB,
+    max_concurrent=1,
+    timeout_s=CLIENT_TIMEOUT_S,
 ):
     """The demo as an ASGI application.
 
@@ -140,6 +151,9 @@ def create_app(
             Defaults to 1: `cifar-demo` stays under 1.5 GB with 20 such uploads at once
             (`tests/test_web.py`), small pictures take milliseconds each.
 
+        timeout_s: an upload that sends nothing for this many seconds is dropped (408).
+            Defaults to `CLIENT_TIMEOUT_S`; `serve` applies it to request headers too.
+
     Returns:
         A `starlette.applications.Starlette` app that adds `X-Content-Type-Options:
         nosniff` to every response; serve it with uvicorn.
@@ -152,6 +166,7 @@ def create_app(
     from starlette.routing import Route
 
     checks.number(max_upload_mb, "max_upload_mb", positive=True)
+    checks.number(timeout_s, "timeout_s", positive=True)
     max_concurrent = checks.whole_number(max_concurrent, "max_concurrent", minimum=1)
     decode_slots = asyncio.Semaphore(max_concurrent)  # uploads decoded at once; the rest wait
     clf = classifier if classifier is not None else Classifier(model)
@@ -165,7 +180,7 @@ def create_app(
     async def health(request):
         return JSONResponse({"status": "ok", "model": str(clf.path), "format": clf.format})
 
-    predict = _predict_endpoint(clf, top_k, max_upload_mb, decode_slots)
+    predict = _predict_endpoint(clf, top_k, max_upload_mb, decode_slots, timeout_s)
     app = Starlette(
         routes=[
             Route("/", index),
@@ -212,14 +227,27 @@ def _security_headers(page: str) -> dict:
     }
 
 
-async def _read_upload(request, max_bytes: int) -> tuple[bytearray, int]:
+async def _read_upload(request, max_bytes: int, idle_s: float) -> tuple[bytearray, int]:
     """The request body, up to `max_bytes`, and its full size (`size > max_bytes`: too large).
 
     Beyond `max_bytes` the rest is read and discarded up to `DRAIN_LIMIT_BYTES`, so the
     browser gets the 413 answer instead of a reset connection.
+
+    Raises:
+        TimeoutError: no byte arrived for `idle_s` seconds.
+        starlette.requests.ClientDisconnect: the client went away.
     """
+    import asyncio
+
     body, size = bytearray(), 0
-    async for chunk in request.stream():
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), idle_s)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:  # the builtin TimeoutError from Python 3.11 on
+            raise TimeoutError(f"no data for {idle_s:g} s") from None
         size += len(chunk)
         if size <= max_bytes:
             body += chunk
@@ -243,10 +271,13 @@ def _form_file(content_type: str, body: bytes) -> bytes | None:
     return None
 
 
-def _predict_endpoint(clf, top_k, max_upload_mb, decode_slots):
+def _predict_endpoint(clf, top_k, max_upload_mb, decode_slots, idle_s=CLIENT_TIMEOUT_S):
     """The `POST /api/predict` handler: one uploaded image in, its top-k classes out."""
     from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect
     from starlette.responses import JSONResponse
+
+    in_flight = [0]  # uploads being read now (one event loop: no lock needed)
 
     max_bytes = int(max_upload_mb * 1e6)
     no_file = "The form held no file: send the picture as a file field (curl -F file=@cat.jpg)."
@@ -259,7 +290,20 @@ def _predict_endpoint(clf, top_k, max_upload_mb, decode_slots):
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > DRAIN_LIMIT_BYTES:
             return JSONResponse({"error": too_large}, status_code=413)
-        body, size = await _read_upload(request, max_bytes)
+        if in_flight[0] >= MAX_UPLOADS_IN_FLIGHT:
+            busy = "The demo is busy with other uploads: try again in a moment."
+            return JSONResponse({"error": busy}, status_code=503, headers={"Retry-After": "5"})
+        in_flight[0] += 1
+        try:
+            body, size = await _read_upload(request, max_bytes, idle_s)
+        except TimeoutError:
+            print(f"cifar-demo: dropped an upload that stalled for {idle_s:g} s", file=sys.stderr)
+            return JSONResponse({"error": "The upload stalled: send it again."}, status_code=408)
+        except ClientDisconnect:
+            print("cifar-demo: a client went away during its upload", file=sys.stderr)
+            return JSONResponse({"error": "The client went away."}, status_code=400)
+        finally:
+            in_flight[0] -= 1
         if size > max_bytes:
             return JSONResponse({"error": too_large}, status_code=413)
         if size == 0:
@@ -313,6 +357,60 @@ class _NoSniff:
         await self.app(scope, receive, send_with_header if scope["type"] == "http" else send)
 
 
+def server_config(app, host="127.0.0.1", port=8000, timeout_s=CLIENT_TIMEOUT_S):
+    """The uvicorn configuration of the demo: what it needs against slow or stalled clients.
+
+    Besides the upload timeout of `create_app`: request headers must arrive within
+    `timeout_s` of connecting (`_TimedHeaders`), idle keep-alive connections close after 5 s,
+    and at most 64 connections are served at once (the rest get 503).
+    """
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        http=_timed_headers(timeout_s),
+        timeout_keep_alive=5,
+        limit_concurrency=64,
+    )
+
+
+def _timed_headers(timeout_s):
+    """uvicorn's h11 protocol, closing a connection whose headers have not all arrived in time.
+
+    uvicorn bounds the size of unfinished headers but not their time: a client that sends
+    half a request line keeps its connection, and a slot of `limit_concurrency`, forever.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class _TimedHeaders(H11Protocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._tail = b""
+            self._header_timer = self.loop.call_later(timeout_s, self._headers_too_slow)
+
+        def data_received(self, data):
+            if self._header_timer is not None:
+                if b"\r\n\r\n" in self._tail + data:  # the headers are complete
+                    self._header_timer.cancel()
+                    self._header_timer = None
+                self._tail = (self._tail + data)[-3:]
+            super().data_received(data)
+
+        def connection_lost(self, exc):
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
+        def _headers_too_slow(self):
+            self._header_timer = None
+            self.transport.close()
+
+    return _TimedHeaders
+
+
 def free_port(host="127.0.0.1") -> int:
     """A TCP port nothing listens on right now (the system picks it)."""
     with socket.socket() as s:
@@ -340,7 +438,7 @@ def run_in_background(app, host="127.0.0.1", port=None, timeout=30):
 
     if port is None:
         port = free_port(host)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(app, host, port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
@@ -451,7 +549,15 @@ def main(argv=None) -> int:
         default=1,
         help="uploads decoded at once; each large picture takes ~350 MB (default 1)",
     )
+    parser.add_argument(
+        "--timeout-s",
+        type=float,
+        default=CLIENT_TIMEOUT_S,
+        help="drop a client that sends nothing for this long (default %(default)g s)",
+    )
     args = parser.parse_args(argv)
+    if not 0 < args.timeout_s < float("inf"):
+        parser.error(f"--timeout-s must be a positive number of seconds; received {args.timeout_s}")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be from 0 to 65535; received {args.port}")
     # Pillow keeps images in 16 MB blocks, which glibc serves from per-thread heaps and keeps
@@ -466,6 +572,7 @@ def main(argv=None) -> int:
             top_k=args.top_k,
             max_upload_mb=args.max_upload_mb,
             max_concurrent=args.max_concurrent,
+            timeout_s=args.timeout_s,
         )
     except ValueError as err:
         print(f"cifar-demo: {err}", file=sys.stderr)
@@ -473,7 +580,7 @@ def main(argv=None) -> int:
     import uvicorn
 
     print(f"Serving on http://{args.host}:{args.port}  (Ctrl+C stops)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(server_config(app, args.host, args.port, args.timeout_s)).run()
     return 0
 
 
