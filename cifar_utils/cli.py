@@ -104,6 +104,9 @@ def train_main(argv=None) -> int:
         return 1
     except (RunInUse, RunSettingsChanged) as err:  # the folder is busy, or holds another run
         parser.exit(2, f"cifar-train: error: {err}\n")
+    except OSError as err:  # a full disk, a folder gone: the backup so far is kept
+        print(f"cifar-train: {err.strerror or err}", file=sys.stderr)
+        return 1
     print(
         f"trained {recipe.name}: best validation accuracy {result.run['best_val_accuracy']:.4f}, "
         f"{result.run['train_seconds']:.0f} s; files in {result.output_dir}"

@@ -71,7 +71,14 @@ class EpochBackup(keras.callbacks.Callback):
         done = epoch + 1  # epochs completed: where a resumed run starts
         self.folder.mkdir(parents=True, exist_ok=True)
         weights = self.folder / f"epoch{done}.weights.h5"
-        self.model.save_weights(str(weights), overwrite=True)
+        storage.check_free_space(self.folder, storage.model_bytes(self.model), "the backup")
+        try:
+            self.model.save_weights(str(weights), overwrite=True)
+        except OSError as err:  # the disk filled up while writing: no partial file is kept
+            weights.unlink(missing_ok=True)
+            raise OSError(
+                err.errno, f"cannot write the backup {weights}: {err.strerror or err}"
+            ) from None
         storage.atomic_write_json(
             self.folder / "state.json", {"epoch": done, "weights": weights.name}
         )

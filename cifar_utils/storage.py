@@ -14,10 +14,13 @@ place that refuses `.h5` models.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import re
 import secrets
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -112,6 +115,8 @@ def atomic_save_model(model, path) -> Path:
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"model path must end in .keras; received {str(path)!r}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    check_free_space(path.parent, model_bytes(model), f"the model {path.name}")
     tmp = _temporary_path(path, ".keras")
     try:
         model.save(tmp)
@@ -119,6 +124,42 @@ def atomic_save_model(model, path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+# Room kept free beyond a file's own size: a full disk breaks more than the file being saved.
+FREE_SPACE_MARGIN_BYTES = 16 * 2**20
+
+
+def model_bytes(model) -> int:
+    """About the bytes a model's weights (and its optimiser's state) take in a file."""
+
+    def size(variable):
+        bits = re.search(r"\d+", str(variable.dtype))
+        return math.prod(variable.shape) * (int(bits.group()) // 8 if bits else 4)
+
+    optimizer = getattr(model, "optimizer", None)
+    variables = list(model.variables) + list(getattr(optimizer, "variables", None) or [])
+    return sum(size(v) for v in variables)
+
+
+def check_free_space(folder, needed_bytes: int, what: str) -> None:
+    """Refuses to start writing `what` into `folder` if the disk cannot hold it.
+
+    A write that runs out of space half-way leaves partial files behind (and h5py, which
+    writes Keras's weights, can crash the process on its way out); checking first turns
+    the common case, a disk that is already nearly full, into one clear error.
+
+    Raises:
+        OSError: errno ENOSPC, saying how much is needed and how much is free.
+    """
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes + FREE_SPACE_MARGIN_BYTES:
+        raise OSError(
+            errno.ENOSPC,
+            f"not enough disk space in {folder} for {what}: about "
+            f"{(needed_bytes + FREE_SPACE_MARGIN_BYTES) / 1e6:.0f} MB needed, {free / 1e6:.0f} MB "
+            "free. Free some space and run again (a killed or failed run resumes from its backup)",
+        )
 
 
 def remove_stale_temporaries(folder, stems=("best", "final", "history")) -> list:

@@ -225,3 +225,61 @@ def test_a_backup_without_its_settings_is_not_resumed(tmp_path, capsys):
     run = runs.RunFolder(tmp_path)
     run.prepare()
     assert not run.resuming and "settings.json is missing or damaged" in capsys.readouterr().err
+
+
+# --- issue 23, item 8: a full disk ---------------------------------------------------------------
+
+
+def test_a_nearly_full_disk_is_one_clear_error_before_anything_is_written(tmp_path, monkeypatch):
+    import collections
+    import errno
+    import shutil
+
+    model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(1000)])
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
+    with pytest.raises(OSError, match="not enough disk space .* for the model best.keras") as info:
+        storage.atomic_save_model(model, tmp_path / "best.keras")
+    assert info.value.errno == errno.ENOSPC and not list(tmp_path.iterdir())
+    run = runs.RunFolder(tmp_path / "run")
+    run.prepare()
+    callback = run.backup_callback()
+    callback.set_model(model)
+    with pytest.raises(OSError, match="for the backup"):
+        callback.on_epoch_end(0)
+    assert not list(run.backup_dir.glob("*"))
+
+
+BACKUP_ON_A_FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+import keras
+from cifar_utils import runs
+model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(1000)])
+model.compile("sgd", "mse")
+callback = runs.EpochBackup(sys.argv[1])
+callback.set_model(model)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))  # the disk fills at 100 KB
+try:
+    callback.on_epoch_end(0)
+except OSError as err:
+    print("REFUSED", err)
+print("LEFT", sorted(p.name for p in Path(sys.argv[1]).iterdir()))
+"""
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_during_the_backup_is_one_error_and_no_partial_file(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", BACKUP_ON_A_FULL_DISK, str(tmp_path / "backup")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"status {proc.returncode}: {proc.stderr[-2000:]}"
+    assert "REFUSED" in proc.stdout and "cannot write the backup" in proc.stdout
+    assert "LEFT []" in proc.stdout  # neither the partial weights nor a state naming them
