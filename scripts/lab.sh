@@ -11,4 +11,4 @@ if [ "$(id -u)" = 0 ]; then
     echo "lab: running as root (a container or a VM?): starting JupyterLab with --allow-root" >&2
     extra=(--allow-root)
 fi
-exec jupyter lab notebooks/ "${extra[@]}" "$@"
+exec jupyter lab notebooks/ ${extra[@]+"${extra[@]}"} "$@"

@@ -423,6 +423,10 @@ def test_stalled_uploads_and_half_sent_headers_are_dropped(model_path):
             except OSError:
                 assert proc.poll() is None and time.time() < deadline, "the demo did not start"
                 time.sleep(0.5)
+        gone = socket.create_connection(("127.0.0.1", port))  # half an upload, then away
+        gone.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+        time.sleep(0.5)
+        gone.close()
         before = _rss_mb(proc.pid)
         stalled = []
         for _ in range(40):  # each sends all but the last byte of a 1,000,000-byte upload
@@ -464,3 +468,4 @@ def test_stalled_uploads_and_half_sent_headers_are_dropped(model_path):
         _, err = proc.communicate(timeout=30)
     assert "Traceback" not in err, err[-3000:]
     assert "dropped an upload that stalled for 2 s" in err
+    assert "a client went away during its upload" in err
