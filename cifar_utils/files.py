@@ -9,7 +9,8 @@ check and the open cannot hang the reader either:
     with files.open_regular("cat.jpg") as f:
         data = f.read()
 
-The CIFAR-10 batch files, uploaded pictures and model files are all opened this way.
+The CIFAR-10 batch files and pictures are opened this way; model files, which TensorFlow
+and Keras open by name, are checked with `check_regular` first.
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ def open_regular(path):
         NotRegularFileError: a folder, FIFO, device or socket is there (its kind is said).
         OSError: it cannot be opened (no permission, a symlink loop, a name too long).
     """
-    fd = os.open(Path(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no FIFOs to wait on
+    fd = os.open(Path(path), os.O_RDONLY | nonblocking | getattr(os, "O_BINARY", 0))
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise NotRegularFileError(f"{path} is {kind(mode)}, not a regular file")
-        os.set_blocking(fd, True)  # a regular file: plain reads from here on
+        if nonblocking:
+            os.set_blocking(fd, True)  # a regular file: plain reads from here on
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)

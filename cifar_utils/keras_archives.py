@@ -58,7 +58,11 @@ def check_keras_archive(path) -> None:
         raise ValueError(
             f"{path} is not a readable .keras file ({type(err).__name__}: {err})"
         ) from None
-    parameters = count_declared_parameters(_parse_config(path, config))
+    config = _parse_config(path, config)
+    try:
+        parameters = count_declared_parameters(config)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}; refusing to build it") from None
     if parameters > MAX_PARAMETERS:
         raise ValueError(
             f"{path}: its configuration declares about {parameters:,} weights, over the limit of "
@@ -109,21 +113,23 @@ def _depth(node) -> int:
     return deepest
 
 
+# Weights per (inputs + units + 1) x units of a recurrent layer: one set per gate.
+RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1, "ConvLSTM2D": 4}
+
+
 def count_declared_parameters(config) -> int:
     """An estimate of the weights a Keras model configuration declares.
 
-    Every layer configuration with `units`, `filters` or `output_dim` counts
-    `prod(kernel_size) x input channels x that width x depth_multiplier` plus the width
-    (biases); the input channels come from the layer's `build_config`, else from the shape
-    of its first input. A layer that declares a width but no input shape counts its width
-    squared. Layers without a width (normalisation, pooling, activations) add little and
-    are left out.
+    Every layer configuration counts by the input size Keras will build it for, its
+    `build_config`'s last dimension: a layer with `units`, `filters` or `output_dim`
+    `prod(kernel_size) x inputs x width x depth_multiplier + width` (a recurrent layer its
+    gates times `(inputs + width + 1) x width`), a layer without one (normalisation) four
+    weights per input channel. `input_dim` (Embedding) counts as the inputs.
 
-    Args:
-        config: the parsed `config.json`.
-
-    Returns:
-        The estimate, an int.
+    Raises:
+        ValueError: a layer declares a width but no input size: Keras would take it from a
+            tensor this estimate cannot see, so the file is refused (Keras 3 writes
+            `build_config` for every layer it has built).
     """
     total, stack = 0, [config]
     while stack:
@@ -137,28 +143,34 @@ def count_declared_parameters(config) -> int:
         layer = node.get("config")
         if "class_name" not in node or not isinstance(layer, dict):
             continue
-        width = _number(layer.get("units") or layer.get("filters") or layer.get("output_dim"))
-        if not width:
-            continue
-        inputs = _number(layer.get("input_dim")) or _input_channels(node) or width
-        kernel = layer.get("kernel_size", 1)
-        kernel = (
-            math.prod(max(_number(k), 1) for k in kernel)
-            if isinstance(kernel, list)
-            else max(_number(kernel), 1)
-        )
-        multiplier = _number(layer.get("depth_multiplier", 1))
-        total += kernel * inputs * width * max(multiplier, 1) + width
+        total += _layer_weights(node, layer)
     return total
 
 
-def _input_channels(node) -> int:
+def _layer_weights(node, layer) -> int:
+    width = _number(layer.get("units") or layer.get("filters") or layer.get("output_dim"))
+    inputs = _number(layer.get("input_dim")) or _built_inputs(node)
+    if not width:
+        return 4 * inputs  # normalisation: scale, shift, mean and variance per channel
+    if not inputs:
+        raise ValueError(
+            f"layer {str(layer.get('name'))[:80]!r} ({str(node.get('class_name'))[:40]}) declares "
+            f"{width:,} units but not the input size it is built for"
+        )
+    gates = RECURRENT_GATES.get(str(node.get("class_name")))
+    if gates:
+        return gates * (inputs + width + 1) * width
+    kernel = layer.get("kernel_size", 1)
+    if isinstance(kernel, list):
+        kernel = math.prod(max(_number(k), 1) for k in kernel)
+    multiplier = max(_number(layer.get("depth_multiplier", 1)), 1)
+    return max(_number(kernel), 1) * inputs * width * multiplier + width
+
+
+def _built_inputs(node) -> int:
     shape = (node.get("build_config") or {}).get("input_shape")
-    if not isinstance(shape, list):
-        try:
-            shape = node["inbound_nodes"][0]["args"][0]["config"]["shape"]
-        except (KeyError, IndexError, TypeError):
-            return 0
+    if isinstance(shape, list) and shape and isinstance(shape[0], list):
+        shape = shape[0]  # a layer of several inputs: the first one's
     return _number(shape[-1]) if isinstance(shape, list) and shape else 0
 
 

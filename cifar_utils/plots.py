@@ -369,7 +369,7 @@ def plot_lr_find(result, save_to=None):
     """The learning-rate range test: loss against learning rate, with the suggestion.
 
     Args:
-        result: a `training.LRFindResult`.
+        result: an `lr_finder.LRFindResult`.
         save_to: optional path to save the figure to. Defaults to None.
 
     Returns:

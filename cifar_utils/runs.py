@@ -15,8 +15,9 @@ the old complete file or the new one:
 - `backup/`: the last completed epoch's weights and optimiser state (`EpochBackup`), and
   `settings.json`: what the run was asked for and the recipe it trains, so that a resumed
   run trains the same recipe (a budget's plan included) or is refused;
-- `.lock`: held while a run trains in the folder (`fcntl.flock`, released by the system if
-  the process dies), so that a second run in the same folder is refused at once;
+- `.lock`: locked while a run trains in the folder (`fcntl.flock`, released by the system
+  if the process dies), so that a second run in the same folder is refused at once; on
+  Windows, which has no `flock`, folders are not guarded;
 - `final.keras` and `history.json` when the run finishes;
 - `tensorboard/` when asked for.
 
@@ -206,18 +207,30 @@ class RunFolder:
                 f"{self.path} is in use by another training run ({holder}); wait for it to "
                 "finish, or train into another folder (--output-dir / output_dir=)"
             ) from None
-        handle.truncate(0)
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.ctime()}\n")
-        handle.flush()
+        try:
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.ctime()}\n")
+            handle.flush()
+        except OSError:
+            handle.close()  # the lock goes with it
+            raise
         self._lock = handle
         return self
 
     def __exit__(self, *exc_info):
-        """Releases the lock (the system releases it too if the process dies)."""
+        """Releases the lock (the system releases it too if the process dies).
+
+        The file stays: deleting it would let a run that opened it just before and one that
+        creates a new one both take "the" lock.
+        """
         if self._lock is not None:
-            self.lock_file.unlink(missing_ok=True)
-            self._lock.close()  # closing releases the flock
-            self._lock = None
+            handle, self._lock = self._lock, None
+            try:
+                handle.truncate(0)  # no holder named any more
+            except OSError:
+                pass
+            finally:
+                handle.close()  # closing releases the flock
 
     def prepare(self, resume=True):
         """Makes the folder ready for a run: a fresh start, or the resumption of a killed one.
@@ -328,7 +341,8 @@ class RunFolder:
             "epoch": list(range(initial_epoch, initial_epoch + len(history.get("loss", []))))
         }
         session.update({key: [float(v) for v in values] for key, values in history.items()})
-        keys = list(dict.fromkeys([*self.kept_history, *session]))
+        names = {*self.kept_history, *session} - {"epoch"}
+        keys = ["epoch", *sorted(names)]  # history.csv's order, resumed or not
         return {key: self.kept_history.get(key, []) + session.get(key, []) for key in keys}
 
     def finish(self, model, record: dict):

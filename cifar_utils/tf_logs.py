@@ -18,7 +18,9 @@ environment variable alone cannot hide them. This module does two things, once, 
    `cifar-demo`, or `python -m` of their modules), file descriptor 2 goes through a filter
    that drops the lines matching `NOISE` (each one a known, harmless message, listed below
    with why) and passes every other line through unchanged; at exit the filter drains.
-   Elsewhere (a script or a test that imports the package) nothing is filtered.
+   Elsewhere (a script or a test that imports the package) nothing is filtered. The cost:
+   if the process dies at once (a segmentation fault, a C++ `CHECK` abort), its last lines
+   may still be in the filter's pipe and lost; rerun with `CIFAR_TF_LOGS=1` to see them.
 
 Set `CIFAR_TF_LOGS=1` before importing `cifar_utils` to see everything TensorFlow prints.
 """

@@ -82,7 +82,9 @@ def train(
         budget_min: a wall-time budget in minutes for the whole call: epochs (and the
             fast network's widths) are chosen to fit it by `budget.plan_budget`, and a
             `TimeBudget` stops the run if the estimate was short. The plan is in
-            `result.run["budget"]`. Defaults to None: the recipe's epochs.
+            `result.run["budget"]` and history.json. A resumed run keeps the plan it
+            started with (no new one is made or recorded) and stops when the budget of
+            this call is spent. Defaults to None: the recipe's epochs.
         checkpoints: keep `best.keras` and the `backup/` to resume from after each
             epoch. Defaults to True; timed runs turn them off (each save takes time).
 
@@ -103,13 +105,17 @@ def train(
     ):
         run.prepare(resume=checkpoints)
         asked = {"recipe": recipe.to_dict(), "budget_min": budget_min}
-        plan, extra_callbacks = None, list(callbacks)
+        plan = None
         if budget_min is not None and not run.resuming:  # a resumed run keeps its plan
-            plan, budget = _plan(recipe, x_train, y_train, x_val, budget_min, setup, seed, start)
-            recipe, extra_callbacks = plan.recipe, [budget, *extra_callbacks]
+            plan = _plan(recipe, x_train, y_train, x_val, budget_min, setup, seed)
+            recipe = plan.recipe
             if verbose:
                 print(plan.describe())
         recipe = run.settle(asked, recipe)  # saved for a resume, or the saved one resumed
+        extra_callbacks = list(callbacks)
+        if budget_min is not None:  # what is left of the budget stops the run, resumed or not
+            left = budget_min * 60 - (time.perf_counter() - start)
+            extra_callbacks.insert(0, TimeBudget(max(left, 1.0)))
         train_ds, val_ds = make_datasets(recipe, x_train, y_train, x_val, y_val, seed)
         steps_per_epoch = max(len(x_train) // recipe.batch_size, 1)
 
@@ -138,9 +144,9 @@ def train(
 
         full_history = run.full_history(history.history, initial_epoch)
         record = _run_record(recipe, full_history, seed, setup, x_train, x_val, session_seconds)
-        run.finish(model, {"recipe": recipe.to_dict(), "run": record, "history": full_history})
         if plan is not None:
             record["budget"] = plan.record(call_seconds=time.perf_counter() - start)
+        run.finish(model, {"recipe": recipe.to_dict(), "run": record, "history": full_history})
     return TrainResult(model, full_history, recipe, run.path, record)
 
 
@@ -246,11 +252,10 @@ def _check_data(x_train, x_val, y_val, early_stopping_patience):
         raise ValueError("early_stopping_patience needs validation images; received x_val=None.")
 
 
-def _plan(recipe, x_train, y_train, x_val, budget_min, setup, seed, start):
-    """The budget's plan, and the `TimeBudget` that holds the run to the time left after it."""
+def _plan(recipe, x_train, y_train, x_val, budget_min, setup, seed):
+    """The budget's plan for this data (validation passes included)."""
     val_images = 0 if x_val is None else len(x_val)
-    plan = plan_budget(recipe, x_train, y_train, budget_min, val_images, setup=setup, seed=seed)
-    return plan, TimeBudget(max(budget_min * 60 - (time.perf_counter() - start), 1.0))
+    return plan_budget(recipe, x_train, y_train, budget_min, val_images, setup=setup, seed=seed)
 
 
 def _raise_if_diverged(callbacks, run, recipe):

@@ -14,10 +14,16 @@ behaviour the tests check (the upload limit, the error text) is ours to set.
 Endpoints:
 
 - `GET /`: the page (plain HTML, CSS and a few lines of JavaScript);
-- `POST /api/predict`: the image file as the request body; answers
+- `POST /api/predict`: the image file as the request body, or as the file field of a
+  form upload (`curl -F file=@cat.jpg`); answers
   `{"predictions": [{"label", "class_index", "confidence"}, ...]}`, or
-  `{"error": "..."}` with status 400 (not an image) or 413 (too large);
+  `{"error": "..."}` with status 400 (not an image), 408 (the upload stalled), 413 (too
+  large) or 503 (too many uploads at once);
 - `GET /healthz`: `{"status": "ok", "model": ...}`.
+
+Against slow or hostile clients (`server_config`): uploads idle for `--timeout-s` are
+dropped, request headers must arrive within that time, at most `MAX_UPLOADS_IN_FLIGHT`
+uploads are held at once and 64 connections served.
 """
 
 from __future__ import annotations
@@ -152,7 +158,7 @@ def create_app(
             (`tests/test_web.py`), small pictures take milliseconds each.
 
         timeout_s: an upload that sends nothing for this many seconds is dropped (408).
-            Defaults to `CLIENT_TIMEOUT_S`; `serve` applies it to request headers too.
+            Defaults to `CLIENT_TIMEOUT_S`; `server_config` applies it to request headers.
 
     Returns:
         A `starlette.applications.Starlette` app that adds `X-Content-Type-Options:
@@ -256,11 +262,22 @@ async def _read_upload(request, max_bytes: int, idle_s: float) -> tuple[bytearra
     return body, size
 
 
+# A form upload holds the picture and perhaps a few fields; more parts than this is not a
+# picture being sent, and MIME parsing of many tiny parts takes seconds of CPU.
+MAX_FORM_PARTS = 8
+
+
 def _form_file(content_type: str, body: bytes) -> bytes | None:
     """The first file of a `multipart/form-data` body, or None if it holds none.
 
-    The body is already within the upload limit; Python's own MIME parser splits it.
+    The body is already within the upload limit; Python's own MIME parser splits it (in a
+    worker thread: it is CPU work) once the body has at most `MAX_FORM_PARTS` parts.
     """
+    boundary = content_type.partition("boundary=")[2].split(";")[0].strip().strip('"')
+    if not boundary or bytes(body).count(b"--" + boundary.encode("latin-1", "replace")) > (
+        MAX_FORM_PARTS + 1
+    ):
+        return None
     head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + bytes(body))
     if not message.is_multipart():
@@ -273,55 +290,27 @@ def _form_file(content_type: str, body: bytes) -> bytes | None:
 
 def _predict_endpoint(clf, top_k, max_upload_mb, decode_slots, idle_s=CLIENT_TIMEOUT_S):
     """The `POST /api/predict` handler: one uploaded image in, its top-k classes out."""
-    from starlette.concurrency import run_in_threadpool
-    from starlette.requests import ClientDisconnect
     from starlette.responses import JSONResponse
 
-    in_flight = [0]  # uploads being read now (one event loop: no lock needed)
-
+    in_flight = [0]  # uploads read or waiting to be classified (one event loop: no lock)
     max_bytes = int(max_upload_mb * 1e6)
-    no_file = "The form held no file: send the picture as a file field (curl -F file=@cat.jpg)."
-    too_large = (
-        f"The file is larger than the {max_upload_mb:g} MB limit. Shrink it or choose another "
-        "picture (the model only looks at 32 x 32 pixels anyway)."
-    )
 
     async def predict(request):
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > DRAIN_LIMIT_BYTES:
-            return JSONResponse({"error": too_large}, status_code=413)
+            return JSONResponse({"error": _too_large(max_upload_mb)}, status_code=413)
         if in_flight[0] >= MAX_UPLOADS_IN_FLIGHT:
             busy = "The demo is busy with other uploads: try again in a moment."
             return JSONResponse({"error": busy}, status_code=503, headers={"Retry-After": "5"})
         in_flight[0] += 1
-        try:
-            body, size = await _read_upload(request, max_bytes, idle_s)
-        except TimeoutError:
-            print(f"cifar-demo: dropped an upload that stalled for {idle_s:g} s", file=sys.stderr)
-            return JSONResponse({"error": "The upload stalled: send it again."}, status_code=408)
-        except ClientDisconnect:
-            print("cifar-demo: a client went away during its upload", file=sys.stderr)
-            return JSONResponse({"error": "The client went away."}, status_code=400)
+        try:  # counted until answered: each holds up to max_bytes until then
+            error, status, preds = await _classify_upload(
+                request, clf, top_k, max_bytes, max_upload_mb, decode_slots, idle_s
+            )
         finally:
             in_flight[0] -= 1
-        if size > max_bytes:
-            return JSONResponse({"error": too_large}, status_code=413)
-        if size == 0:
-            return JSONResponse(
-                {"error": "The upload was empty: choose an image file."}, status_code=400
-            )
-        content_type = request.headers.get("content-type", "")
-        if content_type.lower().startswith("multipart/form-data"):  # curl -F, an HTML form
-            body = _form_file(content_type, body)
-            if body is None:
-                return JSONResponse({"error": no_file}, status_code=400)
-        try:
-            async with decode_slots:  # bounds the memory: a large image decodes to ~350 MB
-                preds = await run_in_threadpool(lambda: clf.predict([bytes(body)], top_k=top_k)[0])
-        except ImageError as err:
-            return JSONResponse(
-                {"error": f"That file is not a picture the model can read: {err}."}, status_code=400
-            )
+        if error is not None:
+            return JSONResponse({"error": error}, status_code=status)
         return JSONResponse(
             {
                 "predictions": [
@@ -332,6 +321,44 @@ def _predict_endpoint(clf, top_k, max_upload_mb, decode_slots, idle_s=CLIENT_TIM
         )
 
     return predict
+
+
+def _too_large(max_upload_mb) -> str:
+    return (
+        f"The file is larger than the {max_upload_mb:g} MB limit. Shrink it or choose another "
+        "picture (the model only looks at 32 x 32 pixels anyway)."
+    )
+
+
+async def _classify_upload(request, clf, top_k, max_bytes, max_upload_mb, decode_slots, idle_s):
+    """(error message, HTTP status, None) for a bad upload, else (None, 200, predictions)."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect
+
+    try:
+        body, size = await _read_upload(request, max_bytes, idle_s)
+    except TimeoutError:
+        print(f"cifar-demo: dropped an upload that stalled for {idle_s:g} s", file=sys.stderr)
+        return "The upload stalled: send it again.", 408, None
+    except ClientDisconnect:
+        print("cifar-demo: a client went away during its upload", file=sys.stderr)
+        return "The client went away.", 400, None
+    if size > max_bytes:
+        return _too_large(max_upload_mb), 413, None
+    if size == 0:
+        return "The upload was empty: choose an image file.", 400, None
+    content_type = request.headers.get("content-type", "")
+    try:
+        async with decode_slots:  # bounds the memory: a large image decodes to ~350 MB
+            if content_type.lower().startswith("multipart/form-data"):  # curl -F, HTML forms
+                body = await run_in_threadpool(_form_file, content_type, body)
+                if body is None:
+                    no_file = "The form held no file: send the picture as a file field"
+                    return f"{no_file} (curl -F file=@cat.jpg).", 400, None
+            preds = await run_in_threadpool(lambda: clf.predict([bytes(body)], top_k=top_k)[0])
+    except ImageError as err:
+        return f"That file is not a picture the model can read: {err}.", 400, None
+    return None, 200, preds
 
 
 class _NoSniff:
@@ -383,30 +410,37 @@ def _timed_headers(timeout_s):
     uvicorn bounds the size of unfinished headers but not their time: a client that sends
     half a request line keeps its connection, and a slot of `limit_concurrency`, forever.
     """
+    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class _TimedHeaders(H11Protocol):
+        """Closes the connection when a request's headers have not all arrived in time:
+        `timeout_s` after it opened, or after the previous response (keep-alive)."""
+
         def connection_made(self, transport):
             super().connection_made(transport)
-            self._tail = b""
-            self._header_timer = self.loop.call_later(timeout_s, self._headers_too_slow)
+            self._header_timer = None
+            self._arm()
 
-        def data_received(self, data):
-            if self._header_timer is not None:
-                if b"\r\n\r\n" in self._tail + data:  # the headers are complete
-                    self._header_timer.cancel()
-                    self._header_timer = None
-                self._tail = (self._tail + data)[-3:]
-            super().data_received(data)
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._arm()
 
         def connection_lost(self, exc):
             if self._header_timer is not None:
                 self._header_timer.cancel()
             super().connection_lost(exc)
 
+        def _arm(self):
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            self._header_timer = self.loop.call_later(timeout_s, self._headers_too_slow)
+
         def _headers_too_slow(self):
             self._header_timer = None
-            self.transport.close()
+            # IDLE: h11 has not seen a whole request line and headers since the last response.
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
 
     return _TimedHeaders
 

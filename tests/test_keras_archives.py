@@ -113,18 +113,41 @@ def test_deeply_nested_json_is_refused(tmp_path):
         storage.load_model(_write(tmp_path / "nested.keras", members))
 
 
-def test_declared_weights_are_read_from_build_config_or_the_inbound_shape():
+def test_declared_weights_are_counted_from_the_built_input_sizes():
     count = keras_archives.count_declared_parameters
     assert count(_dense_config(10, 100)) == 100 * 10 + 10
     conv = {
         "class_name": "Conv2D",
         "config": {"filters": 8, "kernel_size": [3, 3]},
-        "inbound_nodes": [{"args": [{"config": {"shape": [None, 32, 32, 4]}}]}],
+        "build_config": {"input_shape": [None, 32, 32, 4]},
     }
     assert count(conv) == 3 * 3 * 4 * 8 + 8
-    assert count({"class_name": "Dense", "config": {"units": 1000}}) == 1000 * 1000 + 1000
-    hostile = {"class_name": "Dense", "config": {"units": "many", "kernel_size": [None]}}
-    assert count(hostile) == 0  # not a number: Keras refuses it itself
+    lstm = {
+        "class_name": "LSTM",
+        "config": {"units": 20_000},
+        "build_config": {"input_shape": [None, 10, 100]},
+    }
+    assert count(lstm) == 4 * (100 + 20_000 + 1) * 20_000  # 1.6 billion: over the limit
+    norm = {
+        "class_name": "BatchNormalization",
+        "config": {"axis": -1},
+        "build_config": {"input_shape": [None, 10**9]},
+    }
+    assert count(norm) == 4 * 10**9
+
+
+def test_a_layer_with_units_but_no_built_input_size_is_refused(tmp_path):
+    """Keras would take the input size from the real tensor (here 10**6 values): with no
+    build_config the estimate cannot see it, so the file is refused."""
+    config = _dense_config(1000, 10**6)
+    del config["config"]["layers"][1]["build_config"]
+    with pytest.raises(ValueError, match="declares 1,000 units but not the input size"):
+        keras_archives.count_declared_parameters(config)
+    members = {**_members(), "config.json": json.dumps(config).encode()}
+    with pytest.raises(ValueError, match="nobuild.keras: layer 'd' .*refusing to build it"):
+        storage.load_model(_write(tmp_path / "nobuild.keras", members))
+    hostile = {"class_name": "Dense", "config": {"units": "many"}}
+    assert keras_archives.count_declared_parameters(hostile) == 0  # not a number: Keras refuses
 
 
 @pytest.mark.slow
