@@ -151,6 +151,7 @@ def test_a_layer_with_units_but_no_built_input_size_is_refused(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from /proc")
 def test_cifar_predict_refuses_a_hostile_model_in_one_line_within_bounded_memory(tmp_path):
     """The issue's case: a 200 MB layer name took cifar-predict to 23.5 GB. Now a one-line
     refusal, exit 2, a peak well under what TensorFlow alone takes plus 1 GB, no temporary files."""
@@ -166,10 +167,11 @@ def test_cifar_predict_refuses_a_hostile_model_in_one_line_within_bounded_memory
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from cifar_utils import inference\n"
         "status = inference.main(['--model', sys.argv[1], sys.argv[2]])\n"
-        "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+        "peak = next(ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:'))\n"
+        "print('PEAK_KB', peak.split()[1], file=sys.stderr)\n"
         "sys.exit(status)\n"
     )
     env = {**os.environ, "TMPDIR": str(scratch), "CIFAR_TF_LOGS": "0"}
