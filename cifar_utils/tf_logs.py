@@ -59,6 +59,9 @@ NOISE = tuple(
         # C++ INFO lines printed before absl is initialised, so TF_CPP_MIN_LOG_LEVEL cannot hide
         # them: oneDNN is on, no CUDA driver, the CPU's instruction sets.
         _line("I", "port|cudart_stub|cpu_feature_guard", ""),
+        # TensorFlow 2.18 (Colab's at the time of writing), on every start: its CUDA plugins
+        # registering twice ("... when one has already been registered"). Harmless.
+        _line("E", "cuda_fft|cuda_dnn|cuda_blas", r"Unable to register cu(?:FFT|DNN|BLAS) factory"),
         # cpu_feature_guard's second line ("To enable the following instructions: AVX2 ...").
         r"^To enable the following instructions: .* "
         r"rebuild TensorFlow with the appropriate compiler flags\.$",
