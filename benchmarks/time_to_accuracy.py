@@ -307,6 +307,8 @@ def _airbench_worker(progress, spec, x_train, y_train, seed):
     import numpy as np
     import torch
 
+    from cifar_utils import data
+
     if importlib.util.find_spec("torchvision") is None:
         tv = _torchvision_stand_in(torch)
         sys.modules["torchvision"], sys.modules["torchvision.transforms"] = tv, tv.transforms
@@ -320,18 +322,7 @@ def _airbench_worker(progress, spec, x_train, y_train, seed):
         "airbench": getattr(airbench, "__version__", None) or _dist_version("airbench"),
     }
     progress.state["train_images"] = len(x_train)
-    classes = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ]
+    classes = list(data.CLASS_NAMES)  # airbench's loader wants the names, in this order
     folder = Path(tempfile.mkdtemp()) / "cifar10"
     folder.mkdir()
     offline_x, offline_y = next(iter(progress.tests.values()))
