@@ -5,10 +5,13 @@ directly. The backup that lets a killed run resume is `runs.EpochBackup`.
 
 - `AtomicCheckpoint`: keeps the best model, saved atomically.
 - `EpochLogger`: adds each epoch's wall time and learning rate to the logs.
-- `TimeBudget`: stops `fit` after a number of seconds of training steps.
+- `TimeBudget`: stops `fit` after a number of seconds of training steps (or of
+  wall time, as a deadline).
 - `StopOnNaN`: stops a run whose loss became NaN, remembering where.
 - `Lookahead`: airbench's lookahead, a slow copy of the weights that the fast
   ones are pulled back to every few steps.
+- `FreezeLayers`: stops training some layers after a number of epochs (airbench's
+  whitening bias learns for 3).
 """
 
 from __future__ import annotations
@@ -86,19 +89,27 @@ class TimeBudget(keras.callbacks.Callback):
     callbacks (with `steps_per_execution > 1`, one per execution). On a GPU the clock does
     not wait for queued work, so a step's time may be billed to the next validation.
 
+    With `wall_clock=True` it is a deadline instead: every second from the start of
+    `fit` counts (validation and the other callbacks too), and training stops early
+    enough that the step under way and the epoch's end (its validation and callbacks,
+    timed at the epoch before) finish within `seconds`. `train(budget_min=...)` uses it.
+
         budget = callbacks.TimeBudget(60)
         model.fit(train_ds.repeat(), steps_per_epoch=20, epochs=1000,
                   validation_data=val_ds, callbacks=[budget])
 
     Args:
         seconds: the training-time budget in seconds, > 0.
+        wall_clock: count all of `fit`'s time and stop before the budget would be
+            crossed. Defaults to False: training steps only, stop after crossing.
     """
 
-    def __init__(self, seconds):
+    def __init__(self, seconds, wall_clock=False):
         super().__init__()
         if not seconds > 0:
             raise ValueError(f"seconds must be > 0; received {seconds!r}.")
         self.seconds = float(seconds)
+        self.wall_clock = bool(wall_clock)
         self.used = 0.0
         self.seconds_at_epoch_end, self.val_accuracy, self.steps = [], [], 0
         self._start = None
@@ -106,27 +117,45 @@ class TimeBudget(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.used, self.steps = 0.0, 0
         self.seconds_at_epoch_end, self.val_accuracy = [], []
+        self._train_start = self._last_step_end = time.perf_counter()
+        self._step, self._epoch_end = 0.0, 0.0  # the longest step and end of epoch seen
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start = now = time.perf_counter()
+        if self.steps:  # the previous epoch's end: from its last step to now
+            self._epoch_end = max(self._epoch_end, now - self._last_step_end)
+        self._last_step_end = now
 
     def _elapsed(self):
+        if self.wall_clock:
+            return time.perf_counter() - self._train_start
         return self.used + (time.perf_counter() - self._start if self._start is not None else 0.0)
+
+    def _would_overrun(self):
+        """Wall clock: whether one more step and an epoch's end would cross the budget."""
+        return self._elapsed() + self._step + self._epoch_end >= self.seconds
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
-        if self._elapsed() >= self.seconds:
+        now = time.perf_counter()
+        if self.wall_clock:
+            if self.steps > 1:  # the first step also builds the graph: not a step's time
+                self._step = max(self._step, now - self._last_step_end)
+            self._last_step_end = now
+            if self._would_overrun():
+                self.model.stop_training = True
+        elif self._elapsed() >= self.seconds:
             self.model.stop_training = True
 
     def on_test_begin(self, logs=None):  # validation inside fit: stop the training clock
-        if self._start is not None:
+        if self._start is not None and not self.wall_clock:
             self.used, self._start = self._elapsed(), None
 
     def on_epoch_end(self, epoch, logs=None):
         self.used, self._start = self._elapsed(), None
         self.seconds_at_epoch_end.append(self.used)
         self.val_accuracy.append(float((logs or {}).get("val_accuracy", np.nan)))
-        if self.used >= self.seconds:
+        if self.used >= self.seconds or (self.wall_clock and self._would_overrun()):
             self.model.stop_training = True
 
 
@@ -196,3 +225,43 @@ class Lookahead(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._slow is not None:
             self._update(tf.constant(1.0, tf.float32))  # the model takes the slow weights
+
+
+class FreezeLayers(keras.callbacks.Callback):
+    """Stops training the named layers from epoch `epochs` on (counting from 0).
+
+    airbench lets its whitening layer's bias learn for the first 3 epochs, then
+    freezes it: early on it recentres the whitened inputs, later it would only chase
+    noise. Setting `layer.trainable = False` mid-`fit` needs a new training step,
+    so the callback asks Keras for one (`make_train_function(force=True)`); from
+    then on neither gradients, momentum nor weight decay touch those layers. A run
+    resumed after epoch `epochs` freezes them before its first step. When `fit` ends
+    they are trainable again, as they were built: the model saves and loads (with its
+    optimiser's state) like any other, and a later `fit` trains them.
+
+        model.fit(train_ds, epochs=10, callbacks=[FreezeLayers(["whiten_bias"], epochs=3)])
+
+    Args:
+        layer_names: names of the layers to freeze.
+        epochs: epochs they train before being frozen, >= 0.
+    """
+
+    def __init__(self, layer_names, epochs):
+        super().__init__()
+        if isinstance(layer_names, str) or not layer_names:
+            raise ValueError(f"layer_names must be a list of names; received {layer_names!r}.")
+        self.layer_names = list(layer_names)
+        self.epochs = checks.whole_number(epochs, "epochs")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch < self.epochs:
+            return
+        layers = [self.model.get_layer(name) for name in self.layer_names]
+        if any(layer.trainable for layer in layers):
+            for layer in layers:
+                layer.trainable = False
+            self.model.make_train_function(force=True)
+
+    def on_train_end(self, logs=None):
+        for name in self.layer_names:
+            self.model.get_layer(name).trainable = True

@@ -50,6 +50,8 @@ def check_recipe(recipe) -> Recipe:
         bad("tta", "False, True (flip), 'flip' or 'multicrop'")
     parse_policy(recipe.augmentation)  # raises with the policy names
     parameters = inspect.signature(BUILDERS[recipe.arch]).parameters
+    if recipe.whitening_bias_epochs and "whitening_bias" not in parameters:
+        bad("whitening_bias_epochs", f"0: {recipe.arch} has no whitening layer")
     allowed = [n for n in parameters if n not in ("input_shape", "num_classes", "name")]
     unknown = sorted(set(recipe.model_kwargs) - set(allowed))
     if unknown:
@@ -61,12 +63,17 @@ def check_recipe(recipe) -> Recipe:
 
 
 def make_optimizer(
-    optimizer="sgd", learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=0.0
+    optimizer="sgd",
+    learning_rate=0.1,
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=0.0,
+    decay_biases=False,
 ):
     """A Keras optimiser by name, with decoupled weight decay that skips biases and batch norm.
 
-    Weight decay is Keras's decoupled `weight_decay`; it skips biases and batch-norm
-    parameters, whose size carries no overfitting risk.
+    Weight decay is Keras's decoupled `weight_decay`; by default it skips biases and
+    batch-norm parameters, whose size carries no overfitting risk.
 
     Args:
         optimizer: "sgd" (with momentum), "adam" or "adamw". Defaults to "sgd".
@@ -76,6 +83,9 @@ def make_optimizer(
         nesterov: Nesterov momentum for SGD. Defaults to True.
         weight_decay: decoupled weight decay per step, times the learning rate;
             0 turns it off. Defaults to 0.0.
+        decay_biases: decay biases and batch-norm parameters too, by the same
+            share per step as the weights (airbench does: it keeps the fast
+            network's quickly-learning shifts small). Defaults to False.
 
     Returns:
         A `keras.optimizers.Optimizer`.
@@ -91,7 +101,7 @@ def make_optimizer(
         result = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
     else:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}; received {optimizer!r}.")
-    if weight_decay:
+    if weight_decay and not decay_biases:
         result.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     return result
 
@@ -149,6 +159,7 @@ def compile_recipe(model, recipe: Recipe, steps_per_epoch: int, jit_compile=Fals
         momentum=recipe.momentum,
         nesterov=recipe.nesterov,
         weight_decay=recipe.weight_decay,
+        decay_biases=recipe.decay_biases,
     )
     return compile_model(model, optimizer, recipe.label_smoothing, jit_compile=jit_compile)
 
@@ -159,13 +170,16 @@ def build_recipe_model(recipe: Recipe, x_train, seed=0):
     Args:
         recipe: a `Recipe`.
         x_train: uint8 training images; with `recipe.whitening_images` > 0, that
-            many (drawn with `seed`) are the builder's `whitening_sample`.
+            many (drawn with `seed`) are the builder's `whitening_sample`. With
+            `recipe.whitening_bias_epochs` > 0 the whitening layer gets its bias.
         seed: seed of that draw. Defaults to 0.
 
     Returns:
         The uncompiled `keras.Model`.
     """
     kwargs = dict(recipe.model_kwargs)
+    if recipe.whitening_bias_epochs:  # trained for that many epochs (callbacks.FreezeLayers)
+        kwargs["whitening_bias"] = True
     if recipe.whitening_images:
         rng = np.random.default_rng(seed)
         sample = rng.choice(len(x_train), min(recipe.whitening_images, len(x_train)), replace=False)

@@ -280,24 +280,29 @@ FAST_NET_INITS = {
 }
 
 
-def _whitening(x, activation):
+def _whitening(x, activation, bias):
     """The fast net's first layer, "whiten": a frozen 2x2 convolution, then the activation.
 
     It has two filters per value of a 2x2 patch (24 for RGB), He-initialised until
-    `init_whitening` sets them from the training images.
+    `init_whitening` sets them from the training images. With `bias`, a trainable
+    per-filter bias ("whiten_bias") follows the frozen filters: airbench trains it for
+    the first epochs only (`callbacks.FreezeLayers`).
     """
     x = keras.layers.Conv2D(
         2 * x.shape[-1] * 4,
         2,
         padding="valid",
+        use_bias=not bias,  # without a trainable bias: a frozen zero one, as before it existed
         trainable=False,
         name="whiten",
         kernel_initializer="he_normal",
     )(x)
+    if bias:
+        x = ScaledBias(1.0, name="whiten_bias")(x)
     return keras.layers.Activation(activation, name=f"whiten_{activation}")(x)
 
 
-def _fast_group(x, filters, kernel_init, momentum, bias_scale, activation, name):
+def _fast_group(x, filters, kernel_init, momentum, epsilon, bias_scale, activation, name):
     """One group of the fast net: (3x3 convolution, 2x2 max pooling, batch norm, activation),
     then (3x3 convolution, batch norm, activation).
 
@@ -323,7 +328,7 @@ def _fast_group(x, filters, kernel_init, momentum, bias_scale, activation, name)
             x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
         x = keras.layers.BatchNormalization(
             momentum=momentum,
-            epsilon=1e-5,
+            epsilon=epsilon,
             scale=False,
             center=bias_scale == 1,
             name=f"{name}_bn{j}",
@@ -339,11 +344,13 @@ def build_fast_net(
     num_classes=NUM_CLASSES,
     widths=(64, 256, 256),
     batch_norm_momentum=0.6,
+    batch_norm_epsilon=1e-5,
     logit_scale=1 / 9,
     bias_scale=1.0,
     activation="relu",
     init="keras",
     dirac=False,
+    whitening_bias=False,
     whitening_sample=None,
     augmentation=None,
     seed=None,
@@ -358,8 +365,6 @@ def build_fast_net(
     layer and a fixed 1/9 scale on the logits. With `init="pytorch"` and
     `dirac=True` it starts where airbench94 starts; the "fast" recipe adds
     airbench's augmentation, lookahead and multi-crop TTA (see `recipes`).
-    Left out: the whitening bias trained in the first epochs (its filters stay
-    frozen, without a bias).
 
     Args:
         input_shape: `(height, width, channels)`. Defaults to (32, 32, 3).
@@ -367,6 +372,9 @@ def build_fast_net(
         widths: channels of the three groups. Defaults to (64, 256, 256).
         batch_norm_momentum: Keras momentum of the moving statistics; 0.6
             follows the fast-changing weights of a short run. Defaults to 0.6.
+        batch_norm_epsilon: added to the batch variance before dividing by its
+            square root (airbench: 1e-12). Defaults to 1e-5 (Keras's 1e-3 is
+            large for batches whose channels vary little).
         logit_scale: multiplies the logits; a small scale keeps early
             predictions soft. Defaults to 1/9.
         bias_scale: batch-norm shifts are `ScaledBias` layers with this scale,
@@ -383,6 +391,10 @@ def build_fast_net(
             first `in_channels` filters of every 3x3 convolution pass their
             input channel through, so the deep net starts close to a shallow
             one. Defaults to False.
+        whitening_bias: give the frozen whitening filters a trainable bias
+            (layer "whiten_bias"), as airbench does; its recipe trains it for
+            the first 3 epochs only (`recipes` field `whitening_bias_epochs`).
+            Defaults to False.
         whitening_sample: uint8 training images to set the whitening filters
             from (a few thousand suffice). Defaults to None: He-initialised,
             still frozen; call `init_whitening(model, images)` before training.
@@ -396,10 +408,17 @@ def build_fast_net(
     checks.one_of(activation, "activation", ("relu", "gelu"))
     kernel_init = FAST_NET_INITS[checks.one_of(init, "init", tuple(FAST_NET_INITS))]
     inputs, x = _image_input(input_shape, num_classes, 3, augmentation, seed)
-    x = _whitening(x, activation)
+    x = _whitening(x, activation, whitening_bias)
     for i, width in enumerate(widths):
         x = _fast_group(
-            x, width, kernel_init, batch_norm_momentum, bias_scale, activation, f"group{i + 1}"
+            x,
+            width,
+            kernel_init,
+            batch_norm_momentum,
+            batch_norm_epsilon,
+            bias_scale,
+            activation,
+            f"group{i + 1}",
         )
     x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
     fc = keras.layers.Dense(num_classes, use_bias=False, kernel_initializer=kernel_init, name="fc")

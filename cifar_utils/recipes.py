@@ -140,6 +140,8 @@ FIELD_RULES = {
     ),
     "whitening_images": partial(checks.whole_number, minimum=0),
     "lookahead_steps": partial(checks.whole_number, minimum=0),  # 0: no lookahead
+    "whitening_bias_epochs": partial(checks.whole_number, minimum=0),  # 0: no whitening bias
+    "decay_biases": partial(checks.instance, kind=bool, expected="True or False"),
 }
 
 
@@ -165,6 +167,8 @@ class Recipe:
     tta: bool | str = False
     whitening_images: int = 0
     lookahead_steps: int = 0
+    whitening_bias_epochs: int = 0
+    decay_biases: bool = False
 
     def __post_init__(self):
         for name, rule in FIELD_RULES.items():

@@ -10,9 +10,10 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from cifar_utils import callbacks
-from cifar_utils.callbacks import AtomicCheckpoint, StopOnNaN, TimeBudget
+from cifar_utils.callbacks import AtomicCheckpoint, FreezeLayers, StopOnNaN, TimeBudget
 
 
 def _tiny_model():
@@ -151,6 +152,76 @@ def test_time_budget_stops_fit_and_records_accuracy_against_time():
     assert all(0.0 <= a <= 1.0 for a in budget.val_accuracy)
     with pytest.raises(ValueError, match="received 0"):
         TimeBudget(0)
+
+
+def test_time_budget_on_the_wall_clock_ends_fit_before_the_deadline():
+    """As `train(budget_min=...)` uses it: validation and callbacks count, and fit stops
+    early enough that the step under way and the epoch's end fit in the budget."""
+
+    class Slow(keras.callbacks.Callback):  # steps of 50 ms, epoch ends of 150 ms
+        def on_train_batch_end(self, batch, logs=None):
+            time.sleep(0.05)
+
+        def on_epoch_end(self, epoch, logs=None):
+            time.sleep(0.15)
+
+        def on_train_end(self, logs=None):
+            self.clock_at_end = budget._elapsed()
+
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    # An endless dataset, as train() has: no iterator to start at each epoch.
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat()
+    model.fit(data, steps_per_epoch=8, epochs=1, shuffle=False, verbose=0)  # trace first
+    budget = TimeBudget(1.5, wall_clock=True)
+    start = time.perf_counter()
+    slow = Slow()
+    history = model.fit(
+        data, steps_per_epoch=8, epochs=100, shuffle=False, callbacks=[budget, slow], verbose=0
+    )
+    wall = time.perf_counter() - start
+    epochs_run = len(history.history["loss"])
+    facts = (
+        f"wall {wall:.3f} s, clock at the end {slow.clock_at_end:.3f} s, epochs {epochs_run}, "
+        f"steps {budget.steps}"
+    )
+    # Each epoch takes about 8 x 50 ms + 150 ms = 0.55 s: two whole ones and part of a third.
+    assert 2 <= epochs_run < 100, facts
+    # The deadline held on its clock (from fit's start of training to its end), epoch ends
+    # included; fit's own set-up before that clock starts takes milliseconds.
+    assert slow.clock_at_end < 1.5, facts
+    assert wall < 1.5 + 0.25, facts
+    assert wall > 1.5 - 2 * (0.05 + 0.15) - 0.2, facts  # and it did not stop far too early
+    assert budget.seconds_at_epoch_end[-1] == pytest.approx(budget.used)
+
+
+def test_freeze_layers_stops_training_a_layer_after_some_epochs():
+    model = keras.Sequential(
+        [keras.Input((2,)), keras.layers.Dense(2, name="first"), keras.layers.Dense(1, name="out")]
+    )
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(model.get_layer("first").kernel.numpy().copy())
+
+    x = np.random.default_rng(0).normal(size=(32, 2)).astype("float32")
+    y = x.sum(axis=1, keepdims=True) * 3
+    out_before = model.get_layer("out").kernel.numpy().copy()
+    model.fit(x, y, epochs=4, verbose=0, callbacks=[FreezeLayers(["first"], epochs=2), Watch()])
+    assert not np.allclose(seen[0], seen[1])  # trained in epochs 0 and 1
+    # frozen from epoch 2 on: neither gradients nor momentum move it
+    np.testing.assert_array_equal(seen[1], seen[2])
+    np.testing.assert_array_equal(seen[2], seen[3])
+    assert model.get_layer("first").trainable  # trainable again once fit is over
+    assert not np.allclose(out_before, model.get_layer("out").kernel.numpy())
+    with pytest.raises(ValueError, match="layer_names must be a list of names; received 'first'"):
+        FreezeLayers("first", 2)
+    with pytest.raises(ValueError, match="epochs must be a whole number >= 0; received -1"):
+        FreezeLayers(["first"], -1)
 
 
 # --- Lookahead ------------------------------------------------------------------------------

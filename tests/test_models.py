@@ -283,3 +283,15 @@ def test_fast_net_rejects_unknown_init_and_activation():
         models.build_fast_net(init="he")
     with pytest.raises(ValueError, match="activation must be one of .*received 'swish'"):
         models.build_fast_net(activation="swish")
+
+
+def test_fast_net_whitening_bias_and_batch_norm_epsilon():
+    plain = models.build_fast_net(widths=(8, 16, 16))
+    assert plain.get_layer("whiten").use_bias  # frozen at zero, as before the option existed
+    assert "whiten_bias" not in [layer.name for layer in plain.layers]
+    model = models.build_fast_net(widths=(8, 16, 16), whitening_bias=True, batch_norm_epsilon=1e-12)
+    whiten, bias = model.get_layer("whiten"), model.get_layer("whiten_bias")
+    assert not whiten.trainable and not whiten.use_bias
+    assert bias.trainable and bias.bias.shape == (24,) and bias.scale == 1.0
+    assert model.get_layer("group2_bn1").epsilon == 1e-12
+    assert len(model.trainable_weights) == len(plain.trainable_weights) + 1

@@ -1,5 +1,6 @@
 """cifar_utils.recipes: every recipe is valid, overrides merge, nonsense is refused."""
 
+import dataclasses
 import json
 
 import pytest
@@ -32,6 +33,8 @@ def test_every_recipe_is_valid_and_builds():
         ({"lookahead_steps": -1}, "lookahead_steps must be a whole number >= 0; received -1"),
         ({"lookahead_steps": True}, "lookahead_steps must be .*received True"),
         ({"nesterov": 1}, "nesterov must be True or False; received 1"),
+        ({"whitening_bias_epochs": -1}, "whitening_bias_epochs must be a whole number >= 0"),
+        ({"decay_biases": "yes"}, "decay_biases must be True or False; received 'yes'"),
         ({"model_kwargs": [8, 8]}, "model_kwargs must be a dict"),
     ],
 )
@@ -51,12 +54,18 @@ def test_nonsense_hyperparameters_are_refused(overrides, pattern):
             "tta must be False, True .flip., 'flip' or 'multicrop'; received 'crops'",
         ),
         ({"augmentation": "airbench+cutout"}, "combines with no other policy"),
+        (
+            {"arch": "vgg", "model_kwargs": {}, "whitening_bias_epochs": 3},
+            "whitening_bias_epochs must be 0: vgg has no whitening layer; received 3",
+        ),
     ],
 )
 def test_names_of_code_are_checked_where_the_code_is(overrides, pattern):
     """`recipes` holds values only; `compiling.check_recipe` (called by `train` and
     `plan_budget`) checks the fields that name a network, schedule or augmentation."""
     recipe = recipes.get_recipe("fast", **overrides)
+    if "model_kwargs" in overrides:  # get_recipe merges them; start from none instead
+        recipe = dataclasses.replace(recipe, model_kwargs=overrides["model_kwargs"])
     with pytest.raises(ValueError, match=pattern):
         compiling.check_recipe(recipe)
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -105,6 +106,16 @@ def test_weight_decay_shrinks_kernels_but_not_scaled_shifts():
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(kernel), before * (1 - 0.375 * 0.01), rtol=1e-5
     )
+    # airbench's way (decay_biases=True): the shifts shrink by the weights' share too
+    model = build_fast_net(widths=(8, 16, 16), bias_scale=8)
+    shift = model.get_layer("group1_shift1").bias
+    shift.assign(np.ones(shift.shape, "float32"))
+    recipe = recipes.get_recipe(
+        "fast", schedule="constant", momentum=0.0, nesterov=False, decay_biases=True
+    )
+    optimizer = compiling.compile_recipe(model, recipe, 10).optimizer
+    optimizer.apply_gradients([(keras.ops.zeros_like(shift), shift)])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(shift), 1 - 0.375 * 0.01, rtol=1e-5)
 
 
 # --- training -----------------------------------------------------------------------------
@@ -601,6 +612,38 @@ def test_airbench_augmentation_and_lookahead_train_whole_epochs(tiny_data, tmp_p
     assert len(result.history["loss"]) == 2 and len(result.history["val_accuracy"]) == 2
     # fit was told the endless stream's epoch length: 64 images / 16 = 4 steps, not forever
     assert result.run["epochs"] == 2 and (tmp_path / "final.keras").exists()
+
+
+def test_the_whitening_bias_learns_for_its_epochs_then_stays(tiny_data, tmp_path):
+    x, y, xv, yv = tiny_data
+    recipe = recipes.get_recipe(
+        "fast",
+        epochs=3,
+        batch_size=16,
+        lookahead_steps=0,
+        whitening_images=32,
+        whitening_bias_epochs=1,
+        decay_biases=True,
+        model_kwargs={"widths": [8, 8, 8]},
+    )
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(self.model.get_layer("whiten_bias").bias.numpy().copy())
+
+    result = training.train(
+        recipe, x, y, xv, yv, output_dir=tmp_path, verbose=0, callbacks=[Watch()]
+    )
+    assert np.abs(seen[0]).max() > 0  # learned in the first epoch (it starts at zero)
+    np.testing.assert_array_equal(seen[0], seen[1])  # then frozen: no decay, no momentum
+    np.testing.assert_array_equal(seen[1], seen[2])
+    # trainable again after fit, so the saved optimiser state matches on loading (no warning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = keras.saving.load_model(result.final_model_path, safe_mode=True)
+    assert loaded.get_layer("whiten_bias").trainable
+    np.testing.assert_array_equal(loaded.get_layer("whiten_bias").bias.numpy(), seen[2])
 
 
 def test_a_timed_run_skips_validation_and_checkpoints(tiny_data, tmp_path):
