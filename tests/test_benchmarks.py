@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_accuracy.py"
@@ -47,7 +48,12 @@ def test_table_and_targets_from_results(bench, tmp_path):
             [(200 * i, 0.8 + 0.0095 * i, 0.81 + 0.01 * i) for i in range(1, 11)],
             final={"offline": 0.905, "lossless": 0.915},
         ),
-        "fast-peer-time": _run("recipe", [(90, 0.80, 0.82), (170, 0.86, 0.87)]),
+        "fast-peer-time": _run(
+            "recipe",
+            [(90, 0.80, 0.82), (170, 0.86, 0.87)],
+            budget={"minutes": 3.0, "plan": "budget 3.0 min: 2 epoch(s)"},
+            train_call_seconds=176.4,
+        ),
         "fast-60": _run(
             "recipe",
             [(100 * i, 0.80 + 0.004 * i, 0.82 + 0.004 * i) for i in range(1, 31)],
@@ -73,6 +79,10 @@ def test_table_and_targets_from_results(bench, tmp_path):
     )
     assert "0.9200 / 0.9400" in rows["fast-60"]  # its epoch 30 at 3,000 s is within 60 minutes
     assert "skipped: PyTorch or airbench is not installed" in rows["missing"]
+    assert (
+        "fast-peer-time: budget 3.0 min: 2 epoch(s). "
+        "The train() call took 176 s of its 180 s (within budget)." in text
+    )
     assert (
         "- at least 85% (aim 88%) at the peer's 180 s: met, 0.8600 "
         "(fast-peer-time; the peer: 0.6700)" in text
@@ -103,6 +113,31 @@ def test_the_anchor_is_skipped_with_the_install_command_when_torch_is_missing(
     progress = bench._Progress("airbench", {"kind": "airbench"}, tmp_path / "out.json", {})
     bench._airbench_worker(progress, {"kind": "airbench"}, None, None, seed=0)
     assert "pip install -e .[bench]" in progress.state["skipped"]
+
+
+def test_recipe_runs_are_evaluated_after_training_from_each_epochs_weights(bench, tmp_path):
+    """Our runs keep each epoch's weights and are evaluated once train() has returned, so that
+    its wall-clock budget is spent on training; the last epoch is the returned model."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, 96)
+    tests = {"offline": (x[:40], y[:40])}
+    spec = {
+        "kind": "recipe",
+        "recipe": "fast",
+        "overrides": {"epochs": 3, "batch_size": 32, "model_kwargs": {"widths": [8, 8, 8]}},
+    }
+    progress = bench._Progress("fast-10", spec, tmp_path / "out.json", tests)
+    bench._recipe_worker(progress, spec, x, y, None, seed=0)
+    state = progress.state
+    assert [e["epoch"] for e in state["epochs"]] == [1, 2, 3]
+    seconds = [e["seconds"] for e in state["epochs"]]
+    assert seconds == sorted(seconds) and seconds[-1] <= state["wall_seconds"]
+    assert 0 < state["train_call_seconds"] <= state["wall_seconds"]
+    assert state["budget"] is None and state["recipe"]["epochs"] == 3
+    for entry in state["epochs"]:
+        assert 0.0 <= entry["test_accuracy"]["offline"] <= 1.0
+    assert set(state["final_tta"]["test_accuracy"]) == {"offline"}
 
 
 def test_budgets_come_from_earlier_runs(bench):
