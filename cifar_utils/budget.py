@@ -25,18 +25,21 @@ from cifar_utils import checks, device
 from cifar_utils.augment import training_dataset
 from cifar_utils.compiling import check_recipe, compile_recipe
 from cifar_utils.models import BUILDERS, count_flops
-from cifar_utils.recipes import Recipe
+from cifar_utils.recipes import Recipe, get_recipe
 
-# Widths the planner may give the fast recipe's network, widest first, each with the fewest
-# epochs it is worth training: the epochs of the airbench recipe of that width (airbench95:
-# 15 epochs at 128/384/384; airbench94: 9.9 at 64/256/256). Narrower nets need fewer
-# epochs to level off; the last one is taken whatever the budget allows.
-FAST_NET_WIDTHS = (
-    ((128, 384, 384), 15),
-    ((64, 256, 256), 8),
-    ((48, 192, 192), 6),
-    ((32, 128, 128), 4),
-    ((16, 64, 64), 1),
+# What the planner may train for the "fast" recipe, biggest first: (recipe, widths, the fewest
+# epochs it is worth training). airbench's own recipes come with their own epochs (airbench96:
+# 40 at 128/512/512 with three convolutions a group; airbench95: 15 at 128/384/384;
+# airbench94: 9.9 at 64/256/256, 8 taken here); narrower airbench94 networks level off
+# sooner. The last is taken whatever the budget allows. A recipe's own changes to "fast"
+# (say label_smoothing=0.1) are kept whichever is taken.
+FAST_FAMILY = (
+    ("fast96", (128, 512, 512), 40),
+    ("fast95", (128, 384, 384), 15),
+    ("fast", (64, 256, 256), 8),
+    ("fast", (48, 192, 192), 6),
+    ("fast", (32, 128, 128), 4),
+    ("fast", (16, 64, 64), 1),
 )
 # The fast recipe's own network: build_fast_net's default widths (airbench94's).
 REFERENCE_WIDTHS = (64, 256, 256)
@@ -56,8 +59,9 @@ class BudgetPlan:
     Attributes:
         recipe: the recipe to run: epochs (and, for the fast recipe, widths) chosen.
         budget_seconds: the whole budget, measuring included.
-        measured: seconds per training step, by the widths measured (None for
-            networks without widths).
+        measured: seconds per training step, by the network measured ("64x256x256"
+            for the fast recipe's widths, "fast96 128x512x512" for a member of its
+            family with a recipe of its own, "model" for networks without widths).
         measure_seconds: the time the measuring took.
         planned_seconds: the estimated time of the chosen run's steps and validation.
     """
@@ -71,12 +75,10 @@ class BudgetPlan:
     def describe(self) -> str:
         """One line: the budget, the choice and the measured step times."""
         widths = self.recipe.model_kwargs.get("widths")
-        rates = ", ".join(
-            f"{'x'.join(map(str, w)) if w else 'model'}: {s * 1000:.0f} ms"
-            for w, s in self.measured.items()
-        )
+        rates = ", ".join(f"{key}: {s * 1000:.0f} ms" for key, s in self.measured.items())
         return (
-            f"budget {self.budget_seconds / 60:.1f} min: {self.recipe.epochs} epoch(s)"
+            f"budget {self.budget_seconds / 60:.1f} min: {self.recipe.name}, "
+            f"{self.recipe.epochs} epoch(s)"
             + (f" at widths {list(widths)}" if widths else "")
             + f", about {self.planned_seconds / 60:.1f} min of steps planned "
             f"(measured per step: {rates}; measuring took {self.measure_seconds:.0f} s)"
@@ -84,11 +86,10 @@ class BudgetPlan:
 
     def record(self, call_seconds=None) -> dict:
         """The plan as JSON-ready facts, for a run's record (`train`'s `result.run["budget"]`)."""
-        per_step = {"x".join(map(str, k)) if k else "model": v for k, v in self.measured.items()}
         return {
             "minutes": self.budget_seconds / 60,
             "plan": self.describe(),
-            "seconds_per_step": per_step,
+            "seconds_per_step": dict(self.measured),
             "call_seconds": call_seconds,
         }
 
@@ -149,10 +150,10 @@ def plan_budget(
     """Chooses epochs (and the fast network's widths) so that a run ends within `budget_min`.
 
     For the fast recipe without explicit `widths`, its own network is measured,
-    the others of `FAST_NET_WIDTHS` estimated from their FLOPs, and the widest
-    that gets its minimum epochs is measured and taken (or the next narrower,
-    if it measured slower than estimated); other recipes keep their network
-    and get epochs.
+    the others of `FAST_FAMILY` (airbench96's and airbench95's recipes, narrower
+    airbench94 networks) estimated from their FLOPs, and the biggest that gets
+    its minimum epochs is measured and taken (or the next smaller, if it measured
+    slower than estimated); other recipes keep their network and get epochs.
 
     Args:
         recipe: a recipe name or `Recipe`.
@@ -171,14 +172,14 @@ def plan_budget(
     recipe = check_recipe(recipe)
     budget_seconds = 60 * check_budget_min(budget_min)
     planner = _Planner(recipe, x_train, y_train, budget_seconds, val_images, setup, seed)
-    if recipe.arch == "fast_net" and "widths" not in recipe.model_kwargs:
-        widths, epochs, epoch_seconds = planner.choose_widths()
+    if recipe.name == "fast" and "widths" not in recipe.model_kwargs:
+        chosen, epochs, epoch_seconds = planner.choose_member()
     else:
-        widths = recipe.model_kwargs.get("widths")
-        epochs, epoch_seconds = planner.epochs_for(planner.measure(widths))
+        chosen = recipe
+        epochs, epoch_seconds = planner.epochs_for(planner.measure(recipe))
     epochs = min(max(epochs, 1), max_epochs)
     return BudgetPlan(
-        recipe=replace(planner.with_widths(widths), epochs=epochs),
+        recipe=replace(chosen, epochs=epochs),
         budget_seconds=float(budget_seconds),
         measured=planner.measured,
         measure_seconds=time.perf_counter() - planner.start,
@@ -198,25 +199,35 @@ class _Planner:
         self.start = time.perf_counter()
         self.measured, self.flops = {}, {}
 
-    def with_widths(self, widths) -> Recipe:
-        kwargs = dict(self.recipe.model_kwargs)
-        if widths is not None:
-            kwargs["widths"] = list(widths)
-        return replace(self.recipe, model_kwargs=kwargs)
+    def member(self, name, widths) -> Recipe:
+        """The asked recipe as `FAST_FAMILY`'s member `name` at `widths`: that recipe, with the
+        asked recipe's own changes to "fast" kept."""
+        base, asked = get_recipe("fast").to_dict(), self.recipe.to_dict()
+        changes = {k: v for k, v in asked.items() if k not in ("name", "epochs") and v != base[k]}
+        member = get_recipe(name, **changes)
+        return replace(member, model_kwargs={**member.model_kwargs, "widths": list(widths)})
 
-    def measure(self, widths) -> float:
-        key = tuple(widths) if widths is not None else None
+    @staticmethod
+    def key(recipe) -> str:
+        widths = recipe.model_kwargs.get("widths")
+        if widths is None:
+            return "model"
+        size = "x".join(map(str, widths))
+        return size if recipe.name == "fast" else f"{recipe.name} {size}"
+
+    def measure(self, recipe) -> float:
+        key = self.key(recipe)
         if key not in self.measured:
             self.measured[key] = measure_step_seconds(
-                self.with_widths(widths), self.x, self.y, setup=self.setup, seed=self.seed
+                recipe, self.x, self.y, setup=self.setup, seed=self.seed
             )
         return self.measured[key]
 
-    def flops_of(self, widths) -> int:  # counted when asked: building a network takes a while
-        if widths not in self.flops:
-            model = BUILDERS["fast_net"](**self.with_widths(widths).model_kwargs)
-            self.flops[widths] = count_flops(model)
-        return self.flops[widths]
+    def flops_of(self, recipe) -> int:  # counted when asked: building a network takes a while
+        key = self.key(recipe)
+        if key not in self.flops:
+            self.flops[key] = count_flops(BUILDERS[recipe.arch](**recipe.model_kwargs))
+        return self.flops[key]
 
     def epochs_for(self, step_seconds):
         """(whole epochs that fit in the time left, seconds per epoch) at this step time."""
@@ -224,22 +235,24 @@ class _Planner:
         epoch_seconds = step_seconds * (self.steps_per_epoch + self.eval_steps)
         return int(left * PLANNED_SHARE // epoch_seconds), epoch_seconds
 
-    def choose_widths(self):
-        """(widths, epochs, seconds per epoch) of the widest fast net that gets its minimum epochs.
+    def choose_member(self):
+        """(recipe, epochs, seconds per epoch) of the biggest member of `FAST_FAMILY` that gets
+        its minimum epochs.
 
         Measures the recipe's own network, estimates the others from their arithmetic (narrow
         nets use the CPU less well, so the estimate is optimistic), then measures the one
-        chosen: two measurements, not five.
+        chosen: two measurements, not six.
         """
-        reference_step = self.measure(REFERENCE_WIDTHS)
-        candidates = list(FAST_NET_WIDTHS)
+        reference = self.member("fast", REFERENCE_WIDTHS)
+        reference_step = self.measure(reference)
+        candidates = [(self.member(name, widths), least) for name, widths, least in FAST_FAMILY]
         while True:
-            widths, min_epochs = candidates[0]
-            estimate = reference_step * self.flops_of(widths) / self.flops_of(REFERENCE_WIDTHS)
+            recipe, min_epochs = candidates[0]
+            estimate = reference_step * self.flops_of(recipe) / self.flops_of(reference)
             if len(candidates) > 1 and self.epochs_for(estimate)[0] < min_epochs:
                 candidates.pop(0)
                 continue
-            epochs, epoch_seconds = self.epochs_for(self.measure(widths))
+            epochs, epoch_seconds = self.epochs_for(self.measure(recipe))
             if epochs >= min_epochs or len(candidates) == 1:
-                return widths, epochs, epoch_seconds
-            candidates.pop(0)  # slower than its arithmetic said: the next narrower one
+                return recipe, epochs, epoch_seconds
+            candidates.pop(0)  # slower than its arithmetic said: the next smaller one

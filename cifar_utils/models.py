@@ -302,40 +302,49 @@ def _whitening(x, activation, bias):
     return keras.layers.Activation(activation, name=f"whiten_{activation}")(x)
 
 
-def _fast_group(x, filters, kernel_init, momentum, epsilon, bias_scale, activation, name):
-    """One group of the fast net: (3x3 convolution, 2x2 max pooling, batch norm, activation),
-    then (3x3 convolution, batch norm, activation).
+def _fast_conv(x, filters, j, name, pool, kernel_init, momentum, epsilon, bias_scale, activation):
+    """The fast net's unit: 3x3 convolution (no bias), (2x2 max pooling), batch norm with
+    its scale fixed at 1 (as in airbench) and only its shift learned (its own, or, when
+    `bias_scale != 1`, a `ScaledBias` layer after it), then the activation. Layers are
+    "`name`_conv`j`", ("`name`_pool"), "`name`_bn`j`", ("`name`_shift`j`"), "`name`_relu`j`"
+    ("gelu" for "relu" with `activation="gelu"`)."""
+    x = keras.layers.Conv2D(
+        filters,
+        3,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=kernel_init,
+        name=f"{name}_conv{j}",
+    )(x)
+    if pool:
+        x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+    x = keras.layers.BatchNormalization(
+        momentum=momentum,
+        epsilon=epsilon,
+        scale=False,
+        center=bias_scale == 1,
+        name=f"{name}_bn{j}",
+    )(x)
+    if bias_scale != 1:
+        x = ScaledBias(bias_scale, name=f"{name}_shift{j}")(x)
+    return keras.layers.Activation(activation, name=f"{name}_{activation}{j}")(x)
 
-    The convolutions have no bias. The batch norms keep their scale fixed at 1 (as in
-    airbench) and learn only their shift: their own, or, when `bias_scale != 1`, a
-    `ScaledBias` layer after them. Layers are "`name`_conv1", "`name`_pool", "`name`_bn1",
-    ("`name`_shift1"), "`name`_relu1", then the same ending in 2 ("gelu" for "relu" with
-    `activation="gelu"`).
+
+def _fast_group(x, filters, convs, name, **unit):
+    """One group of the fast net: `_fast_conv` units, the first one pooling.
+
+    With `convs=2` (airbench94 and 95) two units; with `convs=3` (airbench96) a third, and
+    the last two become a residual branch added to the first's output ("`name`_add").
 
     Returns:
         The output tensor: `filters` channels, half the height and width.
     """
-    for j in (1, 2):
-        x = keras.layers.Conv2D(
-            filters,
-            3,
-            padding="same",
-            use_bias=False,
-            kernel_initializer=kernel_init,
-            name=f"{name}_conv{j}",
-        )(x)
-        if j == 1:
-            x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
-        x = keras.layers.BatchNormalization(
-            momentum=momentum,
-            epsilon=epsilon,
-            scale=False,
-            center=bias_scale == 1,
-            name=f"{name}_bn{j}",
-        )(x)
-        if bias_scale != 1:
-            x = ScaledBias(bias_scale, name=f"{name}_shift{j}")(x)
-        x = keras.layers.Activation(activation, name=f"{name}_{activation}{j}")(x)
+    x = _fast_conv(x, filters, 1, name, True, **unit)
+    shortcut = x
+    for j in range(2, convs + 1):
+        x = _fast_conv(x, filters, j, name, False, **unit)
+    if convs == 3:
+        x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
     return x
 
 
@@ -343,6 +352,7 @@ def build_fast_net(
     input_shape=IMAGE_SHAPE,
     num_classes=NUM_CLASSES,
     widths=(64, 256, 256),
+    convs=2,
     batch_norm_momentum=0.6,
     batch_norm_epsilon=1e-5,
     logit_scale=1 / 9,
@@ -370,6 +380,8 @@ def build_fast_net(
         input_shape: `(height, width, channels)`. Defaults to (32, 32, 3).
         num_classes: number of classes. Defaults to 10.
         widths: channels of the three groups. Defaults to (64, 256, 256).
+        convs: 3x3 convolutions per group: 2 (airbench94 and 95), or 3 with a
+            residual connection around the last two (airbench96). Defaults to 2.
         batch_norm_momentum: Keras momentum of the moving statistics; 0.6
             follows the fast-changing weights of a short run. Defaults to 0.6.
         batch_norm_epsilon: added to the batch variance before dividing by its
@@ -406,20 +418,19 @@ def build_fast_net(
         A `keras.Model` from images to class probabilities.
     """
     checks.one_of(activation, "activation", ("relu", "gelu"))
+    checks.one_of(convs, "convs", (2, 3))
     kernel_init = FAST_NET_INITS[checks.one_of(init, "init", tuple(FAST_NET_INITS))]
     inputs, x = _image_input(input_shape, num_classes, 3, augmentation, seed)
     x = _whitening(x, activation, whitening_bias)
+    unit = dict(
+        kernel_init=kernel_init,
+        momentum=batch_norm_momentum,
+        epsilon=batch_norm_epsilon,
+        bias_scale=bias_scale,
+        activation=activation,
+    )
     for i, width in enumerate(widths):
-        x = _fast_group(
-            x,
-            width,
-            kernel_init,
-            batch_norm_momentum,
-            batch_norm_epsilon,
-            bias_scale,
-            activation,
-            f"group{i + 1}",
-        )
+        x = _fast_group(x, width, convs, f"group{i + 1}", **unit)
     x = keras.layers.GlobalMaxPooling2D(name="pool")(x)
     fc = keras.layers.Dense(num_classes, use_bias=False, kernel_initializer=kernel_init, name="fc")
     x = keras.layers.Rescaling(logit_scale, name="logits")(fc(x))
@@ -427,7 +438,7 @@ def build_fast_net(
     model = keras.Model(inputs, outputs, name=name)
     if dirac:
         for i in range(len(widths)):
-            for j in (1, 2):
+            for j in range(1, convs + 1):
                 _dirac(model.get_layer(f"group{i + 1}_conv{j}"))
     if whitening_sample is not None:
         init_whitening(model, whitening_sample)

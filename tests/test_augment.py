@@ -328,3 +328,31 @@ def test_policies_work_under_a_mixed_bfloat16_global_policy(policy):
     finally:
         keras.config.set_dtype_policy("float32")
     assert out_images.dtype == tf.float32 and out_labels.shape == (8, 10)
+
+
+def test_airbench96_shifts_up_to_four_pixels_and_cuts_out_a_twelve_pixel_square():
+    x, y = _distinct_images(8, size=32)
+    padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
+    mean = np.array(augment.MEAN_PIXEL, np.float32)
+    corners = set()
+    stream = augment.training_dataset(x, y, "airbench96", batch_size=8, seed=2)
+    for images, _ in _epochs(stream, 2, 1)[1]:
+        for image in images.numpy():
+            square = np.all(image == mean, axis=-1)
+            rows, cols = np.nonzero(square)
+            assert square.sum() == 144 and np.ptp(rows) == np.ptp(cols) == 11  # one 12 x 12
+            corners.add((rows.min(), cols.min()))
+            kept = ~square
+            found = [
+                (dy, dx)
+                for i in range(8)
+                for dy in range(9)
+                for dx in range(9)
+                for view in (padded[i], padded[i][:, ::-1])
+                if np.array_equal(view[dy : dy + 32, dx : dx + 32][kept], image[kept])
+            ]
+            assert found, "not a crop of the 4-pixel reflect-padded image"
+    assert len(corners) > 1  # the square moves
+    assert augment.parse_policy("airbench96") == ("airbench96",)
+    with pytest.raises(ValueError, match="cutout must be a whole number from 0 to 8"):
+        augment.alternating_dataset(*_distinct_images(4), cutout=9)

@@ -100,3 +100,17 @@ def test_the_reference_widths_are_the_fast_networks_default():
 
     default = inspect.signature(build_fast_net).parameters["widths"].default
     assert tuple(default) == budget.REFERENCE_WIDTHS
+
+
+def test_a_big_budget_trains_airbench96s_recipe_keeping_the_asked_changes(fake_steps):
+    x, y = data(50_000)
+    asked = recipes.get_recipe("fast", label_smoothing=0.1)
+    plan = budget.plan_budget(asked, x, y, budget_min=20_000)
+    chosen = plan.recipe
+    assert chosen.name == "fast96" and chosen.model_kwargs["convs"] == 3
+    assert chosen.model_kwargs["widths"] == [128, 512, 512] and chosen.epochs >= 40
+    assert chosen.augmentation == "airbench96"
+    assert chosen.learning_rate == recipes.get_recipe("fast96").learning_rate
+    assert chosen.label_smoothing == 0.1  # the asked recipe's own change is kept
+    assert plan.describe().startswith(f"budget 20000.0 min: fast96, {chosen.epochs} epoch(s)")
+    assert set(plan.measured) == {"64x256x256", "fast96 128x512x512"}

@@ -295,3 +295,26 @@ def test_fast_net_whitening_bias_and_batch_norm_epsilon():
     assert bias.trainable and bias.bias.shape == (24,) and bias.scale == 1.0
     assert model.get_layer("group2_bn1").epsilon == 1e-12
     assert len(model.trainable_weights) == len(plain.trainable_weights) + 1
+
+
+def test_fast_net_with_three_convolutions_a_group_adds_a_residual():
+    two = models.build_fast_net(widths=(8, 16, 16))
+    three = models.build_fast_net(widths=(8, 16, 16), convs=3, dirac=True, init="pytorch")
+    names = [layer.name for layer in three.layers]
+    for group in ("group1", "group2", "group3"):
+        assert {f"{group}_conv3", f"{group}_bn3", f"{group}_add"} <= set(names)
+    # the shortcut is the first unit's output, the branch the third's
+    parts = keras.Model(
+        three.input, [three.get_layer(f"group2_{n}").output for n in ("relu1", "relu3", "add")]
+    )
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    first, third, added = parts.predict(images, verbose=0)
+    np.testing.assert_allclose(added, first + third, rtol=1e-5, atol=1e-5)
+    extra = sum(3 * 3 * w * w for w in (8, 16, 16))  # one more bias-free 3x3 conv a group
+    # and its batch norm's shift, moving mean and moving variance
+    assert three.count_params() - two.count_params() == extra + sum(3 * w for w in (8, 16, 16))
+    assert np.array_equal(  # identity start for the new convolutions too
+        three.get_layer("group3_conv3").kernel.numpy()[1, 1], np.eye(16, dtype="float32")
+    )
+    with pytest.raises(ValueError, match="convs must be one of 2, 3; received 4"):
+        models.build_fast_net(convs=4)

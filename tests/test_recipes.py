@@ -96,13 +96,15 @@ def test_model_kwargs_unknown_to_the_builder_name_its_arguments():
         compiling.check_recipe(recipe)
 
 
-def test_only_the_fast_recipe_whitens():
+def test_only_the_fast_recipes_whiten():
     """The field that tells `compiling.build_recipe_model` to set the whitening filters."""
     assert {name: recipes.get_recipe(name).whitening_images for name in recipes.RECIPES} == {
         "baseline_cnn": 0,
         "vgg": 0,
         "resnet": 0,
         "fast": 5000,
+        "fast95": 5000,
+        "fast96": 5000,
     }
     assert recipes.get_recipe("fast", whitening_images=0).whitening_images == 0
 
@@ -126,3 +128,15 @@ def test_the_recipes_module_imports_no_code_of_the_package():
 def test_unknown_recipe():
     with pytest.raises(ValueError, match="Unknown recipe 'turbo'"):
         recipes.get_recipe("turbo")
+
+
+def test_airbench95_and_96_are_the_fast_recipe_wider_and_longer():
+    fast, fast95, fast96 = (recipes.get_recipe(n) for n in ("fast", "fast95", "fast96"))
+    assert fast95.model_kwargs["widths"] == [128, 384, 384] and fast95.epochs == 15
+    assert fast96.model_kwargs["widths"] == [128, 512, 512] and fast96.epochs == 40
+    assert fast96.model_kwargs["convs"] == 3 and fast96.augmentation == "airbench96"
+    assert fast95.learning_rate == pytest.approx(fast.learning_rate * 10 / 11.5)
+    assert fast96.learning_rate == pytest.approx(fast.learning_rate * 9 / 11.5)
+    same = {"batch_size", "momentum", "weight_decay", "label_smoothing", "lookahead_steps"}
+    for field in same:
+        assert getattr(fast95, field) == getattr(fast96, field) == getattr(fast, field), field
