@@ -78,7 +78,7 @@ def test_recipes_require_finite_numbers(field, value):
 
 
 def test_model_kwargs_overrides_merge_into_the_recipe():
-    own = {"bias_scale": 8, "init": "pytorch", "dirac": True}
+    own = {"bias_scale": 8, "init": "pytorch", "dirac": True, "activation": "gelu"}
     recipe = recipes.get_recipe("fast", model_kwargs={"widths": [8, 16, 16]})
     assert recipe.model_kwargs == {**own, "widths": [8, 16, 16]}
     assert recipes.get_recipe("fast", model_kwargs={"bias_scale": 1}).model_kwargs == {
