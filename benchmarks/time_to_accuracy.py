@@ -1,7 +1,7 @@
 """Test accuracy against wall time: our fast recipe, the TensorFlow tutorial CNN and airbench,
 one run.
 
-    python benchmarks/time_to_accuracy.py                      # every run, about 2 hours on 2 cores
+    python benchmarks/time_to_accuracy.py                      # every run, about 2.5 hours, 2 cores
     python benchmarks/time_to_accuracy.py --runs peer,fast-peer-time --results-dir runs/partial
     python benchmarks/time_to_accuracy.py --quick              # a smoke run in a few minutes
 

@@ -455,6 +455,9 @@ def _dirac(layer):
     layer.kernel.assign(kernel)
 
 
+WHITENING_CHUNK = 250  # images whose patches init_whitening holds at once (about 23 MB)
+
+
 def init_whitening(model, images, eps=5e-4):
     """Sets the "whiten" layer's filters so its outputs are decorrelated.
 
@@ -474,16 +477,21 @@ def init_whitening(model, images, eps=5e-4):
     """
     layer = model.get_layer("whiten")
     k_h, k_w, channels, filters = layer.kernel.shape
-    x = np.asarray(normalize_images(np.asarray(images)))
-    patches = np.lib.stride_tricks.sliding_window_view(x, (k_h, k_w), axis=(1, 2))
-    # (N, H', W', C, k_h, k_w) -> rows ordered (k_h, k_w, C) like a Keras kernel
-    patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(-1, k_h * k_w * channels)
-    if filters != 2 * patches.shape[1]:
-        raise ValueError(
-            f"the whitening layer needs 2 x {patches.shape[1]} filters; received {filters}."
-        )
-    covariance = patches.T.astype(np.float64) @ patches / len(patches)
-    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    size = k_h * k_w * channels
+    if filters != 2 * size:
+        raise ValueError(f"the whitening layer needs 2 x {size} filters; received {filters}.")
+    images = np.asarray(images)
+    covariance, count = np.zeros((size, size)), 0
+    # A few hundred images at a time: all 5,000 images' patches at once, in float64, took
+    # over 1 GB, the largest allocation of a whole training run.
+    for start in range(0, len(images), WHITENING_CHUNK):
+        x = np.asarray(normalize_images(images[start : start + WHITENING_CHUNK]), np.float64)
+        patches = np.lib.stride_tricks.sliding_window_view(x, (k_h, k_w), axis=(1, 2))
+        # (N, H', W', C, k_h, k_w) -> rows ordered (k_h, k_w, C) like a Keras kernel
+        patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(-1, size)
+        covariance += patches.T @ patches
+        count += len(patches)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance / count)
     scaled = eigenvectors.T / np.sqrt(eigenvalues + eps)[:, None]  # one filter per row
     kernel = np.concatenate([scaled, -scaled]).reshape(filters, k_h, k_w, channels)
     layer.kernel.assign(kernel.transpose(1, 2, 3, 0).astype("float32"))
