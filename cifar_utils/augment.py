@@ -306,7 +306,7 @@ def training_dataset(x, y, augmentation="standard", batch_size=128, seed=0, drop
         one epoch, or, for "airbench", endless epochs (fit with `steps_per_epoch`).
     """
     policy = parse_policy(augmentation)
-    if policy[0] in EPOCH_POLICY_SETTINGS:
+    if policy and policy[0] in EPOCH_POLICY_SETTINGS:
         max_shift, cutout = EPOCH_POLICY_SETTINGS[policy[0]]
         return alternating_dataset(
             x,

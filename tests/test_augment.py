@@ -356,3 +356,10 @@ def test_airbench96_shifts_up_to_four_pixels_and_cuts_out_a_twelve_pixel_square(
     assert augment.parse_policy("airbench96") == ("airbench96",)
     with pytest.raises(ValueError, match="cutout must be a whole number from 0 to 8"):
         augment.alternating_dataset(*_distinct_images(4), cutout=9)
+
+
+def test_the_none_policy_makes_a_plain_training_dataset():
+    x, y = _distinct_images(8)
+    images, labels = next(iter(augment.training_dataset(x, y, "none", batch_size=4, seed=0)))
+    assert images.shape == (4, 8, 8, 3) and labels.shape == (4, 10)
+    assert sorted(_which(x, image.numpy().astype(np.uint8))[1] for image in images) == [False] * 4
