@@ -764,6 +764,10 @@ def main(argv=None):
         parser.error(f"unknown run(s) {unknown}; choose from {', '.join(table)}")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        # With --save-dir each run's record is kept there as NAME.json, beside its model, so
+        # that an invocation cut off before its end still leaves its finished runs to read.
+        records = Path(args.save_dir) if args.save_dir else Path(tmp)
+        records.mkdir(parents=True, exist_ok=True)
         for name in names:
             spec = table[name]
             budget = _budget_for(spec, results)
@@ -779,7 +783,7 @@ def main(argv=None):
                     "skipped": f"needs the {spec['budget']} run's time",
                 }
                 continue
-            out = Path(tmp) / f"{name}.json"
+            out = records / f"{name}.json"
             command = [
                 sys.executable,
                 __file__,
