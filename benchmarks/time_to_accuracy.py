@@ -784,6 +784,7 @@ def main(argv=None):
                 }
                 continue
             out = records / f"{name}.json"
+            out.unlink(missing_ok=True)  # a record left by an earlier invocation is not this run's
             command = [
                 sys.executable,
                 __file__,
