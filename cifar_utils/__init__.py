@@ -1,9 +1,9 @@
-"""Helpers for the CIFAR-10 Keras/TensorFlow teaching notebooks.
+"""Helpers for the CIFAR-10 Keras teaching notebooks, on TensorFlow, JAX or PyTorch (Keras 3).
 
 Read it in the order of the course. The teaching core, one module per step:
 
 1. `cifar_utils.data`: the images and labels: loading (offline first), validation splits
-   from the training set, `tf.data` pipelines, normalisation.
+   from the training set, batch pipelines (`tf.data` on TensorFlow), normalisation.
 2. `cifar_utils.augment`: augmentation policies from Keras preprocessing layers, and the
    one training pipeline every run reads (`training_dataset`).
 3. `cifar_utils.layers`: keras-io style blocks, `block(x, filters, ..., name=None) -> x`.
@@ -21,7 +21,7 @@ Read it in the order of the course. The teaching core, one module per step:
 14. `cifar_utils.plots`: the figures of every notebook.
 15. `cifar_utils.inference`: classify new pictures with a trained model (`Classifier`);
     the `cifar-predict` command.
-16. `cifar_utils.export`: SavedModel and TFLite exports and their comparison.
+16. `cifar_utils.export`: SavedModel and TFLite exports and their comparison (TensorFlow).
 17. `cifar_utils.web`: the upload-and-classify web demo; the `cifar-demo` command.
 
 Beside it, what makes the core safe and repeatable, to read when you need it:
@@ -34,6 +34,7 @@ Beside it, what makes the core safe and repeatable, to read when you need it:
 - `cifar_utils.storage`: atomic writes; `load_model` in Keras's safe mode.
 - `cifar_utils.keras_archives`: a `.keras` file's members and sizes checked before Keras reads it.
 - `cifar_utils.runs`: a run's folder, its history, and resuming a killed run.
+- `cifar_utils.backend`: which Keras backend runs (TensorFlow, JAX, PyTorch); what needs TensorFlow.
 - `cifar_utils.device`: CPU/GPU detection, distribution strategy, mixed precision.
 - `cifar_utils.distributed`: training across machines, where Keras's `fit` cannot yet.
 - `cifar_utils.repro`: seeds and deterministic ops.
@@ -49,12 +50,16 @@ trained models (`evaluation`, `inference`, `export`, `web`) free of the training
 
 Importing the package is cheap; TensorFlow loads when a module that needs it does. Importing
 it first applies `tf_logs.quiet_tensorflow()`, which must run before TensorFlow is imported
-(set `CIFAR_TF_LOGS=1` to see all of TensorFlow's log lines).
+(set `CIFAR_TF_LOGS=1` to see all of TensorFlow's log lines), and checks that the Keras
+backend chosen (`KERAS_BACKEND`, default TensorFlow) is installed, saying which extra to
+install when it is not (`backend.check_installed`).
 """
 
+from cifar_utils import backend as _backend
 from cifar_utils import tf_logs as _tf_logs
 
 _tf_logs.quiet_tensorflow()
+_backend.check_installed()
 
 __version__ = "0.1.0"
 

@@ -28,19 +28,22 @@ and a 12 x 12 square cut out of every image (filled with the mean pixel).
 
 Every layer works on float pixels in [0, 255], before normalisation, and is
 seeded. Per-image layers can live inside the model (`build_augmentation`, so
-they run on the GPU) or in the `tf.data` pipeline (`pipeline_augment`); either
+they run on the GPU) or in the batch pipeline (`pipeline_augment`); either
 way they are inactive at inference. MixUp and CutMix also mix the labels, so
 they need one-hot labels and run in the pipeline only.
+
+On TensorFlow the pipeline is `tf.data`; on JAX and PyTorch it is NumPy
+(`data.ArrayBatches`, and `AlternatingBatches` for "airbench"), whole batches at a
+time, never image by image.
 """
 
 from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from cifar_utils import checks
-from cifar_utils.data import CIFAR10_MEAN, NUM_CLASSES, make_dataset
+from cifar_utils import backend, checks
+from cifar_utils.data import CIFAR10_MEAN, NUM_CLASSES, endless_batches, make_dataset
 from cifar_utils.timing import best_time
 
 # Components in the order they are applied.
@@ -157,8 +160,21 @@ def _make_layer(component: str, seed):
         ops, factor = RANDAUGMENT_OPS, RANDAUGMENT_FACTOR
         return keras.layers.RandAugment((0, 255), ops, factor, name="randaugment", **common)
     if component == "cutout":  # the whole patch, filled with the mean pixel
-        return keras.layers.RandomErasing(
-            (1.0, 1.0), CUTOUT_AREA, MEAN_PIXEL, value_range=(0, 255), name="cutout", **common
+        if backend.is_tensorflow():
+            return keras.layers.RandomErasing(
+                (1.0, 1.0), CUTOUT_AREA, MEAN_PIXEL, value_range=(0, 255), name="cutout", **common
+            )
+        # Keras 3.15's RandomErasing cannot fill with one value per channel on JAX or PyTorch
+        # (their full_like refuses the tuple): erase to 0 around the mean pixel instead.
+        return keras.Sequential(
+            [
+                keras.layers.Rescaling(1.0, offset=[-m for m in MEAN_PIXEL], dtype=AUGMENT_DTYPE),
+                keras.layers.RandomErasing(
+                    (1.0, 1.0), CUTOUT_AREA, 0.0, value_range=(-255, 255), **common
+                ),
+                keras.layers.Rescaling(1.0, offset=list(MEAN_PIXEL), dtype=AUGMENT_DTYPE),
+            ],
+            name="cutout",
         )
     if component == "mixup":
         return keras.layers.MixUp(alpha=MIXUP_ALPHA, name="mixup", **common)
@@ -238,11 +254,12 @@ def pipeline_augment(augmentation: str = "standard", seed: int | None = None):
     mixes = any(layer.name in LABEL_MIXING for layer in layers)
 
     def augment(images, labels):
-        if mixes and (labels.shape.rank != 2 or labels.dtype.is_integer):
+        dtype = keras.backend.standardize_dtype(labels.dtype)
+        if mixes and (len(labels.shape) != 2 or "int" in dtype):
             raise ValueError(
                 f"policy {augmentation!r} mixes labels, which must be one-hot floats of shape "
-                f"(batch, num_classes); received {labels.dtype.name} labels of shape "
-                f"{labels.shape}. Pass num_classes=10 to make_dataset."
+                f"(batch, num_classes); received {dtype} labels of shape "
+                f"{tuple(labels.shape)}. Pass num_classes=10 to make_dataset."
             )
         for layer in layers:
             if layer.name in LABEL_MIXING:
@@ -257,7 +274,7 @@ def pipeline_augment(augmentation: str = "standard", seed: int | None = None):
 
 
 def measure_throughput(augmentation, x, y, batch_size=256, batches=20, seed=0):
-    """Measures how many images per second a policy augments in the tf.data pipeline.
+    """Measures how many images per second a policy augments in the batch pipeline.
 
     Runs `make_dataset(..., augment_fn=pipeline_augment(augmentation))` over `batches`
     batches after one warm-up batch (which traces the graph), on this machine
@@ -276,19 +293,19 @@ def measure_throughput(augmentation, x, y, batch_size=256, batches=20, seed=0):
     """
     batches = checks.whole_number(batches, "batches", minimum=1)
     ds = training_dataset(x, y, augmentation, batch_size=batch_size, seed=seed, drop_remainder=True)
-    iterator = iter(ds.repeat())
+    iterator = endless_batches(ds)
 
     def run_batches():
         for _ in range(batches):
             images, _ = next(iterator)
-        images.numpy()  # wait for the last batch
+        keras.ops.convert_to_numpy(images)  # wait for the last batch
 
     next(iterator)  # warm-up: tracing and the first batch (one batch, not a whole timed run)
     return batches * batch_size / best_time(run_batches, repeats=1, warmup=0)
 
 
 def training_dataset(x, y, augmentation="standard", batch_size=128, seed=0, drop_remainder=False):
-    """The shuffled, augmented, one-hot `tf.data` pipeline every training run reads.
+    """The shuffled, augmented, one-hot batches every training run reads.
 
     The one place that turns a policy name into `data.make_dataset`'s `augment_fn=` hook
     ("none" adds no hook at all).
@@ -302,8 +319,10 @@ def training_dataset(x, y, augmentation="standard", batch_size=128, seed=0, drop
         drop_remainder: drop the last, smaller batch. Defaults to False.
 
     Returns:
-        A `tf.data.Dataset` of `(float32 images in [0, 255], one-hot labels)` batches:
-        one epoch, or, for "airbench", endless epochs (fit with `steps_per_epoch`).
+        Batches of `(float32 images in [0, 255], one-hot labels)`: on TensorFlow a
+        `tf.data.Dataset` of one epoch, or, for "airbench", endless epochs (fit with
+        `steps_per_epoch`; `data.is_endless` tells); on JAX and PyTorch a
+        `keras.utils.PyDataset` of one epoch (see `alternating_dataset`).
     """
     policy = parse_policy(augmentation)
     if policy and policy[0] in EPOCH_POLICY_SETTINGS:
@@ -327,7 +346,7 @@ def training_dataset(x, y, augmentation="standard", batch_size=128, seed=0, drop
 def alternating_dataset(
     x, y, batch_size=256, seed=0, max_shift=AIRBENCH_SHIFT, cutout=0, drop_remainder=True
 ):
-    """airbench's augmentation as an endless, seeded `tf.data` pipeline: shift, alternating flip.
+    """airbench's augmentation as seeded batches: shift, alternating flip (and cutout).
 
     The images are padded by `max_shift` reflected pixels once (uint8, kept in
     memory). Epoch `e` reshuffles them, crops each back to its size at a random
@@ -348,8 +367,10 @@ def alternating_dataset(
         drop_remainder: drop each epoch's last, smaller batch. Defaults to True.
 
     Returns:
-        An endless `tf.data.Dataset` of `(float32 images in [0, 255], one-hot labels)`
-        batches, epoch after epoch: pass `steps_per_epoch=len(x) // batch_size` to fit.
+        On TensorFlow, an endless `tf.data.Dataset` of `(float32 images in [0, 255],
+        one-hot labels)` batches, epoch after epoch: pass `steps_per_epoch=len(x) //
+        batch_size` to fit. On JAX and PyTorch, an `AlternatingBatches` of one epoch
+        that moves to the next epoch when `fit` ends one (`on_epoch_end`).
     """
     x = np.asarray(x)
     y = np.ravel(np.asarray(y))
@@ -367,6 +388,10 @@ def alternating_dataset(
     cutout = checks.whole_number(cutout, "cutout", maximum=min(x.shape[1:3]))
     batch_size = checks.whole_number(batch_size, "batch_size", minimum=1)
     drop_remainder = drop_remainder and len(x) >= batch_size
+    if not backend.is_tensorflow():
+        return AlternatingBatches(x, y, batch_size, seed, max_shift, cutout, drop_remainder)
+    import tensorflow as tf
+
     n, height, width = len(x), x.shape[1], x.shape[2]
     s = max_shift
     padded = tf.constant(np.pad(x, ((0, 0), (s, s), (s, s), (0, 0)), mode="reflect") if s else x)
@@ -415,3 +440,62 @@ def alternating_dataset(
     # flat_map hides that the stream never ends; say so, so that fit is given steps_per_epoch.
     endless = endless.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
     return endless.prefetch(tf.data.AUTOTUNE)
+
+
+class AlternatingBatches(keras.utils.PyDataset):
+    """`alternating_dataset` in NumPy, for backends without `tf.data`: one epoch a pass.
+
+    Each batch is cut from the padded images by one fancy index (shifts of up to
+    `max_shift` pixels), mirrored by alternating flip and, with `cutout`, given its mean
+    square: whole batches, no Python loop over images. `fit` calls `on_epoch_end`, which
+    draws the next epoch's order, shifts and squares and flips the other half. Build it
+    with `alternating_dataset` (which checks the arguments).
+    """
+
+    def __init__(self, x, y, batch_size, seed, max_shift, cutout, drop_remainder):
+        super().__init__()
+        s = max_shift
+        self.padded = np.pad(x, ((0, 0), (s, s), (s, s), (0, 0)), mode="reflect") if s else x
+        self.labels = np.eye(NUM_CLASSES, dtype=np.float32)[y.astype(np.int64)]
+        self.batch_size, self.max_shift, self.cutout = batch_size, max_shift, cutout
+        self.drop_remainder = drop_remainder
+        self.size = x.shape[1:3]
+        self._rng = np.random.default_rng(seed)
+        self.first_flip = self._rng.random(len(x)) < 0.5
+        self.epoch = -1
+        self.on_epoch_end()  # draws epoch 0
+
+    def __len__(self):
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_remainder else -(-n // self.batch_size)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        indices = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        (height, width), shifts = self.size, self._shifts[indices]
+        rows = shifts[:, 0, None] + np.arange(height)
+        cols = shifts[:, 1, None] + np.arange(width)
+        images = self.padded[indices[:, None, None], rows[:, :, None], cols[:, None, :]]
+        flip = self.first_flip[indices] != (self.epoch % 2 == 1)
+        images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+        images = images.astype(np.float32)
+        if self.cutout:
+            top, left = self._corners[indices].T
+            inside_rows = (np.arange(height) >= top[:, None]) & (
+                np.arange(height) < top[:, None] + self.cutout
+            )
+            inside_cols = (np.arange(width) >= left[:, None]) & (
+                np.arange(width) < left[:, None] + self.cutout
+            )
+            square = inside_rows[:, :, None] & inside_cols[:, None, :]
+            images[square] = MEAN_PIXEL
+        return images, self.labels[indices]
+
+    def on_epoch_end(self):
+        n, (height, width) = len(self.labels), self.size
+        self.epoch += 1
+        self._order = self._rng.permutation(n)
+        self._shifts = self._rng.integers(0, 2 * self.max_shift + 1, (n, 2))
+        room = (height - self.cutout + 1, width - self.cutout + 1)
+        self._corners = self._rng.integers(0, room, (n, 2)) if self.cutout else None

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from cifar_utils import checks
 from cifar_utils.storage import atomic_save_model
@@ -206,25 +206,28 @@ class Lookahead(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._variables = [v for v in self.model.variables if "float" in str(v.dtype)]
-        self._slow = [tf.Variable(v.value, trainable=False) for v in self._variables]
+        self._slow = [ops.copy(v.value) for v in self._variables]
 
-        @tf.function
-        def update(decay):
-            for slow, fast in zip(self._slow, self._variables):
-                slow.assign(slow + (1.0 - decay) * (tf.cast(fast.value, slow.dtype) - slow))
-                fast.assign(tf.cast(slow, fast.dtype))
-
-        self._update = update
+    def _update(self, decay):
+        # On JAX, fit keeps the weights out of the model's variables between its steps: bring
+        # them back, so that they can be read, and what is assigned is what the next step takes.
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+        for i, fast in enumerate(self._variables):
+            slow = self._slow[i] + (1.0 - decay) * (fast.value - self._slow[i])
+            self._slow[i] = slow
+            fast.assign(ops.copy(slow))  # a copy: JAX's next step may donate (free) it
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         if self.step % self.every == 0:
             fraction = min(self.step / self.total_steps, 1.0)
-            self._update(tf.constant(self.peak_decay * fraction**3, tf.float32))
+            self._update(self.peak_decay * fraction**3)
 
     def on_train_end(self, logs=None):
         if self._slow is not None:
-            self._update(tf.constant(1.0, tf.float32))  # the model takes the slow weights
+            self._update(1.0)  # the model takes the slow weights
 
 
 class FreezeLayers(keras.callbacks.Callback):
@@ -239,6 +242,10 @@ class FreezeLayers(keras.callbacks.Callback):
     they are trainable again, as they were built: the model saves and loads (with its
     optimiser's state) like any other, and a later `fit` trains them.
 
+    On JAX, Keras's optimiser cannot change its variables mid-`fit`, so the layers stay
+    trainable and their weights are put back to their values at the freeze after every
+    step: what the model computes is the same.
+
         model.fit(train_ds, epochs=10, callbacks=[FreezeLayers(["whiten_bias"], epochs=3)])
 
     Args:
@@ -252,16 +259,29 @@ class FreezeLayers(keras.callbacks.Callback):
             raise ValueError(f"layer_names must be a list of names; received {layer_names!r}.")
         self.layer_names = list(layer_names)
         self.epochs = checks.whole_number(epochs, "epochs")
+        self._frozen = None  # JAX: (variable, value at the freeze) pairs
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch < self.epochs:
             return
         layers = [self.model.get_layer(name) for name in self.layer_names]
+        if keras.backend.backend() == "jax":
+            if self._frozen is None:
+                weights = [v for layer in layers for v in layer.trainable_weights]
+                self._frozen = [(v, ops.copy(v.value)) for v in weights]
+            return
         if any(layer.trainable for layer in layers):
             for layer in layers:
                 layer.trainable = False
             self.model.make_train_function(force=True)
 
+    def on_train_batch_end(self, batch, logs=None):
+        if self._frozen:
+            self.model.jax_state_sync()  # the step's weights back in the variables (see Lookahead)
+            for variable, value in self._frozen:
+                variable.assign(ops.copy(value))
+
     def on_train_end(self, logs=None):
+        self._frozen = None
         for name in self.layer_names:
             self.model.get_layer(name).trainable = True

@@ -1,4 +1,4 @@
-"""CIFAR-10 loading, splitting and `tf.data` pipelines.
+"""CIFAR-10 loading, splitting and batch pipelines (`tf.data` on TensorFlow).
 
 Where `load_cifar10` looks for the data, in order:
 
@@ -19,6 +19,11 @@ Pixels stay `uint8` until a batch is formed: `make_dataset` gathers a batch
 and casts it to float32 in [0, 255]. Scaling is defined in one place,
 `normalization_layer()`: the models put it after their input, so they take
 raw pixels; `normalize_images` computes the same outside a model.
+
+On TensorFlow the batches come from a `tf.data` pipeline; on JAX and PyTorch (where
+TensorFlow may not be installed) from `ArrayBatches`, a `keras.utils.PyDataset` over the
+same uint8 arrays with the same arguments. Both feed `model.fit` alike; to loop over
+either without end, use `endless_batches`.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
-from cifar_utils import checks, paths
+from cifar_utils import backend, checks, paths
 from cifar_utils.batch_files import (
     FIX_HINT,
     IMAGES_PER_BATCH,
@@ -371,8 +377,6 @@ def normalization_layer(channels=3, name="normalize"):
     Returns:
         A `keras.layers.Normalization` layer, ready to use (nothing to adapt).
     """
-    import keras
-
     if channels == 3:
         means, stds = CIFAR10_MEAN, CIFAR10_STD
     elif channels == 1:
@@ -399,10 +403,12 @@ def normalize_images(images):
     Returns:
         A float32 tensor of the same shape.
     """
-    import tensorflow as tf
+    from keras import ops
 
-    images = tf.cast(images, tf.float32) / 255.0
-    return (images - tf.constant(CIFAR10_MEAN)) / tf.constant(CIFAR10_STD)
+    images = ops.cast(images, "float32") / 255.0
+    mean = ops.convert_to_tensor(np.array(CIFAR10_MEAN, "float32"))
+    std = ops.convert_to_tensor(np.array(CIFAR10_STD, "float32"))
+    return (images - mean) / std
 
 
 def _checked_dataset_arguments(x, y, batch_size):
@@ -440,7 +446,7 @@ def make_dataset(
     num_classes=None,
     drop_remainder=False,
 ):
-    """Builds a batched `tf.data.Dataset` that keeps the images as uint8.
+    """Builds the batches a model is fitted on, keeping the images as uint8.
 
     The images are held once, as a uint8 tensor. Each step gathers a batch of
     indices (shuffled with `seed` every epoch when `shuffle=True`), casts only
@@ -467,11 +473,16 @@ def make_dataset(
         drop_remainder: drop a last, smaller batch. Defaults to False.
 
     Returns:
-        A `tf.data.Dataset` of `(images, labels)` batches.
+        On TensorFlow, a `tf.data.Dataset` of `(images, labels)` batches; on JAX and
+        PyTorch, an `ArrayBatches` of the same batches (NumPy arrays).
     """
+    x, y, batch_size = _checked_dataset_arguments(x, y, batch_size)
+    if not backend.is_tensorflow():
+        return ArrayBatches(
+            x, y, batch_size, shuffle, seed, augment_fn, normalize, num_classes, drop_remainder
+        )
     import tensorflow as tf
 
-    x, y, batch_size = _checked_dataset_arguments(x, y, batch_size)
     images = tf.constant(x)
     labels = tf.constant(np.ravel(y).astype(np.int32))
 
@@ -498,6 +509,88 @@ def make_dataset(
             deterministic=True,
         )
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+class ArrayBatches(keras.utils.PyDataset):
+    """`make_dataset`'s batches from NumPy arrays, for backends without `tf.data`.
+
+    The same arguments, checks and batches as `make_dataset` on TensorFlow: uint8 images
+    held once, each batch gathered and cast to float32 in [0, 255], `augment_fn` applied
+    to the whole batch (Keras's random layers run on any backend), an order reshuffled
+    with `seed` at the end of every epoch. Read it with `model.fit`, `for images, labels
+    in batches` (one epoch), or `endless_batches`.
+    """
+
+    def __init__(
+        self,
+        x,
+        y,
+        batch_size=128,
+        shuffle=False,
+        seed=None,
+        augment_fn=None,
+        normalize=False,
+        num_classes=None,
+        drop_remainder=False,
+    ):
+        super().__init__()
+        self.x, y, self.batch_size = _checked_dataset_arguments(x, y, batch_size)
+        self.labels = np.ravel(y).astype(np.int32)
+        self.shuffle, self.augment_fn = shuffle, augment_fn
+        self.normalize, self.num_classes = normalize, num_classes
+        self.drop_remainder = drop_remainder
+        self._rng = np.random.default_rng(seed)
+        self._order = self._rng.permutation(len(self.x)) if shuffle else np.arange(len(self.x))
+
+    def __len__(self):
+        n, size = len(self.x), self.batch_size
+        return n // size if self.drop_remainder else -(-n // size)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        indices = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        images = self.x[indices].astype(np.float32)
+        labels = self.labels[indices]
+        if self.num_classes is not None:
+            labels = np.eye(self.num_classes, dtype=np.float32)[labels]
+        if self.augment_fn is not None:
+            images, labels = self.augment_fn(images, labels)
+        if self.normalize:
+            images = normalize_images(images)
+        return keras.ops.convert_to_numpy(images), keras.ops.convert_to_numpy(labels)
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self._order = self._rng.permutation(len(self.x))
+
+
+def is_endless(batches) -> bool:
+    """Whether a dataset never ends (`fit` then needs `steps_per_epoch`): only `tf.data`'s can."""
+    if not hasattr(batches, "cardinality"):
+        return False  # a keras.utils.PyDataset: one epoch a pass
+    import tensorflow as tf
+
+    return bool(batches.cardinality() == tf.data.INFINITE_CARDINALITY)
+
+
+def endless_batches(batches):
+    """Yields the batches of a dataset epoch after epoch, without end.
+
+    Args:
+        batches: what `make_dataset` or `augment.training_dataset` returned (a `tf.data`
+            dataset, endless or not, or a `keras.utils.PyDataset`).
+
+    Yields:
+        `(images, labels)` batches.
+    """
+    if hasattr(batches, "repeat"):  # tf.data
+        yield from batches.repeat()
+        return
+    while True:
+        for index in range(len(batches)):
+            yield batches[index]
+        batches.on_epoch_end()
 
 
 LOSSLESS_SAMPLE_SIZE = 1000

@@ -1,7 +1,7 @@
-"""Device placement: one code path for the CPU, one GPU or several GPUs.
+"""Device placement: one code path for the CPU, one GPU or several GPUs, on every backend.
 
-`setup_devices()` is the one call a notebook makes before building a model:
-it turns on GPU memory growth, picks a `tf.distribute` strategy
+`setup_devices()` is the one call a notebook makes before building a model.
+On TensorFlow it turns on GPU memory growth, picks a `tf.distribute` strategy
 (`MirroredStrategy` over several GPUs, the default strategy otherwise), and
 chooses mixed precision where the hardware computes it natively: GPUs with
 tensor cores, and CPUs with bfloat16 instructions (AVX512_BF16 or AMX), where
@@ -12,6 +12,14 @@ cluster of several workers it trains across machines
 (`MultiWorkerMirroredStrategy`). Every GPU setting can be forced on the CPU
 (`mixed_precision="mixed_float16"`, `jit_compile=True`), which is how the
 tests rehearse the GPU path on machines without one.
+
+On JAX and PyTorch (`KERAS_BACKEND`, see `cifar_utils.backend`) it finds the GPUs
+through that library, chooses the same mixed precision for them, and trains on one
+device (`SingleDevice`: Keras places everything on the first GPU, or the CPU).
+JAX compiles every step with XLA; PyTorch runs eagerly by default (its
+`torch.compile` is opt-in: `jit_compile=True`). The CPU's bfloat16 is chosen on
+TensorFlow only: the measured speed-up is oneDNN's (README, "Backends").
+`tf.distribute` (several GPUs, `TF_CONFIG` clusters, TPUs) needs TensorFlow.
 """
 
 from __future__ import annotations
@@ -24,9 +32,21 @@ import platform
 from dataclasses import dataclass
 
 import keras
-import tensorflow as tf
 
-from cifar_utils import paths
+from cifar_utils import backend, paths
+
+
+class SingleDevice:
+    """The "strategy" of JAX and PyTorch: one device, chosen by the backend.
+
+    It has what the course uses of a `tf.distribute.Strategy`: `scope()` (which
+    does nothing) and `num_replicas_in_sync` (1).
+    """
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -34,14 +54,15 @@ class DeviceSetup:
     """What `setup_devices` chose.
 
     Attributes:
-        strategy: the `tf.distribute.Strategy` to build and fit models under.
+        strategy: the `tf.distribute.Strategy` to build and fit models under
+            (`SingleDevice` on JAX and PyTorch).
         precision_policy: the Keras dtype policy now global ("float32",
             "mixed_float16" or "mixed_bfloat16").
         jit_compile: whether to compile models with XLA (True on one GPU).
         description: one line naming the devices, for printing.
     """
 
-    strategy: tf.distribute.Strategy
+    strategy: object
     precision_policy: str
     jit_compile: bool
     description: str
@@ -52,7 +73,41 @@ class DeviceSetup:
         return self.strategy.num_replicas_in_sync
 
 
+def physical_gpus() -> list:
+    """The GPUs the backend can use: TensorFlow's physical devices, JAX's devices, or
+    PyTorch's device indices."""
+    current = backend.name()
+    if current == "jax":
+        import jax
+
+        return [d for d in jax.devices() if d.platform == "gpu"]
+    if current == "torch":
+        import torch
+
+        return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
 def _gpu_details(gpu) -> dict:
+    """`{"device_name": ..., "compute_capability": (major, minor)}` as far as known."""
+    current = backend.name()
+    if current == "jax":
+        capability = getattr(gpu, "compute_capability", None)  # "9.0" on CUDA
+        details = {"device_name": gpu.device_kind}
+        if capability:
+            details["compute_capability"] = tuple(int(p) for p in str(capability).split("."))
+        return details
+    if current == "torch":
+        import torch
+
+        return {
+            "device_name": torch.cuda.get_device_name(gpu),
+            "compute_capability": tuple(torch.cuda.get_device_capability(gpu)),
+        }
+    import tensorflow as tf
+
     try:
         return tf.config.experimental.get_device_details(gpu)
     except (ValueError, RuntimeError):  # no details for this device type
@@ -60,7 +115,7 @@ def _gpu_details(gpu) -> dict:
 
 
 def gpu_names(with_capability=False) -> list:
-    """The names of the GPUs TensorFlow can use, one per GPU.
+    """The names of the GPUs the backend can use, one per GPU.
 
     Args:
         with_capability: add each GPU's compute capability, as in
@@ -70,16 +125,16 @@ def gpu_names(with_capability=False) -> list:
         A list of strings; empty without a GPU.
     """
     names = []
-    for gpu in tf.config.list_physical_devices("GPU"):
+    for gpu in physical_gpus():
         details = _gpu_details(gpu)
-        name = details.get("device_name", gpu.name)
+        name = details.get("device_name", getattr(gpu, "name", str(gpu)))
         cc = details.get("compute_capability")
         names.append(f"{name} (compute {cc[0]}.{cc[1]})" if cc and with_capability else name)
     return names
 
 
 def describe_devices() -> str:
-    """Returns one line naming the CPU and GPUs TensorFlow can use.
+    """Returns one line naming the CPU, the GPUs the backend can use, and the backend.
 
     Example: `"CPU: 2 cores (x86_64) | GPU: none | TensorFlow 2.21.0, Keras 3.15.1"`.
     """
@@ -89,18 +144,23 @@ def describe_devices() -> str:
         gpu_text = f"GPU: {len(names)} x " + ", ".join(sorted(set(names)))
     else:
         gpu_text = "GPU: none"
-    return f"{cpu} | {gpu_text} | TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    return f"{cpu} | {gpu_text} | {backend.describe()}, Keras {keras.__version__}"
 
 
 def enable_memory_growth() -> int:
     """Lets TensorFlow take GPU memory as needed instead of all at start-up.
 
     Must run before the GPUs are first used; afterwards TensorFlow refuses and
-    the setting is left as it was.
+    the setting is left as it was. JAX and PyTorch manage their own memory (JAX:
+    `XLA_PYTHON_CLIENT_PREALLOCATE=false` before it starts): nothing is done there.
 
     Returns:
         The number of GPUs now set to grow their memory.
     """
+    if not backend.is_tensorflow():
+        return 0
+    import tensorflow as tf
+
     done = 0
     for gpu in tf.config.list_physical_devices("GPU"):
         try:
@@ -148,9 +208,10 @@ def mixed_precision_policy(gpus=None, cpu_bf16=None) -> str:
 
     Args:
         gpus: the physical GPUs to choose for. Defaults to None: those
-            TensorFlow lists.
+            the backend lists (`physical_gpus`).
         cpu_bf16: the CPU's bfloat16 flags, consulted only without GPUs.
-            Defaults to None: `cpu_bfloat16_flags()`.
+            Defaults to None: `cpu_bfloat16_flags()` on TensorFlow, none on JAX and
+            PyTorch (README, "Backends").
 
     Returns:
         With GPUs: "mixed_bfloat16" where every GPU has compute capability 8.0
@@ -160,19 +221,19 @@ def mixed_precision_policy(gpus=None, cpu_bf16=None) -> str:
         (`cpu_has_bfloat16`), "float32" otherwise (emulated bfloat16 is slower).
     """
     if gpus is None:
-        gpus = tf.config.list_physical_devices("GPU")
+        gpus = physical_gpus()
     if gpus:
         lowest = min(_gpu_details(g).get("compute_capability", (0, 0)) for g in gpus)
         if lowest >= (8, 0):
             return "mixed_bfloat16"
         return "mixed_float16" if lowest >= (7, 0) else "float32"
-    if cpu_bf16 is None:
-        cpu_bf16 = cpu_bfloat16_flags()
+    if cpu_bf16 is None:  # the CPU's bfloat16 pays off through TensorFlow's oneDNN
+        cpu_bf16 = cpu_bfloat16_flags() if backend.is_tensorflow() else ()
     return "mixed_bfloat16" if cpu_bf16 else "float32"
 
 
-def choose_strategy(devices=None) -> tf.distribute.Strategy:
-    """Picks a distribution strategy.
+def choose_strategy(devices=None):
+    """Picks a distribution strategy (TensorFlow; `SingleDevice` on other backends).
 
     Args:
         devices: device names to replicate over, e.g. `["/gpu:0", "/gpu:1"]`.
@@ -182,8 +243,18 @@ def choose_strategy(devices=None) -> tf.distribute.Strategy:
         A `MirroredStrategy` over two or more devices (the same object on every
         call with the same devices), a `OneDeviceStrategy` for one explicitly
         named device, or the default strategy otherwise (one GPU or the CPU,
-        placed by TensorFlow).
+        placed by TensorFlow). On JAX and PyTorch, `SingleDevice()` for no or one
+        device; several devices need TensorFlow (ValueError).
     """
+    if not backend.is_tensorflow():
+        if devices is not None and len(list(devices)) > 1:
+            raise ValueError(
+                f"training over several devices ({list(devices)}) uses tf.distribute, and Keras "
+                f"runs on {backend.name()}; run with KERAS_BACKEND=tensorflow, or name one device."
+            )
+        return SingleDevice()
+    import tensorflow as tf
+
     if devices is None:
         devices = [d.name for d in tf.config.list_logical_devices("GPU")]
         if len(devices) < 2:
@@ -201,12 +272,21 @@ def choose_strategy(devices=None) -> tf.distribute.Strategy:
 # in the collective instance") once a notebook trains a second model; TensorFlow also allows only
 # one MultiWorkerMirroredStrategy per process.
 @functools.cache
-def _mirrored_strategy(devices: tuple) -> tf.distribute.Strategy:
+def _mirrored_strategy(devices: tuple):
+    import tensorflow as tf
+
     return tf.distribute.MirroredStrategy(devices=list(devices))
 
 
 @functools.cache
-def _multi_worker_strategy() -> tf.distribute.Strategy:
+def _multi_worker_strategy():
+    if not backend.is_tensorflow():
+        raise ValueError(
+            f"TF_CONFIG names a cluster of several workers, which needs tf.distribute, and Keras "
+            f"runs on {backend.name()}; run with KERAS_BACKEND=tensorflow, or unset TF_CONFIG."
+        )
+    import tensorflow as tf
+
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
@@ -246,6 +326,10 @@ def cluster_workers() -> int:
 
 def is_multi_worker(strategy) -> bool:
     """Whether `strategy` trains across several machines (a `TF_CONFIG` cluster)."""
+    if not backend.is_tensorflow():
+        return False
+    import tensorflow as tf
+
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return False
     cluster = strategy.cluster_resolver.cluster_spec().as_dict()
@@ -275,7 +359,7 @@ def setup_devices(
     strategy=None,
     verbose=True,
 ):
-    """Configures TensorFlow for the hardware at hand.
+    """Configures Keras's backend for the hardware at hand.
 
     Args:
         mixed_precision: "auto" (the policy of `mixed_precision_policy()`),
@@ -285,10 +369,11 @@ def setup_devices(
             the GPU path this way.
         memory_growth: enable GPU memory growth. Defaults to True.
         devices: passed to `choose_strategy`. Defaults to None (all GPUs).
-        jit_compile: compile with XLA: "auto" (on one GPU only: XLA is slower
-            on CPUs, where it skips oneDNN's convolutions, and cannot compile a
-            step that spans several replicas), True (ValueError with several
-            replicas) or False. Defaults to "auto".
+        jit_compile: compile with XLA: "auto" (TensorFlow: on one GPU only:
+            XLA is slower on CPUs, where it skips oneDNN's convolutions, and
+            cannot compile a step that spans several replicas; JAX: always, as
+            JAX compiles every step; PyTorch: off, torch.compile is opt-in),
+            True (ValueError with several replicas) or False. Defaults to "auto".
         strategy: a `tf.distribute.Strategy` to use as it is, e.g. a
             `TPUStrategy` (README, "TPUs"). Defaults to None: a
             `MultiWorkerMirroredStrategy` when `TF_CONFIG` lists two or more
@@ -303,10 +388,15 @@ def setup_devices(
     if jit_compile not in ("auto", True, False):
         raise ValueError(f"jit_compile must be 'auto', True or False; received {jit_compile!r}.")
     workers = cluster_workers() if strategy is None else 0  # a bad TF_CONFIG changes nothing
+    if workers >= 2 and not backend.is_tensorflow():
+        _multi_worker_strategy()  # refuses, before the global policy changes
+    if devices is not None and strategy is None and not backend.is_tensorflow():
+        choose_strategy(devices)  # refuses what this backend cannot do, before the policy changes
     if memory_growth:
         enable_memory_growth()
-    gpus = tf.config.list_physical_devices("GPU")
-    cpu_bf16 = [] if gpus else cpu_bfloat16_flags()  # /proc/cpuinfo read once per call
+    gpus = physical_gpus()
+    # /proc/cpuinfo read once per call; the CPU's bfloat16 pays off through TensorFlow's oneDNN
+    cpu_bf16 = [] if gpus or not backend.is_tensorflow() else cpu_bfloat16_flags()
     policy = _precision_policy(mixed_precision, gpus, cpu_bf16)
     keras.mixed_precision.set_global_policy(policy)
     if strategy is None:
@@ -360,6 +450,10 @@ def _use_xla(jit_compile, strategy, gpus) -> bool:
             "use variables on several devices: use jit_compile='auto' (off with several replicas)."
         )
     if jit_compile == "auto":
+        if backend.name() == "jax":
+            return True  # JAX compiles every step with XLA; without it each op runs alone
+        if backend.name() == "torch":
+            return False  # torch.compile recompiles per batch shape; opt in with True
         return single and bool(gpus)  # XLA is slower on CPUs: on one GPU only
     return jit_compile
 

@@ -2,13 +2,12 @@
 
 `training.train` calls `fit_multi_worker` instead of `model.fit` when `TF_CONFIG` names
 several workers (`device.setup_devices` chose the strategy). One GPU, several GPUs of one
-machine and the CPU all use `model.fit`.
+machine and the CPU all use `model.fit`. TensorFlow only (`tf.distribute`).
 """
 
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 
 def fit_multi_worker(
@@ -75,6 +74,7 @@ def fit_multi_worker(
 
 def _replicated(strategy, step):
     """`step` (a Keras train or test step) run on every replica, its logs averaged."""
+    import tensorflow as tf
 
     @tf.function
     def run(batch):
@@ -90,6 +90,8 @@ def _statistics_averager(model, strategy):
     Each worker updates them from its own batches; averaging after every epoch lets
     validation, checkpoints and every worker see the same model.
     """
+    import tensorflow as tf
+
     statistics = [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
 
     @tf.function

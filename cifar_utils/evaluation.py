@@ -299,7 +299,6 @@ def grad_cam(model, images, layer_name=None, class_index=None):
         A float32 array of heatmaps, shape `(N, H, W)`, values in [0, 1].
     """
     import keras
-    import tensorflow as tf
 
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4:
@@ -318,32 +317,78 @@ def grad_cam(model, images, layer_name=None, class_index=None):
         )
     names = [layer.name for layer in model.layers]
     score_output = model.get_layer("logits").output if "logits" in names else model.output
-    probe = keras.Model(model.inputs, [feature_layer.output, score_output])
-    if class_index is None:
-        targets = None
+    targets = None
+    if class_index is not None:
+        targets = np.broadcast_to(np.asarray(class_index), (len(images),)).astype(np.int64)
+    features, grads = _features_and_grads(model, feature_layer, score_output, images, targets)
+    weights = np.mean(grads, axis=(1, 2), keepdims=True)
+    cam = np.maximum(np.sum(weights * features, axis=-1), 0.0)[..., None]
+    cam = keras.ops.convert_to_numpy(
+        keras.ops.image.resize(cam, images.shape[1:3], interpolation="bilinear")
+    )[..., 0]
+    peak = np.max(cam, axis=(1, 2), keepdims=True)
+    return (cam / np.maximum(peak, 1e-12)).astype(np.float32)
+
+
+def _features_and_grads(model, feature_layer, score_output, images, targets):
+    """`(features, d score / d features)` as float32 arrays, with the backend's gradients."""
+    import keras
+
+    name = keras.backend.backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        probe = keras.Model(model.input, [feature_layer.output, score_output])
+
+        # In a tf.function: eager gradients through some oneDNN CPU kernels of TF 2.21
+        # crashed the process (ResNet blocks); the traced graph runs them safely.
+        @tf.function
+        def features_and_grads(x):
+            with tf.GradientTape() as tape:
+                features, scores = probe(x, training=False)
+                scores = tf.cast(scores, tf.float32)
+                chosen = tf.argmax(scores, axis=1) if targets is None else targets
+                chosen = tf.reduce_sum(scores * tf.one_hot(chosen, tf.shape(scores)[-1]), axis=1)
+            return features, tape.gradient(chosen, features)
+
+        features, grads = features_and_grads(tf.constant(images))
     else:
-        targets = tf.constant(np.broadcast_to(np.asarray(class_index), (len(images),)), tf.int64)
+        # JAX and PyTorch differentiate functions, not tapes: split the model at the layer
+        # into the part before it and the head after it, and differentiate the head.
+        try:
+            head = keras.Model(feature_layer.output, score_output)
+        except ValueError as error:
+            raise ValueError(
+                f"Grad-CAM on {name} needs the layers after {feature_layer.name!r} to depend on "
+                f"it alone; they do not ({error}). Choose a later layer_name, or run on TensorFlow."
+            ) from None
+        features = keras.Model(model.input, feature_layer.output)(images, training=False)
+        features, grads = _head_gradients(name, head, features, targets)
+    to_numpy = keras.ops.convert_to_numpy
+    return to_numpy(features).astype(np.float32), to_numpy(grads).astype(np.float32)
 
-    # In a tf.function: eager gradients through some oneDNN CPU kernels of TF 2.21
-    # crashed the process (ResNet blocks); the traced graph runs them safely.
-    @tf.function
-    def features_and_grads(x, targets):
-        with tf.GradientTape() as tape:
-            features, scores = probe(x, training=False)
-            scores = tf.cast(scores, tf.float32)
-            if targets is None:
-                targets = tf.argmax(scores, axis=1)
-            chosen = tf.reduce_sum(scores * tf.one_hot(targets, tf.shape(scores)[-1]), axis=1)
-        return features, tape.gradient(chosen, features)
 
-    features, grads = features_and_grads(tf.constant(images), targets)
-    grads = tf.cast(grads, tf.float32)
-    features = tf.cast(features, tf.float32)
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[..., None]
-    cam = tf.image.resize(cam, images.shape[1:3], method="bilinear")[..., 0]
-    peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
-    return (cam / tf.maximum(peak, 1e-12)).numpy().astype(np.float32)
+def _head_gradients(name, head, features, targets):
+    """Gradients of the chosen class scores of `head(features)` with respect to `features`."""
+
+    def chosen_scores(scores, ops):
+        scores = ops.cast(scores, "float32")
+        picked = ops.argmax(scores, axis=1) if targets is None else targets
+        return ops.sum(scores * ops.one_hot(picked, scores.shape[-1]))  # images are independent
+
+    if name == "jax":
+        import jax
+        from keras import ops
+
+        return features, jax.grad(lambda f: chosen_scores(head(f, training=False), ops))(features)
+    import torch
+    from keras import ops
+
+    features = features.detach().requires_grad_(True)
+    with torch.enable_grad():
+        total = chosen_scores(head(features, training=False), ops)
+        (grads,) = torch.autograd.grad(total, features)
+    return features.detach(), grads
 
 
 def accuracy_from_probs(probs, y) -> float:

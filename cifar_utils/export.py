@@ -17,6 +17,10 @@ Every export keeps the model's interface: raw pixels 0-255, float32
 (N, 32, 32, 3) in, probabilities out; `inference.Classifier` loads any of them.
 A model trained under mixed precision is exported with float32 arithmetic
 (`models.float32_copy`): TFLite cannot convert 16-bit layers.
+
+SavedModel and TFLite are TensorFlow's formats: exporting needs TensorFlow installed
+(`pip install -e ".[tensorflow]"`; tested with Keras on TensorFlow). Without it these
+functions say so in one sentence; the `.keras` file works on every backend.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
+from cifar_utils import backend
 from cifar_utils.evaluation import accuracy_from_probs
 from cifar_utils.inference import Classifier, measure_speed
 from cifar_utils.models import computes_in_float32, float32_copy
@@ -68,6 +72,9 @@ def export_saved_model(model, path) -> Path:
     Returns:
         `path` as a `Path`.
     """
+    backend.require_tensorflow("SavedModel export")
+    import tensorflow as tf
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -145,6 +152,9 @@ def convert_tflite(
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}; received {quantization!r}")
+    backend.require_tensorflow("TFLite conversion")
+    import tensorflow as tf
+
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     if quantization == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -32,7 +32,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cifar_utils import checks, files, storage, timing
+from cifar_utils import backend, checks, files, storage, timing
 from cifar_utils.data import CLASS_NAMES
 from cifar_utils.images import IMAGE_SIZE, ImageError, load_image, load_images
 from cifar_utils.paths import find_trained_model
@@ -166,6 +166,7 @@ class _SavedModelBackend(_Backend):
     format = "saved_model"
 
     def __init__(self, path, num_threads=None):
+        backend.require_tensorflow("Loading a SavedModel")
         import tensorflow as tf  # only SavedModels need TensorFlow itself, whatever Keras runs on
 
         loaded = tf.saved_model.load(str(path))
@@ -186,6 +187,7 @@ def _tflite_interpreter(path, num_threads):
     try:  # LiteRT is TFLite's runtime now; tf.lite.Interpreter is deprecated
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # pragma: no cover - fallback when ai-edge-litert is missing
+        backend.require_tensorflow("Running a .tflite file without ai-edge-litert")
         import tensorflow as tf
 
         Interpreter = tf.lite.Interpreter

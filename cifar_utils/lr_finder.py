@@ -112,7 +112,9 @@ def lr_find(
     )
     weights = model.get_weights()
     try:
-        losses, smoothed = _range_test(model, batches.repeat(), rates, smoothing, diverge)
+        losses, smoothed = _range_test(
+            model, data.endless_batches(batches), rates, smoothing, diverge
+        )
     finally:
         model.set_weights(weights)
     if not losses:

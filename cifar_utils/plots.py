@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import matplotlib.pyplot as plt
 import numpy as np
-import tensorflow as tf
 from matplotlib import ticker
 
 from cifar_utils.augment import pipeline_augment
@@ -187,10 +187,12 @@ def _label_text(weights, class_names):
 
 def _augmented(x, y, indices, augmentation, seed, repeats, num_classes):
     """Runs a policy `repeats` times over the batch `x[indices]`, one-hot labels."""
-    images = tf.constant(np.asarray(x)[indices].astype("float32"))
-    labels = tf.one_hot(np.ravel(y)[indices], num_classes)
+    images = np.asarray(x)[indices].astype("float32")
+    labels = np.eye(num_classes, dtype="float32")[np.ravel(y)[indices]]
     run = pipeline_augment(augmentation, seed=seed)
-    return [tuple(t.numpy() for t in run(images, labels)) for _ in range(repeats)]
+    return [
+        tuple(keras.ops.convert_to_numpy(t) for t in run(images, labels)) for _ in range(repeats)
+    ]
 
 
 def plot_augmentations(

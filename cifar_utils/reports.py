@@ -17,9 +17,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from cifar_utils import device
+from cifar_utils import backend, device
 from cifar_utils.data import CLASS_NAMES
 from cifar_utils.storage import atomic_write_text
 
@@ -44,7 +43,8 @@ def run_info(seed=None, **extra) -> dict:
 
     Returns:
         A JSON-serialisable dict: date, hardware (CPU model and cores, GPUs),
-        Python, TensorFlow, Keras and NumPy versions, seed, and `extra`.
+        Python, Keras backend, TensorFlow (or "not installed"), Keras and NumPy
+        versions, seed, and `extra`.
     """
     info = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -53,7 +53,9 @@ def run_info(seed=None, **extra) -> dict:
         "gpus": device.gpu_names(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "tensorflow": tf.__version__,
+        "backend": backend.name(),
+        "backend_version": backend.library_version(),
+        "tensorflow": backend.library_version("tensorflow"),
         "keras": keras.__version__,
         "numpy": np.__version__,
         "seed": seed,
@@ -76,12 +78,15 @@ def hardware_text(run: dict) -> str:
 def versions_text(run: dict) -> str:
     """The library versions of a `run_info()` dict as one phrase.
 
-    Example: `"Python 3.11.7, TensorFlow 2.21.0, Keras 3.15.1, NumPy 2.4.0"`.
+    Example: `"Python 3.11.7, TensorFlow 2.21.0, Keras 3.15.1, NumPy 2.4.0"`; on another
+    backend `"Python 3.11.7, JAX 0.10.2, Keras 3.15.1, NumPy 2.4.6"`.
     """
-    return (
-        f"Python {run.get('python')}, TensorFlow {run.get('tensorflow')}, "
-        f"Keras {run.get('keras')}, NumPy {run.get('numpy')}"
+    label = {"jax": "JAX", "torch": "PyTorch"}.get(run.get("backend"))
+    library = (
+        f"{label} {run.get('backend_version')}" if label else f"TensorFlow {run.get('tensorflow')}"
     )
+    keras_numpy = f"Keras {run.get('keras')}, NumPy {run.get('numpy')}"
+    return f"Python {run.get('python')}, {library}, {keras_numpy}"
 
 
 def write_model_card(

@@ -14,22 +14,25 @@ from __future__ import annotations
 import contextlib
 
 import keras
-import tensorflow as tf
 
-from cifar_utils import checks
+from cifar_utils import backend, checks
+
 
 # TensorFlow's public API can turn op determinism on but not read or turn it off; these
 # two, from the module that implements `tf.config.experimental.enable_op_determinism`,
 # let `deterministic()` restore the earlier state. Checked by tests/test_repro.py. Should a
 # TensorFlow release move them, determinism stays on after the block (as `set_seed` leaves
 # it) instead of the import failing.
-try:
-    from tensorflow.python.framework.config import disable_op_determinism, is_op_determinism_enabled
-except ImportError:  # pragma: no cover - TensorFlow 2.18-2.21 have both
-    disable_op_determinism = None
-
-    def is_op_determinism_enabled():
-        return True
+def _determinism_switches():
+    """`(is_enabled, disable)` from TensorFlow, or stand-ins where they are missing."""
+    try:
+        from tensorflow.python.framework.config import (
+            disable_op_determinism,
+            is_op_determinism_enabled,
+        )
+    except ImportError:  # pragma: no cover - TensorFlow 2.18-2.21 have both
+        return (lambda: True), None
+    return is_op_determinism_enabled, disable_op_determinism
 
 
 # NumPy's legacy seeding (which Keras's set_random_seed uses) takes 32-bit seeds.
@@ -48,14 +51,18 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
         seed: the seed, a non-negative integer.
         deterministic: also make TensorFlow's ops deterministic from now on, so two runs
             on the same machine give identical weights (slightly slower on a GPU).
-            Defaults to True.
+            Defaults to True. Only TensorFlow has the switch: JAX on the CPU is
+            deterministic as it is; on a GPU set `XLA_FLAGS=--xla_gpu_deterministic_ops=true`
+            before JAX starts, or `torch.use_deterministic_algorithms(True)` on PyTorch.
 
     Raises:
         ValueError: the seed is not a whole number >= 0.
     """
     seed = check_seed(seed)
-    keras.utils.set_random_seed(seed)  # seeds `random`, NumPy, TensorFlow and Keras
-    if deterministic:
+    keras.utils.set_random_seed(seed)  # seeds `random`, NumPy, the backend and Keras
+    if deterministic and backend.is_tensorflow():
+        import tensorflow as tf
+
         tf.config.experimental.enable_op_determinism()
 
 
@@ -74,10 +81,15 @@ def deterministic(seed: int, enabled: bool = True):
         enabled: turn op determinism on inside the block; False only seeds.
             Defaults to True.
     """
-    before = is_op_determinism_enabled()
+    if not backend.is_tensorflow():
+        set_seed(seed, deterministic=enabled)
+        yield
+        return
+    is_enabled, disable = _determinism_switches()
+    before = is_enabled()
     set_seed(seed, deterministic=enabled)
     try:
         yield
     finally:
-        if not before and disable_op_determinism is not None:
-            disable_op_determinism()
+        if not before and disable is not None:
+            disable()

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 
 from cifar_utils import augment, data, device, distributed, reports, repro
 from cifar_utils.budget import plan_budget
@@ -136,8 +135,7 @@ def train(
             recipe, run, steps_per_epoch, checkpoints, early_stopping_patience, tensorboard
         )
         # An endless dataset (the "airbench" augmentation) needs the length of an epoch.
-        endless = train_ds.cardinality() == tf.data.INFINITE_CARDINALITY
-        steps = steps_per_epoch if endless else None
+        steps = steps_per_epoch if data.is_endless(train_ds) else None
         fit_args = dict(epochs=recipe.epochs, steps_per_epoch=steps, initial_epoch=initial_epoch)
         if budget_min is not None:  # what is left of the budget stops the run, resumed or not
             left = budget_min * 60 - (time.perf_counter() - start) - FINISH_SECONDS

@@ -100,7 +100,7 @@ if [ "$status" = 0 ] && [ "$with_tests" = 1 ]; then
     clone="$work/content/$(basename "$ROOT")"
     echo "rehearsal: the unit tests under tensorflow==$tf_min keras==$keras_min"
     printf 'tensorflow==%s\nkeras==%s\n' "$tf_min" "$keras_min" > "$work/constraints.txt"
-    if ! "$venv/bin/python" -m pip install -q -c "$work/constraints.txt" -e "$clone[test]" > "$work/pip-test.log" 2>&1; then
+    if ! "$venv/bin/python" -m pip install -q -c "$work/constraints.txt" -e "$clone[tensorflow,test]" > "$work/pip-test.log" 2>&1; then
         tail -n 30 "$work/pip-test.log"; echo "rehearsal: installing the test extras failed" >&2; status=1
     elif ! (cd "$clone" && env -u CIFAR_REQUIRE_BROWSER MPLBACKEND=Agg TF_CPP_MIN_LOG_LEVEL=2 \
             "$venv/bin/python" -m pytest tests -q -p no:cacheprovider); then

@@ -53,13 +53,14 @@ def _version(text: str) -> tuple:
 
 
 def dependencies() -> list:
-    """The package's requirements, as pyproject.toml lists them."""
+    """The package's requirements with its TensorFlow extra, as pyproject.toml lists them."""
     try:
         import tomllib
     except ImportError:  # Python 3.10
         from pip._vendor import tomli as tomllib
     with open(ROOT / "pyproject.toml", "rb") as f:
-        return tomllib.load(f)["project"]["dependencies"]
+        project = tomllib.load(f)["project"]
+    return project["dependencies"] + project["optional-dependencies"]["tensorflow"]
 
 
 def _name(requirement: str) -> str:
@@ -131,7 +132,7 @@ def main() -> int:
         steps = [dependencies_without_tensorflow(), ["--no-deps", "-e", str(ROOT)]]
         constraints = [c for c in constraints if not c.startswith("tensorflow==")]
     else:
-        steps = [["-e", str(ROOT)]]
+        steps = [["-e", f"{ROOT}[tensorflow]"]]
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write("\n".join(constraints) + "\n")
     try:

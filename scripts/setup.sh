@@ -19,7 +19,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     echo "setup: installing requirements into $VENV"
     log="$VENV/pip-install.log"
     if ! { python -m pip install --upgrade pip &&
-           python -m pip install -r "$ROOT/requirements.txt" -e "$ROOT"; } > "$log" 2>&1; then
+           python -m pip install -r "$ROOT/requirements.txt" -e "$ROOT[tensorflow]"; } > "$log" 2>&1; then
         tail -n 40 "$log"
         echo "setup: pip install failed; full log in $log" >&2
         exit 1

@@ -55,7 +55,8 @@ def install_cell(repo: str) -> str:
     return (
         f'''\
 # On Colab only: fetch the course (notebooks, shipped model) and install its helper package,
-# keeping Colab's own TensorFlow (scripts/colab_setup.py). Locally, `pip install -e .` did this.
+# keeping Colab's own TensorFlow (scripts/colab_setup.py). Locally, `pip install -e .[tensorflow]`
+# (or .[jax], .[torch]) did this.
 import os
 import subprocess
 import sys

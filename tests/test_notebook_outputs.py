@@ -7,6 +7,7 @@ fails here before it is committed. `cifar_utils.tf_logs` is what keeps them out
 """
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from test_tf_logs import (
 )  # the harmless lines the filter drops: the scanner catches each
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# scripts/test_backends.sh points this at notebooks it has just run under JAX, to judge them alike.
+CHECKED = os.environ.get("CIFAR_CHECK_NOTEBOOKS_DIR")
+NOTEBOOKS = sorted(Path(CHECKED or ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 LOG_LINES = re.compile(
     "|".join(
@@ -69,7 +72,8 @@ def _offending(pattern):
 
 
 def test_there_are_notebooks_with_outputs():
-    assert len(NOTEBOOKS) == 7
+    assert len(NOTEBOOKS) == (7 if CHECKED is None else len(list(Path(CHECKED).glob("*.ipynb"))))
+    assert NOTEBOOKS
     for nb in NOTEBOOKS:
         assert any(True for _ in _output_lines(nb)), f"{nb.name} has no committed outputs"
 

@@ -120,8 +120,8 @@ def test_the_recipes_module_imports_no_code_of_the_package():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert (
-        out.stdout.strip() == "['cifar_utils.checks', 'cifar_utils.paths', 'cifar_utils.recipes', "
-        "'cifar_utils.tf_logs']"
+        out.stdout.strip() == "['cifar_utils.backend', 'cifar_utils.checks', 'cifar_utils.paths', "
+        "'cifar_utils.recipes', 'cifar_utils.tf_logs']"
     )
 
 
