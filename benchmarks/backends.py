@@ -75,7 +75,7 @@ def worker(run: str, quick: bool, seed: int, out: Path) -> None:
             x_test[:1000],
             y_test[:1000],
         )
-    x_train, y_train, x_val, y_val = data.split_train_val(x, y, seed=seed)
+    (x_train, y_train), (x_val, y_val) = data.split_train_val(x, y, seed=seed)
     precision = RUNS[run][1]
     setup = device.setup_devices(mixed_precision=precision if precision else "auto", verbose=False)
     epochs = []
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
                 "--seed",
                 str(args.seed),
             ] + (["--quick"] if args.quick else [])
-            env = {**os.environ, "KERAS_BACKEND": backend}
+            env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
             print(f"backends: {run} ...", flush=True)
             try:
                 subprocess.run(command, env=env, check=True, timeout=RUN_TIMEOUT)

@@ -15,8 +15,8 @@ JAX_TESTS=(tests/test_backends.py tests/test_data.py tests/test_augment.py tests
            tests/test_models.py tests/test_schedules.py tests/test_recipes.py tests/test_callbacks.py
            tests/test_training.py tests/test_resume.py tests/test_evaluation.py tests/test_plots.py
            tests/test_inference.py tests/test_runs.py tests/test_storage.py)
-TORCH_TESTS=(tests/test_backends.py tests/test_data.py tests/test_evaluation.py
-             tests/test_inference.py)
+TORCH_TESTS=(tests/test_backends.py tests/test_data.py tests/test_layers.py tests/test_models.py
+             tests/test_callbacks.py tests/test_evaluation.py tests/test_inference.py)
 NOTEBOOKS=(notebooks/01_data_exploration.ipynb notebooks/03_model_building.ipynb
            notebooks/05_evaluation.ipynb)
 
@@ -56,7 +56,9 @@ for name in "${backends[@]}"; do
     export KERAS_BACKEND="$name"
     echo "backends: $name ($("$python" -c 'from cifar_utils import backend; print(backend.describe())'))"
     if [ "$name" = jax ]; then tests=("${JAX_TESTS[@]}"); else tests=("${TORCH_TESTS[@]}"); fi
+    start=$(date +%s)
     "$python" -m pytest -q -p no:cacheprovider "${tests[@]}" || status=1
+    echo "backends: $name tests took $(( $(date +%s) - start )) s"
     if [ "$name" = jax ]; then
         mkdir -p "$scratch/notebooks"
         for nb in "${NOTEBOOKS[@]}"; do

@@ -217,3 +217,69 @@ def test_ship_makes_the_saved_run_the_project_model_with_its_card(
     (tmp_path / "saved" / "fast-60.keras").unlink()
     assert bench.main(args) == 2
     assert "fast-60.keras does not exist" in capsys.readouterr().err
+
+
+def _load(name):
+    path = SCRIPT.parent / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_backends_table_names_each_run_and_what_failed(tmp_path):
+    """benchmarks/backends.py: its table from hand-made records, a missing environment as a row."""
+    from cifar_utils import reports
+
+    backends = _load("backends")
+    run = reports.run_info(seed=0, epochs=2)
+    done = {
+        "name": "jax",
+        "backend": "jax",
+        "precision": "float32",
+        "jit_compile": True,
+        "train_call_seconds": 312.4,
+        "epoch_seconds": [170.2, 140.9],
+        "val_accuracy": 0.61,
+        "test_accuracy": 0.6012,
+        "lossless_accuracy": 0.611,
+        "peak_memory_gib": 1.5,
+        "run": {**run, "backend": "jax", "backend_version": "0.10.2"},
+    }
+    text = backends.report([done, {"name": "torch", "error": "no Python with torch"}], quick=False)
+    assert (
+        "| jax | jax | float32 | True | 312 | 170, 141 | 0.6100 | 0.6012 | 0.6110 | 1.50 |" in text
+    )
+    assert "| torch | no Python with torch |" in text
+    assert "- jax: Python" in text and "JAX 0.10.2" in text
+    assert backends._python_for("jax", {"jax": "/opt/x/python"}) == "/opt/x/python"
+    with pytest.raises(SystemExit):
+        backends.main(["--runs", "mxnet", "--results-dir", str(tmp_path)])
+
+
+def test_the_gpu_benchmark_separates_compilation_from_training():
+    gpu = _load("gpu_time_to_accuracy")
+    from cifar_utils import reports
+
+    fast = {
+        "run": {**reports.run_info(seed=0), "backend": "jax", "backend_version": "0.11.2"},
+        "device": "GPU: 1 x NVIDIA H200",
+        "precision": "mixed_bfloat16",
+        "jit_compile": True,
+        "epochs": [
+            {"epoch": 1, "seconds": 25.0, "test_accuracy": 0.6},
+            {"epoch": 2, "seconds": 0.3, "test_accuracy": 0.7},
+        ],
+        "compile_seconds": 24.7,
+        "training_seconds": 25.3,
+        "training_seconds_without_compile": 0.6,
+        "whole_run_seconds": 40.0,
+        "flip_tta": 0.71,
+        "multicrop_tta": 0.72,
+        "lossless_accuracy": 0.7,
+        "lossless_flip_tta": 0.71,
+    }
+    text = gpu.report(fast, [{"recipe": "airbench94", "time": 1.96}])
+    assert "| 2 | 0.30 | 0.7000 |" in text
+    assert "Compilation 24.7 s; training 25.3 s (0.6 s without compilation)" in text
+    assert '"recipe": "airbench94"' in text

@@ -5,7 +5,6 @@ The run folder and resuming are tested in test_runs.py; killing a real training 
 each save step and resuming it in test_resume.py and test_training.py.
 """
 
-import itertools
 import time
 
 import keras
@@ -172,8 +171,13 @@ def test_time_budget_on_the_wall_clock_ends_fit_before_the_deadline():
     y = (x[:, 0] > 0).astype("int32")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    # An endless dataset, as train() has: no iterator to start at each epoch.
-    data = itertools.cycle([(x[i : i + 8], y[i : i + 8]) for i in range(0, 64, 8)])
+
+    def endless():  # an endless stream, as train() has: no iterator to start at each epoch
+        while True:
+            for i in range(0, 64, 8):
+                yield x[i : i + 8], y[i : i + 8]
+
+    data = endless()
     model.fit(data, steps_per_epoch=8, epochs=1, shuffle=False, verbose=0)  # trace first
     budget = TimeBudget(1.5, wall_clock=True)
     start = time.perf_counter()
@@ -206,18 +210,18 @@ def test_freeze_layers_stops_training_a_layer_after_some_epochs():
 
     class Watch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            seen.append(model.get_layer("first").kernel.numpy().copy())
+            seen.append(keras.ops.convert_to_numpy(model.get_layer("first").kernel).copy())
 
     x = np.random.default_rng(0).normal(size=(32, 2)).astype("float32")
     y = x.sum(axis=1, keepdims=True) * 3
-    out_before = model.get_layer("out").kernel.numpy().copy()
+    out_before = keras.ops.convert_to_numpy(model.get_layer("out").kernel).copy()
     model.fit(x, y, epochs=4, verbose=0, callbacks=[FreezeLayers(["first"], epochs=2), Watch()])
     assert not np.allclose(seen[0], seen[1])  # trained in epochs 0 and 1
     # frozen from epoch 2 on: neither gradients nor momentum move it
     np.testing.assert_array_equal(seen[1], seen[2])
     np.testing.assert_array_equal(seen[2], seen[3])
     assert model.get_layer("first").trainable  # trainable again once fit is over
-    assert not np.allclose(out_before, model.get_layer("out").kernel.numpy())
+    assert not np.allclose(out_before, keras.ops.convert_to_numpy(model.get_layer("out").kernel))
     with pytest.raises(ValueError, match="layer_names must be a list of names; received 'first'"):
         FreezeLayers("first", 2)
     with pytest.raises(ValueError, match="epochs must be a whole number >= 0; received -1"):
@@ -256,7 +260,7 @@ def test_lookahead_in_fit_and_bad_arguments():
     model.fit(
         np.ones((12, 2)), np.ones((12, 1)), batch_size=2, epochs=1, verbose=0, callbacks=[look]
     )
-    slow = [s.numpy() for s in look._slow]
+    slow = [keras.ops.convert_to_numpy(s) for s in look._slow]
     assert all(np.allclose(w, s) for w, s in zip(model.get_weights(), slow))
     for kwargs, match in (
         ({"total_steps": 0}, "total_steps"),
