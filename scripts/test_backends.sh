@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Keras 3's other backends, each in its own virtual environment without TensorFlow (a GPU
-# machine's situation: PyTorch or JAX, no TensorFlow). Under JAX: the core tests and notebooks
-# 01, 03 and 05 in quick mode, whose outputs must be clean (tests/test_notebook_outputs.py);
-# under PyTorch: a smaller subset of the tests.
+# machine's situation: PyTorch or JAX, no TensorFlow). Under each, notebooks 01, 03 and 05 in
+# quick mode, whose outputs must be clean (tests/test_notebook_outputs.py), and the core tests:
+# all of them under JAX, a smaller subset under PyTorch.
 #   bash scripts/test_backends.sh [jax] [torch]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"  # CIFAR10_DIR (the offline copy)
@@ -14,9 +14,10 @@ deactivate
 JAX_TESTS=(tests/test_backends.py tests/test_data.py tests/test_augment.py tests/test_layers.py
            tests/test_models.py tests/test_schedules.py tests/test_recipes.py tests/test_callbacks.py
            tests/test_training.py tests/test_resume.py tests/test_evaluation.py tests/test_plots.py
-           tests/test_inference.py tests/test_runs.py tests/test_storage.py)
+           tests/test_inference.py tests/test_runs.py tests/test_storage.py tests/test_tuning.py)
 TORCH_TESTS=(tests/test_backends.py tests/test_data.py tests/test_layers.py tests/test_models.py
-             tests/test_callbacks.py tests/test_evaluation.py tests/test_inference.py)
+             tests/test_callbacks.py tests/test_evaluation.py tests/test_inference.py
+             tests/test_tuning.py)
 NOTEBOOKS=(notebooks/01_data_exploration.ipynb notebooks/03_model_building.ipynb
            notebooks/05_evaluation.ipynb)
 
@@ -59,20 +60,18 @@ for name in "${backends[@]}"; do
     start=$(date +%s)
     "$python" -m pytest -q -p no:cacheprovider "${tests[@]}" || status=1
     echo "backends: $name tests took $(( $(date +%s) - start )) s"
-    if [ "$name" = jax ]; then
-        mkdir -p "$scratch/notebooks"
-        for nb in "${NOTEBOOKS[@]}"; do
-            start=$(date +%s)
-            if "$python" -m jupyter nbconvert --to notebook --execute --log-level=WARN \
-                    --ExecutePreprocessor.timeout=900 --output-dir "$scratch/notebooks" "$nb"; then
-                echo "backends: $nb ran on $name in $(( $(date +%s) - start )) s"
-            else
-                status=1
-            fi
-        done
-        # Their outputs judged as the committed notebooks' are: no log lines, warnings, paths.
-        CIFAR_CHECK_NOTEBOOKS_DIR="$scratch/notebooks" "$python" -m pytest -q -p no:cacheprovider \
-            tests/test_notebook_outputs.py || status=1
-    fi
+    rm -rf "$scratch/notebooks" && mkdir -p "$scratch/notebooks"
+    for nb in "${NOTEBOOKS[@]}"; do
+        start=$(date +%s)
+        if "$python" -m jupyter nbconvert --to notebook --execute --log-level=WARN \
+                --ExecutePreprocessor.timeout=900 --output-dir "$scratch/notebooks" "$nb"; then
+            echo "backends: $nb ran on $name in $(( $(date +%s) - start )) s"
+        else
+            status=1
+        fi
+    done
+    # Their outputs judged as the committed notebooks' are: no log lines, warnings, paths.
+    CIFAR_CHECK_NOTEBOOKS_DIR="$scratch/notebooks" "$python" -m pytest -q -p no:cacheprovider \
+        tests/test_notebook_outputs.py || status=1
 done
 exit $status
