@@ -449,7 +449,9 @@ class AlternatingBatches(keras.utils.PyDataset):
     `max_shift` pixels), mirrored by alternating flip and, with `cutout`, given its mean
     square: whole batches, no Python loop over images. `fit` calls `on_epoch_end`, which
     draws the next epoch's order, shifts and squares and flips the other half. Build it
-    with `alternating_dataset` (which checks the arguments).
+    with `alternating_dataset` (which checks the arguments). Keras's `fit` reads one batch
+    and calls `on_epoch_end` before its first epoch, so training starts at the second draw:
+    every epoch is still a new order, new shifts and the other half flipped.
     """
 
     def __init__(self, x, y, batch_size, seed, max_shift, cutout, drop_remainder):
@@ -462,7 +464,7 @@ class AlternatingBatches(keras.utils.PyDataset):
         self.size = x.shape[1:3]
         self._rng = np.random.default_rng(seed)
         self.first_flip = self._rng.random(len(x)) < 0.5
-        self.epoch = -1
+        self.epoch, self._served = -1, True
         self.on_epoch_end()  # draws epoch 0
 
     def __len__(self):
@@ -472,6 +474,7 @@ class AlternatingBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} of {len(self)}")
+        self._served = True
         indices = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         (height, width), shifts = self.size, self._shifts[indices]
         rows = shifts[:, 0, None] + np.arange(height)
@@ -493,6 +496,9 @@ class AlternatingBatches(keras.utils.PyDataset):
         return images, self.labels[indices]
 
     def on_epoch_end(self):
+        if not self._served:
+            return  # no batch read since the last draw: nothing to move on from
+        self._served = False
         n, (height, width) = len(self.labels), self.size
         self.epoch += 1
         self._order = self._rng.permutation(n)

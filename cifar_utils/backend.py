@@ -24,11 +24,14 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 
 BACKENDS = ("tensorflow", "jax", "torch")
 # The distribution that provides each backend, and the extra that installs it.
 LIBRARIES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+# Other names the same library is installed under.
+OTHER_DISTRIBUTIONS = {"tensorflow": ("tensorflow-cpu", "tensorflow-intel", "tf-nightly")}
 
 
 class NeedsTensorFlow(RuntimeError):
@@ -96,12 +99,21 @@ def is_tensorflow() -> bool:
 
 
 def library_version(backend: str | None = None) -> str:
-    """The version of a backend's library ("2.21.0"), or "not installed"."""
+    """The version of a backend's library ("2.21.0"), or "not installed".
+
+    Read from the module when it is already imported (TensorFlow also comes as
+    tensorflow-cpu, tf-nightly, ...), else from the installed distribution.
+    """
     library = LIBRARIES.get(backend or name(), backend or name())
-    try:
-        return importlib.metadata.version(library)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+    module = sys.modules.get(library)
+    if getattr(module, "__version__", None):
+        return str(module.__version__)
+    for distribution in (library, *OTHER_DISTRIBUTIONS.get(library, ())):
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "not installed"
 
 
 def describe() -> str:
@@ -111,12 +123,19 @@ def describe() -> str:
     return f"{label.get(current, current)} {library_version(current)}"
 
 
-def require_tensorflow(what: str) -> None:
-    """Raises `NeedsTensorFlow` in one sentence when TensorFlow is not installed.
+def require_tensorflow(what: str, as_backend: bool = False) -> None:
+    """Raises `NeedsTensorFlow` in one sentence when TensorFlow cannot do `what` here.
 
     Args:
-        what: what needs it, e.g. "TFLite export".
+        what: what needs it, e.g. "TFLite conversion".
+        as_backend: Keras itself must run on TensorFlow (exporting a Keras model), not
+            just have TensorFlow installed (loading a SavedModel). Defaults to False.
     """
+    if as_backend and name() != "tensorflow":
+        raise NeedsTensorFlow(
+            f"{what} needs Keras on TensorFlow, and it runs on {name()}: start Python with "
+            "KERAS_BACKEND=tensorflow (the .keras file loads there), or use the .keras file."
+        )
     if not tensorflow_installed():
         raise NeedsTensorFlow(
             f"{what} needs TensorFlow, which is not installed here (Keras runs on {name()}); "

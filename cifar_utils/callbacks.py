@@ -95,8 +95,7 @@ class TimeBudget(keras.callbacks.Callback):
     timed at the epoch before) finish within `seconds`. `train(budget_min=...)` uses it.
 
         budget = callbacks.TimeBudget(60)
-        model.fit(train_ds.repeat(), steps_per_epoch=20, epochs=1000,
-                  validation_data=val_ds, callbacks=[budget])
+        model.fit(train_ds, epochs=1000, validation_data=val_ds, callbacks=[budget])
 
     Args:
         seconds: the training-time budget in seconds, > 0.
@@ -214,8 +213,10 @@ class Lookahead(keras.callbacks.Callback):
         sync = getattr(self.model, "jax_state_sync", None)
         if sync is not None:
             sync()
+        keep = ops.convert_to_tensor(np.float32(1.0) - decay)  # float32, as airbench computes it
         for i, fast in enumerate(self._variables):
-            slow = self._slow[i] + (1.0 - decay) * (fast.value - self._slow[i])
+            share = ops.cast(keep, self._slow[i].dtype)
+            slow = self._slow[i] + share * (fast.value - self._slow[i])
             self._slow[i] = slow
             fast.assign(ops.copy(slow))  # a copy: JAX's next step may donate (free) it
 
@@ -223,11 +224,11 @@ class Lookahead(keras.callbacks.Callback):
         self.step += 1
         if self.step % self.every == 0:
             fraction = min(self.step / self.total_steps, 1.0)
-            self._update(self.peak_decay * fraction**3)
+            self._update(np.float32(self.peak_decay * fraction**3))
 
     def on_train_end(self, logs=None):
         if self._slow is not None:
-            self._update(1.0)  # the model takes the slow weights
+            self._update(np.float32(1.0))  # the model takes the slow weights
 
 
 class FreezeLayers(keras.callbacks.Callback):
@@ -243,8 +244,10 @@ class FreezeLayers(keras.callbacks.Callback):
     optimiser's state) like any other, and a later `fit` trains them.
 
     On JAX, Keras's optimiser cannot change its variables mid-`fit`, so the layers stay
-    trainable and their weights are put back to their values at the freeze after every
-    step: what the model computes is the same.
+    trainable and their weights are put back after every step to what they were before it:
+    what the optimiser did to them is undone, and callbacks after this one (`Lookahead`)
+    see them as on TensorFlow. Batch-norm layers are the exception: their moving statistics
+    still change there (the course freezes only the whitening bias this way).
 
         model.fit(train_ds, epochs=10, callbacks=[FreezeLayers(["whiten_bias"], epochs=3)])
 
@@ -259,27 +262,31 @@ class FreezeLayers(keras.callbacks.Callback):
             raise ValueError(f"layer_names must be a list of names; received {layer_names!r}.")
         self.layer_names = list(layer_names)
         self.epochs = checks.whole_number(epochs, "epochs")
-        self._frozen = None  # JAX: (variable, value at the freeze) pairs
+        self._frozen = None  # JAX: the frozen layers' weights
+        self._before = None  # JAX: their values before the step under way
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch < self.epochs:
             return
         layers = [self.model.get_layer(name) for name in self.layer_names]
         if keras.backend.backend() == "jax":
-            if self._frozen is None:
-                weights = [v for layer in layers for v in layer.trainable_weights]
-                self._frozen = [(v, ops.copy(v.value)) for v in weights]
+            self._frozen = [v for layer in layers for v in layer.trainable_weights]
             return
         if any(layer.trainable for layer in layers):
             for layer in layers:
                 layer.trainable = False
             self.model.make_train_function(force=True)
 
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._frozen:
+            self.model.jax_state_sync()  # the weights back in the variables (see Lookahead)
+            self._before = [ops.copy(v.value) for v in self._frozen]
+
     def on_train_batch_end(self, batch, logs=None):
         if self._frozen:
-            self.model.jax_state_sync()  # the step's weights back in the variables (see Lookahead)
-            for variable, value in self._frozen:
-                variable.assign(ops.copy(value))
+            self.model.jax_state_sync()
+            for variable, value in zip(self._frozen, self._before):
+                variable.assign(value)
 
     def on_train_end(self, logs=None):
         self._frozen = None

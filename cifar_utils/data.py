@@ -539,7 +539,10 @@ class ArrayBatches(keras.utils.PyDataset):
         self.shuffle, self.augment_fn = shuffle, augment_fn
         self.normalize, self.num_classes = normalize, num_classes
         self.drop_remainder = drop_remainder
-        self._rng = np.random.default_rng(seed)
+        # Without a seed, one drawn from NumPy's global generator, which set_seed seeds.
+        self._rng = np.random.default_rng(
+            seed if seed is not None else np.random.randint(2**31 - 1)
+        )
         self._order = self._rng.permutation(len(self.x)) if shuffle else np.arange(len(self.x))
 
     def __len__(self):

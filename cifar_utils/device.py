@@ -85,6 +85,8 @@ def physical_gpus() -> list:
         import torch
 
         return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    if current != "tensorflow":
+        return []  # Keras's NumPy backend: the CPU only
     import tensorflow as tf
 
     return tf.config.list_physical_devices("GPU")
@@ -94,10 +96,10 @@ def _gpu_details(gpu) -> dict:
     """`{"device_name": ..., "compute_capability": (major, minor)}` as far as known."""
     current = backend.name()
     if current == "jax":
-        capability = getattr(gpu, "compute_capability", None)  # "9.0" on CUDA
+        capability = str(getattr(gpu, "compute_capability", ""))  # "9.0" on CUDA
         details = {"device_name": gpu.device_kind}
-        if capability:
-            details["compute_capability"] = tuple(int(p) for p in str(capability).split("."))
+        if capability.replace(".", "").isdigit():  # not ROCm's "gfx90a"
+            details["compute_capability"] = tuple(int(p) for p in capability.split("."))
         return details
     if current == "torch":
         import torch
@@ -250,7 +252,8 @@ def choose_strategy(devices=None):
         if devices is not None and len(list(devices)) > 1:
             raise ValueError(
                 f"training over several devices ({list(devices)}) uses tf.distribute, and Keras "
-                f"runs on {backend.name()}; run with KERAS_BACKEND=tensorflow, or name one device."
+                f"runs on {backend.name()} (one device, the first GPU): run with "
+                "KERAS_BACKEND=tensorflow."
             )
         return SingleDevice()
     import tensorflow as tf

@@ -357,10 +357,10 @@ def _features_and_grads(model, feature_layer, score_output, images, targets):
         # into the part before it and the head after it, and differentiate the head.
         try:
             head = keras.Model(feature_layer.output, score_output)
-        except ValueError as error:
+        except ValueError:
             raise ValueError(
                 f"Grad-CAM on {name} needs the layers after {feature_layer.name!r} to depend on "
-                f"it alone; they do not ({error}). Choose a later layer_name, or run on TensorFlow."
+                "it alone, and they do not: choose a later layer_name, or run on TensorFlow."
             ) from None
         features = keras.Model(model.input, feature_layer.output)(images, training=False)
         features, grads = _head_gradients(name, head, features, targets)

@@ -18,9 +18,10 @@ Every export keeps the model's interface: raw pixels 0-255, float32
 A model trained under mixed precision is exported with float32 arithmetic
 (`models.float32_copy`): TFLite cannot convert 16-bit layers.
 
-SavedModel and TFLite are TensorFlow's formats: exporting needs TensorFlow installed
-(`pip install -e ".[tensorflow]"`; tested with Keras on TensorFlow). Without it these
-functions say so in one sentence; the `.keras` file works on every backend.
+SavedModel and TFLite are TensorFlow's formats: exporting needs Keras on TensorFlow
+(`pip install -e ".[tensorflow]"`, `KERAS_BACKEND=tensorflow`); on another backend these
+functions say so in one sentence. The `.keras` file works on every backend, so a model
+trained on JAX or PyTorch is exported by loading its `.keras` file on TensorFlow.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def export_saved_model(model, path) -> Path:
     Returns:
         `path` as a `Path`.
     """
-    backend.require_tensorflow("SavedModel export")
+    backend.require_tensorflow("SavedModel export", as_backend=True)
     import tensorflow as tf
 
     path = Path(path)
@@ -152,7 +153,7 @@ def convert_tflite(
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}; received {quantization!r}")
-    backend.require_tensorflow("TFLite conversion")
+    backend.require_tensorflow("TFLite conversion", as_backend=True)
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))

@@ -187,7 +187,11 @@ def _tflite_interpreter(path, num_threads):
     try:  # LiteRT is TFLite's runtime now; tf.lite.Interpreter is deprecated
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # pragma: no cover - fallback when ai-edge-litert is missing
-        backend.require_tensorflow("Running a .tflite file without ai-edge-litert")
+        if not backend.tensorflow_installed():
+            raise backend.NeedsTensorFlow(
+                "Running a .tflite file needs LiteRT: pip install ai-edge-litert "
+                '(or TensorFlow: pip install -e ".[tensorflow]").'
+            ) from None
         import tensorflow as tf
 
         Interpreter = tf.lite.Interpreter

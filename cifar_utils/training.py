@@ -190,10 +190,12 @@ def default_callbacks(
         result.append(keras.callbacks.EarlyStopping("val_accuracy", mode="max", patience=patience))
     if tensorboard:
         result.append(keras.callbacks.TensorBoard(str(run.tensorboard_dir)))
-    if recipe.lookahead_steps:
-        result.append(Lookahead(recipe.epochs * steps_per_epoch, every=recipe.lookahead_steps))
+    # Freezing before lookahead: on JAX, FreezeLayers puts the frozen weights back after each
+    # step, and lookahead's averaging must then see them as TensorFlow's frozen step leaves them.
     if recipe.whitening_bias_epochs:
         result.append(FreezeLayers(["whiten_bias"], recipe.whitening_bias_epochs))
+    if recipe.lookahead_steps:
+        result.append(Lookahead(recipe.epochs * steps_per_epoch, every=recipe.lookahead_steps))
     return result
 
 

@@ -60,13 +60,27 @@ def test_importing_the_package_without_the_backend_says_what_to_install():
 
 
 def test_what_needs_tensorflow_says_so_in_one_sentence(monkeypatch, tmp_path):
-    monkeypatch.setattr(backend, "tensorflow_installed", lambda: False)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    if not backend.is_tensorflow():  # exporting a Keras model needs Keras on TensorFlow
+        with pytest.raises(backend.NeedsTensorFlow, match=r"needs Keras on TensorFlow.*KERAS_BACK"):
+            export.export_saved_model(model, tmp_path / "saved")
+    monkeypatch.setattr(backend, "tensorflow_installed", lambda: False)
+    monkeypatch.setattr(backend, "name", lambda: "tensorflow")  # as if Keras ran on it
     with pytest.raises(backend.NeedsTensorFlow, match=r"SavedModel export needs TensorFlow"):
         export.export_saved_model(model, tmp_path / "saved")
     with pytest.raises(backend.NeedsTensorFlow, match=r'pip install -e "\.\[tensorflow\]"'):
         export.convert_tflite(tmp_path / "saved", tmp_path / "m.tflite")
     assert not (tmp_path / "saved").exists()
+
+
+def test_library_versions_come_from_the_module_or_its_distribution(monkeypatch):
+    import types
+
+    fake = types.ModuleType("tensorflow")
+    fake.__version__ = "9.9.9"  # e.g. tensorflow-cpu: its module, not a "tensorflow" package
+    monkeypatch.setitem(sys.modules, "tensorflow", fake)
+    assert backend.library_version("tensorflow") == "9.9.9"
+    assert backend.library_version("no_such_library_here") == "not installed"
 
 
 def test_setup_devices_describes_the_backend_and_its_choices():
