@@ -476,12 +476,13 @@ def make_dataset(
         On TensorFlow, a `tf.data.Dataset` of `(images, labels)` batches; on JAX and
         PyTorch, an `ArrayBatches` of the same batches (NumPy arrays).
     """
-    x, y, batch_size = _checked_dataset_arguments(x, y, batch_size)
-    if not backend.is_tensorflow():
+    if not backend.is_tensorflow():  # ArrayBatches checks the arguments itself
         return ArrayBatches(
             x, y, batch_size, shuffle, seed, augment_fn, normalize, num_classes, drop_remainder
         )
     import tensorflow as tf
+
+    x, y, batch_size = _checked_dataset_arguments(x, y, batch_size)
 
     images = tf.constant(x)
     labels = tf.constant(np.ravel(y).astype(np.int32))

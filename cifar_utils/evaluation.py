@@ -371,23 +371,22 @@ def _features_and_grads(model, feature_layer, score_output, images, targets):
 def _head_gradients(name, head, features, targets):
     """Gradients of the chosen class scores of `head(features)` with respect to `features`."""
 
-    def chosen_scores(scores, ops):
+    from keras import ops
+
+    def chosen_scores(scores):
         scores = ops.cast(scores, "float32")
         picked = ops.argmax(scores, axis=1) if targets is None else targets
         return ops.sum(scores * ops.one_hot(picked, scores.shape[-1]))  # images are independent
 
     if name == "jax":
         import jax
-        from keras import ops
 
-        return features, jax.grad(lambda f: chosen_scores(head(f, training=False), ops))(features)
+        return features, jax.grad(lambda f: chosen_scores(head(f, training=False)))(features)
     import torch
-    from keras import ops
 
     features = features.detach().requires_grad_(True)
     with torch.enable_grad():
-        total = chosen_scores(head(features, training=False), ops)
-        (grads,) = torch.autograd.grad(total, features)
+        (grads,) = torch.autograd.grad(chosen_scores(head(features, training=False)), features)
     return features.detach(), grads
 
 
