@@ -117,12 +117,17 @@ class TimeBudget(keras.callbacks.Callback):
         self.used, self.steps = 0.0, 0
         self.seconds_at_epoch_end, self.val_accuracy = [], []
         self._train_start = self._last_step_end = time.perf_counter()
-        self._step, self._epoch_end = 0.0, 0.0  # the longest step and end of epoch seen
+        # The longest step, end of epoch (last step to next epoch) and tail of an end of
+        # epoch (this callback's on_epoch_end to the next epoch: the callbacks after it) seen.
+        self._step, self._epoch_end, self._tail = 0.0, 0.0, 0.0
+        self._epoch_end_seen = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = now = time.perf_counter()
         if self.steps:  # the previous epoch's end: from its last step to now
             self._epoch_end = max(self._epoch_end, now - self._last_step_end)
+        if self._epoch_end_seen is not None:
+            self._tail = max(self._tail, now - self._epoch_end_seen)
         self._last_step_end = now
 
     def _elapsed(self):
@@ -154,8 +159,16 @@ class TimeBudget(keras.callbacks.Callback):
         self.used, self._start = self._elapsed(), None
         self.seconds_at_epoch_end.append(self.used)
         self.val_accuracy.append(float((logs or {}).get("val_accuracy", np.nan)))
-        if self.used >= self.seconds or (self.wall_clock and self._would_overrun()):
+        if self.used >= self.seconds:
             self.model.stop_training = True
+        elif self.wall_clock:
+            # Another epoch must fit after the rest of this one's end (the callbacks that
+            # run after this one, such as checkpoints); the end of epoch is at least as
+            # long as this one has been so far.
+            self._epoch_end_seen = now = time.perf_counter()
+            epoch_end = max(self._epoch_end, now - self._last_step_end)
+            if now - self._train_start + self._tail + self._step + epoch_end >= self.seconds:
+                self.model.stop_training = True
 
 
 class StopOnNaN(keras.callbacks.Callback):

@@ -201,6 +201,34 @@ def test_time_budget_on_the_wall_clock_ends_fit_before_the_deadline():
     assert budget.seconds_at_epoch_end[-1] == pytest.approx(budget.used)
 
 
+def test_time_budget_on_the_wall_clock_counts_the_callbacks_after_it():
+    """A checkpoint after TimeBudget in the list runs its on_epoch_end after the budget's
+    decision: the decision to start another epoch must leave room for it."""
+
+    class Checkpoint(keras.callbacks.Callback):  # steps of 10 ms, 300 ms saving each epoch
+        def on_train_batch_end(self, batch, logs=None):
+            time.sleep(0.01)
+
+        def on_epoch_end(self, epoch, logs=None):
+            time.sleep(0.3)
+
+        def on_train_end(self, logs=None):
+            self.clock_at_end = budget._elapsed()
+
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # trace first
+    budget = TimeBudget(1.0, wall_clock=True)
+    checkpoint = Checkpoint()
+    history = model.fit(x, y, batch_size=8, epochs=100, callbacks=[budget, checkpoint], verbose=0)
+    # An epoch is about 8 x 10 ms + 300 ms: two fit, a third would end near 1.15 s.
+    facts = f"clock at the end {checkpoint.clock_at_end:.3f} s, epochs {len(history.epoch)}"
+    assert checkpoint.clock_at_end < 1.0, facts
+    assert len(history.epoch) >= 2, facts
+
+
 def test_freeze_layers_stops_training_a_layer_after_some_epochs():
     model = keras.Sequential(
         [keras.Input((2,)), keras.layers.Dense(2, name="first"), keras.layers.Dense(1, name="out")]
