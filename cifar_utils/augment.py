@@ -22,7 +22,10 @@ each image is cropped back at a random shift of up to 2 pixels, and flipped
 by *alternating flip*: a random half of the images is mirrored in even
 epochs, exactly the other half in odd ones, so every image is seen both ways
 in every two epochs. It needs each image's identity and the epoch, so it runs
-only as a whole dataset (`alternating_dataset`, which `training_dataset` uses).
+as a whole dataset (`alternating_dataset`, which `training_dataset` uses). Inside
+the model (`build_augmentation("airbench")`, a `ShiftFlip` layer compiled with
+the training step: what `train` uses on a GPU under JAX or PyTorch) the shifts
+are the same and the flip is random instead.
 "airbench96" is airbench96's variant for longer runs: shifts of up to 4 pixels,
 and a 12 x 12 square cut out of every image (filled with the mean pixel).
 
@@ -43,6 +46,7 @@ import keras
 import numpy as np
 
 from cifar_utils import backend, checks
+from cifar_utils.custom_objects import ShiftFlip
 from cifar_utils.data import CIFAR10_MEAN, NUM_CLASSES, endless_batches, make_dataset
 from cifar_utils.timing import best_time
 
@@ -184,8 +188,9 @@ def _make_layer(component: str, seed):
         )
     if component in EPOCH_POLICIES:
         raise ValueError(
-            f"policy {component!r} needs each image's epoch, so it is not a layer or a batch hook; "
-            "train with augment.training_dataset(x, y, augmentation='airbench') instead."
+            f"policy {component!r} needs each image's epoch, so it is not a batch hook; train "
+            f"with augment.training_dataset(x, y, augmentation={component!r}) instead, or put "
+            f"build_augmentation({component!r}) (random flips, not alternating) in the model."
         )
     raise ValueError(f"Unknown component {component!r}; known: {COMPONENTS}.")
 
@@ -218,14 +223,20 @@ def build_augmentation(
 
     Args:
         augmentation: a policy without MixUp or CutMix, which need labels. Defaults to
-            "standard".
+            "standard". "airbench" and "airbench96" give a `ShiftFlip` layer: their
+            shifts (and square), compiled with the step, with random flips in place
+            of alternating flip (a layer does not know the epoch or the image).
         seed: base seed. Defaults to None.
         name: the layer's name. Defaults to "augmentation".
 
     Returns:
-        A `keras.Sequential` of the policy's layers (an `Identity` layer for "none").
+        A `keras.Sequential` of the policy's layers (an `Identity` layer for "none", a
+        `ShiftFlip` for an epoch policy).
     """
     components = parse_policy(augmentation)
+    if components and components[0] in EPOCH_POLICY_SETTINGS:
+        max_shift, cutout = EPOCH_POLICY_SETTINGS[components[0]]
+        return ShiftFlip(max_shift, cutout, MEAN_PIXEL, seed=seed, dtype=AUGMENT_DTYPE, name=name)
     mixing = [c for c in components if c in LABEL_MIXING]
     if mixing:
         raise ValueError(
@@ -236,6 +247,13 @@ def build_augmentation(
     if not components:
         return keras.layers.Identity(name=name)
     return keras.Sequential(augmentation_layers(augmentation, seed), name=name)
+
+
+def has_model_form(augmentation: str) -> bool:
+    """Whether `train` can move a policy into the model, compiled with the step: the epoch
+    policies ("airbench", "airbench96"), whose `ShiftFlip` layer is written in `keras.ops`."""
+    policy = parse_policy(augmentation)
+    return bool(policy) and policy[0] in EPOCH_POLICY_SETTINGS
 
 
 def pipeline_augment(augmentation: str = "standard", seed: int | None = None):

@@ -164,7 +164,7 @@ def compile_recipe(model, recipe: Recipe, steps_per_epoch: int, jit_compile=Fals
     return compile_model(model, optimizer, recipe.label_smoothing, jit_compile=jit_compile)
 
 
-def build_recipe_model(recipe: Recipe, x_train, seed=0):
+def build_recipe_model(recipe: Recipe, x_train, seed=0, augmentation=None):
     """The recipe's model, its whitening layer set from the training images if it asks.
 
     Args:
@@ -173,6 +173,8 @@ def build_recipe_model(recipe: Recipe, x_train, seed=0):
             many (drawn with `seed`) are the builder's `whitening_sample`. With
             `recipe.whitening_bias_epochs` > 0 the whitening layer gets its bias.
         seed: seed of that draw. Defaults to 0.
+        augmentation: an augmentation layer to put first in the model (see
+            `augment.build_augmentation`), or None. Defaults to None.
 
     Returns:
         The uncompiled `keras.Model`.
@@ -184,4 +186,6 @@ def build_recipe_model(recipe: Recipe, x_train, seed=0):
         rng = np.random.default_rng(seed)
         sample = rng.choice(len(x_train), min(recipe.whitening_images, len(x_train)), replace=False)
         kwargs["whitening_sample"] = x_train[sample]
+    if augmentation is not None:
+        kwargs["augmentation"] = augmentation
     return BUILDERS[recipe.arch](**kwargs)

@@ -1,9 +1,10 @@
 """The package's serializable custom objects, in one small module.
 
-A model built by `cifar_utils.models` can hold two objects Keras does not ship:
-`ScaledBias` (a layer of the fast network) and `PiecewiseLinear` (the learning-rate
-schedule its optimiser saves). Each is registered under the name its `.keras` file
-records (`cifar_utils>ScaledBias`, `cifar_utils>PiecewiseLinear`), and `CUSTOM_OBJECTS`
+A model built by `cifar_utils.models` can hold three objects Keras does not ship:
+`ScaledBias` (a layer of the fast network), `ShiftFlip` (airbench's augmentation as a
+layer, when it runs inside the model) and `PiecewiseLinear` (the learning-rate schedule
+its optimiser saves). Each is registered under the name its `.keras` file records
+(`cifar_utils>ScaledBias` and so on), and `CUSTOM_OBJECTS`
 maps those names to the classes for `storage.load_model`, which passes them to Keras
 explicitly. This module imports only Keras, so loading a model imports neither the
 augmentation nor the training code. `layers` and `schedules` build with these classes.
@@ -46,6 +47,90 @@ class ScaledBias(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="cifar_utils")
+class ShiftFlip(keras.layers.Layer):
+    """airbench's augmentation inside the model, compiled with the training step.
+
+    While training, each image is mirrored left-right with probability 1/2, shifted
+    by up to `max_shift` whole pixels each way (the uncovered border reflected, as
+    airbench pads once by reflection) and, with `cutout`, given a `cutout` x `cutout`
+    square of `fill` placed wholly inside it. At inference it passes images through.
+    Written in `keras.ops` and `keras.random`, so XLA (JAX, TensorFlow) compiles it
+    into the step and it runs where the model runs: on a GPU no batch waits for the
+    CPU. Unlike the "airbench" dataset it flips at random, not by alternating flip,
+    which needs each image's identity and the epoch that a model step does not see.
+
+        layer = ShiftFlip(max_shift=2, seed=0)
+        augmented = layer(images, training=True)  # float pixels, (N, H, W, C)
+
+    Args:
+        max_shift: largest shift in pixels, below the image's height and width.
+            Defaults to 2 (airbench).
+        cutout: side of the square in pixels, 0 for none. Defaults to 0.
+        fill: the square's value per channel (e.g. the mean pixel). Defaults to 0.
+        seed: seed of the random draws. Defaults to None.
+        **kwargs: standard layer arguments (name, dtype...).
+    """
+
+    def __init__(self, max_shift=2, cutout=0, fill=(0.0,), seed=None, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("max_shift", max_shift), ("cutout", cutout)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0; received {value!r}.")
+        self.max_shift, self.cutout, self.seed = max_shift, cutout, seed
+        self.fill = tuple(float(v) for v in (fill if hasattr(fill, "__len__") else (fill,)))
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        height, width = input_shape[1], input_shape[2]
+        if self.max_shift >= min(height, width) or self.cutout > min(height, width):
+            raise ValueError(
+                f"max_shift must be below and cutout at most the image size {height} x {width}; "
+                f"received max_shift={self.max_shift}, cutout={self.cutout}."
+            )
+
+    def call(self, images, training=False):
+        if not training:
+            return images
+        shape = ops.shape(images)
+        n, height, width, channels = shape[0], images.shape[1], images.shape[2], images.shape[3]
+        seed = self.seed_generator
+        flip = keras.random.uniform((n, 1, 1, 1), seed=seed) < 0.5
+        images = ops.where(flip, ops.flip(images, axis=2), images)
+        if s := self.max_shift:
+            padded = ops.pad(images, [[0, 0], [s, s], [s, s], [0, 0]], mode="reflect")
+            shifts = keras.random.randint((n, 2), 0, 2 * s + 1, seed=seed)
+            rows = shifts[:, :1] + ops.arange(height)[None]  # (n, height): the rows kept
+            cols = shifts[:, 1:] + ops.arange(width)[None]
+            rows = ops.broadcast_to(rows[:, :, None, None], (n, height, width + 2 * s, channels))
+            padded = ops.take_along_axis(padded, rows, axis=1)
+            cols = ops.broadcast_to(cols[:, None, :, None], (n, height, width, channels))
+            images = ops.take_along_axis(padded, cols, axis=2)
+        if side := self.cutout:
+            room = ops.convert_to_tensor([height - side + 1, width - side + 1], "float32")
+            corners = ops.cast(ops.floor(keras.random.uniform((n, 2), seed=seed) * room), "int32")
+            inside_rows = ops.arange(height)[None] - corners[:, :1]
+            inside_cols = ops.arange(width)[None] - corners[:, 1:]
+            inside_rows = (inside_rows >= 0) & (inside_rows < side)
+            inside_cols = (inside_cols >= 0) & (inside_cols < side)
+            square = inside_rows[:, :, None, None] & inside_cols[:, None, :, None]
+            fill = ops.cast(ops.convert_to_tensor(self.fill), images.dtype)
+            images = ops.where(square, fill, images)
+        return images
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "max_shift": self.max_shift,
+            "cutout": self.cutout,
+            "fill": list(self.fill),
+            "seed": self.seed,
+        }
 
 
 @keras.saving.register_keras_serializable(package="cifar_utils")
@@ -108,4 +193,6 @@ class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
 
 
 # Every custom object a model of this package can hold, under its registered name.
-CUSTOM_OBJECTS = {f"cifar_utils>{cls.__name__}": cls for cls in (ScaledBias, PiecewiseLinear)}
+CUSTOM_OBJECTS = {
+    f"cifar_utils>{cls.__name__}": cls for cls in (ScaledBias, ShiftFlip, PiecewiseLinear)
+}

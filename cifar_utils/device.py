@@ -60,12 +60,16 @@ class DeviceSetup:
             "mixed_float16" or "mixed_bfloat16").
         jit_compile: whether to compile models with XLA (True on one GPU).
         description: one line naming the devices, for printing.
+        augment_in_model: whether `train` runs the fast recipe's augmentation inside
+            the model, compiled with the step (`augment.build_augmentation`), instead
+            of in the data pipeline. Defaults to False.
     """
 
     strategy: object
     precision_policy: str
     jit_compile: bool
     description: str
+    augment_in_model: bool = False
 
     @property
     def num_replicas(self) -> int:
@@ -360,6 +364,7 @@ def setup_devices(
     devices=None,
     jit_compile="auto",
     strategy=None,
+    augment_in_model="auto",
     verbose=True,
 ):
     """Configures Keras's backend for the hardware at hand.
@@ -382,14 +387,20 @@ def setup_devices(
             `MultiWorkerMirroredStrategy` when `TF_CONFIG` lists two or more
             workers (call this first thing in the program then, before any
             other TensorFlow work), else `choose_strategy(devices)`.
+        augment_in_model: where `train` augments the fast recipe's images: "auto"
+            (inside the model, compiled with the step, on a GPU under JAX or PyTorch,
+            whose pipeline is NumPy on the CPU and would keep the GPU waiting; in the
+            pipeline otherwise: `tf.data` on TensorFlow, and on a CPU, where the
+            pipeline keeps airbench's alternating flip), True or False. Defaults to "auto".
         verbose: print the chosen setup. Defaults to True.
 
     Returns:
         A `DeviceSetup` with the strategy, the dtype policy (also set as Keras's
         global policy), whether to use XLA, and a one-line description.
     """
-    if jit_compile not in ("auto", True, False):
-        raise ValueError(f"jit_compile must be 'auto', True or False; received {jit_compile!r}.")
+    for name, value in (("jit_compile", jit_compile), ("augment_in_model", augment_in_model)):
+        if value not in ("auto", True, False):
+            raise ValueError(f"{name} must be 'auto', True or False; received {value!r}.")
     workers = cluster_workers() if strategy is None else 0  # a bad TF_CONFIG changes nothing
     if workers >= 2 and not backend.is_tensorflow():
         _multi_worker_strategy()  # refuses, before the global policy changes
@@ -408,13 +419,15 @@ def setup_devices(
     description = describe_devices()
     if policy == "mixed_bfloat16" and cpu_bf16:
         description += " | bfloat16: the CPU has " + ", ".join(f.upper() for f in cpu_bf16)
-    setup = DeviceSetup(
-        strategy=strategy, precision_policy=policy, jit_compile=jit_compile, description=description
-    )
+    if augment_in_model == "auto":
+        augment_in_model = bool(gpus) and not backend.is_tensorflow()
+    setup = DeviceSetup(strategy, policy, jit_compile, description, augment_in_model)
     if verbose:
+        where = "in the model" if augment_in_model else "in the pipeline"
         print(
             f"{setup.description}\nStrategy: {type(strategy).__name__} "
             f"({setup.num_replicas} replica(s)) | precision: {policy} | XLA: {setup.jit_compile}"
+            f" | augmentation: {where}"
         )
     return setup
 

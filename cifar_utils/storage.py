@@ -213,7 +213,7 @@ def refuse_legacy_hdf5(path) -> None:
 def load_model(path, compile=True):
     """Loads a `.keras` model in Keras's safe mode, with this package's custom layers.
 
-    The custom objects (`ScaledBias`, `PiecewiseLinear`) are passed explicitly, so
+    The custom objects (`ScaledBias`, `ShiftFlip`, `PiecewiseLinear`) are passed explicitly, so
     nothing has to be imported first for Keras to find them:
 
         model = cifar_utils.load_model("models/fast_net.keras")

@@ -123,11 +123,15 @@ def train(
             if verbose:
                 print(plan.describe())
         recipe = run.settle(asked, recipe)  # saved for a resume, or the saved one resumed
-        train_ds, val_ds = make_datasets(recipe, x_train, y_train, x_val, y_val, seed)
+        # On a GPU under JAX or PyTorch the fast recipe's augmentation runs in the model,
+        # compiled with the step (setup.augment_in_model); elsewhere in the pipeline.
+        in_model = setup.augment_in_model and augment.has_model_form(recipe.augmentation)
+        train_ds, val_ds = make_datasets(recipe, x_train, y_train, x_val, y_val, seed, in_model)
         steps_per_epoch = max(len(x_train) // recipe.batch_size, 1)
 
         with setup.strategy.scope():
-            model = build_recipe_model(recipe, x_train, seed)
+            layer = augment.build_augmentation(recipe.augmentation, seed) if in_model else None
+            model = build_recipe_model(recipe, x_train, seed, augmentation=layer)
             compile_recipe(model, recipe, steps_per_epoch, jit_compile=setup.jit_compile)
             initial_epoch = run.resume(model)  # 0 unless a killed run left a backup
 
@@ -152,7 +156,9 @@ def train(
         _raise_if_diverged(all_callbacks, run, recipe)
 
         full_history = run.full_history(history.history, initial_epoch)
-        record = _run_record(recipe, full_history, seed, setup, x_train, x_val, session_seconds)
+        record = _run_record(
+            recipe, full_history, seed, setup, x_train, x_val, session_seconds, in_model
+        )
         if plan is not None:
             record["budget"] = plan.record(call_seconds=time.perf_counter() - start)
         run.finish(model, {"recipe": recipe.to_dict(), "run": record, "history": full_history})
@@ -199,16 +205,17 @@ def default_callbacks(
     return result
 
 
-def make_datasets(recipe, x_train, y_train, x_val, y_val, seed=0):
+def make_datasets(recipe, x_train, y_train, x_val, y_val, seed=0, augment_in_model=False):
     """The recipe's training dataset (augmented, endless for "airbench") and validation dataset.
 
     Training batches are all the same size (the last, smaller one is dropped) unless the
-    data holds less than one batch. `val_ds` is None without validation images.
+    data holds less than one batch. `val_ds` is None without validation images. With
+    `augment_in_model` the training batches are only shuffled: the model augments.
     """
     train_ds = augment.training_dataset(
         x_train,
         y_train,
-        recipe.augmentation,
+        "none" if augment_in_model else recipe.augmentation,
         recipe.batch_size,
         seed,
         drop_remainder=len(x_train) >= recipe.batch_size,
@@ -289,7 +296,7 @@ def _raise_if_diverged(callbacks, run, recipe):
     )
 
 
-def _run_record(recipe, history, seed, setup, x_train, x_val, session_seconds) -> dict:
+def _run_record(recipe, history, seed, setup, x_train, x_val, session_seconds, in_model) -> dict:
     return reports.run_info(
         seed=seed,
         recipe=recipe.name,
@@ -299,6 +306,7 @@ def _run_record(recipe, history, seed, setup, x_train, x_val, session_seconds) -
         train_images=len(x_train),
         precision=setup.precision_policy,
         replicas=setup.num_replicas,
+        augmentation_in_model=in_model,
         val_images=0 if x_val is None else len(x_val),
         best_val_accuracy=max(history.get("val_accuracy") or [float("nan")]),
     )

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from cifar_utils import augment, backend, data
+from cifar_utils import augment, backend, data, storage
+from cifar_utils.custom_objects import ShiftFlip
 
 ALL_POLICIES = list(augment.POLICIES) + ["cutout+mixup", "randaugment+cutmix", "standard+cutout"]
 PER_IMAGE = [
@@ -292,15 +293,13 @@ def test_airbench_stream_repeats_with_its_seed_and_changes_with_another():
     assert data.is_endless(ds) == backend.is_tensorflow()
 
 
-def test_airbench_policy_stands_alone_and_is_not_a_layer():
+def test_airbench_policy_stands_alone_and_is_not_a_batch_hook():
     assert augment.parse_policy("airbench") == ("airbench",)
     assert "airbench" not in augment.POLICIES  # the notebook's gallery draws layer policies only
     with pytest.raises(ValueError, match="combines with no other policy"):
         augment.parse_policy("airbench+cutout")
     with pytest.raises(ValueError, match="training_dataset"):
         augment.pipeline_augment("airbench")
-    with pytest.raises(ValueError, match="training_dataset"):
-        augment.build_augmentation("airbench")
     x, y = _distinct_images(4)
     with pytest.raises(ValueError, match="max_shift must be below the image size; received 8"):
         augment.alternating_dataset(x, y, max_shift=8)
@@ -363,3 +362,60 @@ def test_the_none_policy_makes_a_plain_training_dataset():
     images, labels = next(iter(augment.training_dataset(x, y, "none", batch_size=4, seed=0)))
     assert images.shape == (4, 8, 8, 3) and labels.shape == (4, 10)
     assert sorted(_which(x, _np(image).astype(np.uint8))[1] for image in images) == [False] * 4
+
+
+@pytest.mark.parametrize("policy", ["airbench", "airbench96"])
+def test_airbench_in_the_model_is_shifts_and_random_flips_compiled_with_the_step(policy, tmp_path):
+    """build_augmentation's ShiftFlip: the same shifts (and square) as the dataset, flips at
+    random, inactive at inference, seeded, saved and loaded with the model, compiled."""
+    max_shift, cutout = augment.EPOCH_POLICY_SETTINGS[policy]
+    layer = augment.build_augmentation(policy, seed=3)
+    assert isinstance(layer, ShiftFlip) and (layer.max_shift, layer.cutout) == (max_shift, cutout)
+    x, _ = _distinct_images(16, size=32)
+    images = x.astype(np.float32)
+    out = keras.ops.convert_to_numpy(layer(images, training=True))
+    assert np.array_equal(keras.ops.convert_to_numpy(layer(images)), images)  # inference
+    s = max_shift
+    padded = np.pad(images, ((0, 0), (s, s), (s, s), (0, 0)), mode="reflect")
+    flipped = 0
+    for i in range(len(x)):
+        square = np.all(out[i] == np.float32(augment.MEAN_PIXEL), axis=-1)[..., None]
+        assert square.sum() == cutout**2
+        views = [
+            (view[dy : dy + 32, dx : dx + 32], mirrored)
+            for mirrored, view in ((False, padded[i]), (True, padded[i][:, ::-1]))
+            for dy in range(2 * s + 1)
+            for dx in range(2 * s + 1)
+        ]
+        matches = [
+            m
+            for view, m in views
+            if np.array_equal(np.where(square, 0, view), np.where(square, 0, out[i]))
+        ]
+        assert matches, f"image {i} is no shifted crop of at most {s} pixels"
+        flipped += matches[0]
+    assert 0 < flipped < len(x)  # some mirrored, some not
+    again = augment.build_augmentation(policy, seed=3)
+    assert np.array_equal(keras.ops.convert_to_numpy(again(images, training=True)), out)
+
+    model = keras.Sequential(
+        [keras.Input((32, 32, 3)), layer, keras.layers.Flatten(), keras.layers.Dense(10, "softmax")]
+    )
+    model.compile("sgd", "sparse_categorical_crossentropy", jit_compile=backend.name() != "torch")
+    model.fit(images, np.arange(16) % 10, batch_size=8, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = storage.load_model(tmp_path / "m.keras")
+    assert loaded.layers[0].get_config() == layer.get_config()
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-5
+    )
+
+
+def test_shift_flip_refuses_bad_arguments():
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="max_shift must be a whole number >= 0; received"):
+            ShiftFlip(max_shift=bad)
+    with pytest.raises(ValueError, match="cutout must be a whole number"):
+        ShiftFlip(cutout=-2)
+    with pytest.raises(ValueError, match="image size 8 x 8; received max_shift=8"):
+        ShiftFlip(max_shift=8)(np.zeros((1, 8, 8, 3), "float32"))

@@ -28,8 +28,10 @@ from cifar_utils import (
     paths,
     recipes,
     shipping,
+    storage,
     training,
 )
+from cifar_utils.custom_objects import ShiftFlip
 
 TINY = dict(
     arch="baseline_cnn",
@@ -619,6 +621,34 @@ def test_airbench_augmentation_and_lookahead_train_whole_epochs(tiny_data, tmp_p
     assert len(result.history["loss"]) == 2 and len(result.history["val_accuracy"]) == 2
     # fit was told the endless stream's epoch length: 64 images / 16 = 4 steps, not forever
     assert result.run["epochs"] == 2 and (tmp_path / "final.keras").exists()
+
+
+def test_the_fast_recipe_can_augment_inside_the_model(tiny_data, tmp_path):
+    """As on a GPU under JAX or PyTorch: the shifts and flips in the model, compiled with
+    the step, beside lookahead and the whitening bias; plain shuffled batches in."""
+    x, y, xv, yv = tiny_data
+    recipe = recipes.get_recipe(
+        "fast",
+        epochs=2,
+        batch_size=16,
+        lookahead_steps=2,
+        whitening_images=32,
+        model_kwargs={"widths": [8, 8, 8]},
+    )
+    setup = device.setup_devices(mixed_precision=False, augment_in_model=True, verbose=False)
+    assert setup.augment_in_model
+    result = training.train(recipe, x, y, xv, yv, output_dir=tmp_path, verbose=0, setup=setup)
+    assert isinstance(result.model.layers[1], ShiftFlip)  # right after the input
+    assert result.run["augmentation_in_model"] and len(result.history["loss"]) == 2
+    loaded = storage.load_model(result.final_model_path)
+    np.testing.assert_allclose(
+        loaded.predict(xv, verbose=0), result.model.predict(xv, verbose=0), atol=1e-5
+    )
+    # Elsewhere (the default on a CPU and on TensorFlow) the pipeline augments.
+    auto = device.setup_devices(mixed_precision=False, verbose=False)
+    assert not auto.augment_in_model
+    with pytest.raises(ValueError, match="augment_in_model must be 'auto', True or False"):
+        device.setup_devices(augment_in_model="yes", verbose=False)
 
 
 def test_the_whitening_bias_learns_for_its_epochs_then_stays(tiny_data, tmp_path):
