@@ -1,8 +1,9 @@
 """The package's serializable custom objects, in one small module.
 
-A model built by `cifar_utils.models` can hold three objects Keras does not ship:
+A model built by `cifar_utils.models` can hold four objects Keras does not ship:
 `ScaledBias` (a layer of the fast network), `ShiftFlip` (airbench's augmentation as a
-layer, when it runs inside the model) and `PiecewiseLinear` (the learning-rate schedule
+layer, when it runs inside the model), `Temperature` (the calibration that
+`evaluation.with_temperature` adds) and `PiecewiseLinear` (the learning-rate schedule
 its optimiser saves). Each is registered under the name its `.keras` file records
 (`cifar_utils>ScaledBias` and so on), and `CUSTOM_OBJECTS`
 maps those names to the classes for `storage.load_model`, which passes them to Keras
@@ -131,6 +132,38 @@ class ShiftFlip(keras.layers.Layer):
             "fill": list(self.fill),
             "seed": self.seed,
         }
+
+
+@keras.saving.register_keras_serializable(package="cifar_utils")
+class Temperature(keras.layers.Layer):
+    """Temperature scaling of probabilities: `softmax(log(p) / temperature)`.
+
+    The same as dividing the logits by `temperature` before the softmax, so the top
+    class never changes: above 1 the probabilities soften (for an overconfident model),
+    below 1 they sharpen (for an underconfident one). `evaluation.with_temperature` puts
+    it after a model's softmax, so that the fitted temperature travels with the model
+    file into every export and every `Classifier`.
+
+    Args:
+        temperature: the divisor, > 0.
+        **kwargs: standard layer arguments (name, dtype...).
+    """
+
+    def __init__(self, temperature=1.0, **kwargs):
+        super().__init__(**kwargs)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive; received {temperature!r}.")
+        self.temperature = float(temperature)
+
+    def call(self, probs):
+        probs = ops.cast(probs, "float32")
+        return ops.softmax(ops.log(ops.clip(probs, 1e-12, 1.0)) / self.temperature, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
 
 
 @keras.saving.register_keras_serializable(package="cifar_utils")

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from cifar_utils import evaluation
+from cifar_utils import evaluation, storage
+from cifar_utils.custom_objects import Temperature
 
 
 def left_half_model():
@@ -186,3 +187,57 @@ def test_multicrop_tta_is_airbenchs_six_view_average(images):
     )
     with pytest.raises(ValueError, match="received 'crops'"):
         evaluation.predict_probs(model, x, tta="crops")
+
+
+# --- temperature scaling ------------------------------------------------------------------
+
+
+def test_fit_temperature_recovers_a_known_overconfidence():
+    """Labels drawn from softmax(logits) are calibrated by construction; the model that
+    reports softmax(2 * logits) is overconfident by a factor the fit must find."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 2.0, (20_000, 10))
+    true = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(10, p=p) for p in true])
+    sharp = np.exp(2 * logits) / np.exp(2 * logits).sum(axis=1, keepdims=True)
+    temperature = evaluation.fit_temperature(sharp, y)
+    assert temperature == pytest.approx(2.0, rel=0.05)
+    calibrated = evaluation.apply_temperature(sharp, temperature)
+    np.testing.assert_array_equal(calibrated.argmax(axis=1), sharp.argmax(axis=1))
+    np.testing.assert_allclose(calibrated.sum(axis=1), 1.0, rtol=1e-5)
+    before, _ = evaluation.calibration(sharp, y)
+    after, _ = evaluation.calibration(calibrated, y)
+    assert after < before / 3, (before, after)
+    # and an underconfident model (softmax(logits / 2)) is sharpened: T near 0.5
+    soft = np.exp(logits / 2) / np.exp(logits / 2).sum(axis=1, keepdims=True)
+    assert evaluation.fit_temperature(soft, y) == pytest.approx(0.5, rel=0.05)
+    np.testing.assert_allclose(evaluation.apply_temperature(true, 1.0), true, atol=1e-6)
+
+
+def test_with_temperature_travels_with_the_model(tmp_path):
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3), keras.layers.Softmax(name="predictions")]
+    )
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    probs = model.predict(x, verbose=0)
+    assert evaluation.temperature_of(model) == 1.0
+    calibrated = evaluation.with_temperature(model, 1.7)
+    np.testing.assert_allclose(
+        calibrated.predict(x, verbose=0), evaluation.apply_temperature(probs, 1.7), atol=1e-5
+    )
+    calibrated.save(tmp_path / "calibrated.keras")
+    loaded = storage.load_model(tmp_path / "calibrated.keras")
+    assert evaluation.temperature_of(loaded) == pytest.approx(1.7)
+    again = evaluation.with_temperature(loaded, 0.8)  # replaced, not stacked
+    assert evaluation.temperature_of(again) == pytest.approx(0.8)
+    assert sum(isinstance(layer, Temperature) for layer in again.layers) == 1
+    np.testing.assert_allclose(
+        again.predict(x, verbose=0), evaluation.apply_temperature(probs, 0.8), atol=1e-5
+    )
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match="temperature must be positive; received"):
+            evaluation.with_temperature(model, bad)
+        with pytest.raises(ValueError, match="temperature must be positive; received"):
+            evaluation.apply_temperature(probs, bad)
+    with pytest.raises(ValueError, match=r"probs must be \(N, num_classes\)"):
+        evaluation.fit_temperature(np.zeros(5), np.zeros(5))
