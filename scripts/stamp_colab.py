@@ -7,7 +7,9 @@ one sentence what to do instead. A GitHub address also gets an "Open in Colab" b
     python scripts/stamp_colab.py           # rewrite the notebooks from the setting
     python scripts/stamp_colab.py --check   # exit 1 and name each notebook that disagrees
 
-The install cell is the code cell tagged `colab-setup`; its text is `install_cell()` below.
+The install cell is the code cell tagged `colab-setup`; its text is `install_cell()` below, and it
+is shown collapsed (Colab's form view, JupyterLab's hidden source): the first code a learner
+reads is the lesson's.
 """
 
 from __future__ import annotations
@@ -54,9 +56,10 @@ def install_cell(repo: str) -> str:
     """The source of every notebook's install cell, with `repo` as the address."""
     return (
         f'''\
-# On Colab only: fetch the course (notebooks, shipped model) and install its helper package,
-# keeping Colab's own TensorFlow (scripts/colab_setup.py). Locally, `pip install -e .[tensorflow]`
-# (or .[jax], .[torch]) did this.
+# @title Set-up on Colab (elsewhere it does nothing): fetch the course, install its package
+# Collapsed on purpose: plumbing, not the lesson. On Colab it clones the course (notebooks,
+# shipped model) and runs scripts/colab_setup.py, which installs the helper package and keeps
+# Colab's own TensorFlow. Locally, `pip install -e .[tensorflow]` (or .[jax], .[torch]) did this.
 import os
 import subprocess
 import sys
@@ -119,6 +122,9 @@ def stamp(notebook: dict, name: str, repo: str) -> dict:
             f"{name}: expected one code cell tagged {SETUP_TAG!r}; found {len(setup)}."
         )
     setup[0]["source"] = _as_source(install_cell(repo))
+    # Shown collapsed: Colab draws a form cell as its @title line, JupyterLab hides the source.
+    setup[0]["metadata"]["cellView"] = "form"
+    setup[0]["metadata"].setdefault("jupyter", {})["source_hidden"] = True
     return notebook
 
 

@@ -84,6 +84,9 @@ def test_stamping_a_github_address_adds_badge_and_cell(tmp_path):
     )
     cell = next(c for c in stamped["cells"] if "colab-setup" in c["metadata"].get("tags", []))
     assert 'REPOSITORY = "https://github.com/someone/course.git"' in "".join(cell["source"])
+    # shown collapsed: Colab's form view (its @title line) and JupyterLab's hidden source
+    assert cell["source"][0].startswith("# @title ")
+    assert cell["metadata"]["cellView"] == "form" and cell["metadata"]["jupyter"]["source_hidden"]
     # Stamping again changes nothing; stamping the empty address takes the badge away again.
     assert stamp_colab.stamp(stamped, name, "https://github.com/someone/course.git") == stamped
     cleared = stamp_colab.stamp(stamped, name, "")
