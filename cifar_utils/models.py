@@ -502,7 +502,9 @@ TRANSFER_BASES = {
     # name -> (keras.applications constructor, (scale, offset) of its expected input
     # from pixels in [0, 255], smallest input side). A Rescaling layer does what the
     # base's preprocess_input does, so the model loads in safe mode (no Lambda layer).
-    "mobilenet_v2": ("MobileNetV2", (1 / 127.5, -1.0), 32),  # to [-1, 1]
+    # Only networks whose weights Keras downloads with a published SHA-256 (`file_hash`)
+    # and checks before loading: MobileNetV2's download has none, so it is not offered.
+    "mobilenet_v3_small": ("MobileNetV3Small", (1.0, 0.0), 32),  # rescales inside itself
     "efficientnet_b0": ("EfficientNetB0", (1.0, 0.0), 32),  # normalises inside itself
 }
 
@@ -510,7 +512,7 @@ TRANSFER_BASES = {
 def build_transfer(
     input_shape=IMAGE_SHAPE,
     num_classes=NUM_CLASSES,
-    base="mobilenet_v2",
+    base="mobilenet_v3_small",
     weights="imagenet",
     image_size=96,
     trainable_base=False,
@@ -530,10 +532,12 @@ def build_transfer(
     Args:
         input_shape: `(height, width, 3)`. Defaults to (32, 32, 3).
         num_classes: number of classes. Defaults to 10.
-        base: a key of `TRANSFER_BASES`. Defaults to "mobilenet_v2".
-        weights: "imagenet" (downloaded once into the Keras cache; needs
-            internet the first time) or None (random weights, to test the code
-            path offline). Defaults to "imagenet".
+        base: a key of `TRANSFER_BASES`. Defaults to "mobilenet_v3_small".
+        weights: "imagenet" (downloaded once into the Keras cache, needs
+            internet the first time; Keras checks the file's SHA-256 against the
+            published one and downloads again rather than load a file that
+            differs) or None (random weights, to test the code path offline).
+            Defaults to "imagenet".
         image_size: side the images are resized to. Defaults to 96.
         trainable_base: let the base network learn too. Defaults to False.
         dropout: dropout before the head. Defaults to 0.2.

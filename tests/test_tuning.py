@@ -1,10 +1,14 @@
 """cifar_utils.tuning (KerasTuner search, ablations) and transfer learning, on tiny data."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 
-from cifar_utils import models, tuning
+from cifar_utils import backend, models, tuning
 
 
 @pytest.mark.slow
@@ -88,6 +92,39 @@ def test_transfer_model_code_path_offline(tmp_path):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     model.save(tmp_path / "t.keras")
     keras.saving.load_model(tmp_path / "t.keras", safe_mode=True)  # no Lambda: loads safely
+
+
+@pytest.mark.slow
+def test_imagenet_weights_load_only_when_their_hash_matches(tmp_path):
+    """A file in Keras's cache under the weights' name that is not the published file is
+    not loaded: Keras compares its SHA-256 and fetches the real one instead (offline, the
+    fetch then fails and the error says so)."""
+    cache = tmp_path / "keras_home" / "models"
+    cache.mkdir(parents=True)
+    (cache / "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5").write_bytes(b"not weights")
+    script = (
+        "from cifar_utils import models\n"
+        "try:\n"
+        "    models.build_transfer(base='mobilenet_v3_small', weights='imagenet')\n"
+        "except Exception as err:\n"
+        "    print('REFUSED', type(err).__name__)\n"
+        "else:\n"
+        "    print('LOADED')\n"
+    )
+    env = {
+        **os.environ,
+        "KERAS_HOME": str(tmp_path / "keras_home"),
+        "KERAS_BACKEND": backend.name(),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert "file hash does not match the original value" in done.stdout, done.stdout + done.stderr
+    # Offline the download fails; online the published file replaces the impostor and loads.
+    weights = cache / "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
+    assert "REFUSED" in done.stdout or (
+        "LOADED" in done.stdout and weights.read_bytes() != b"not weights"
+    )
 
 
 def test_transfer_errors():
