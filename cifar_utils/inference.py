@@ -230,8 +230,8 @@ class Classifier:
 
     Args:
         model: a path to a `.keras` file, a SavedModel folder or a `.tflite`
-            file, or a `keras.Model`. Defaults to None: the model notebook 04
-            or `cifar-train` saved, else the one shipped in models/
+            file, or a `keras.Model`. Defaults to None: the model shipped in
+            models/, else the one notebook 04 or `cifar-train` saved
             (`paths.find_trained_model`).
         class_names: the labels, in output order. Defaults to CIFAR-10's.
         num_threads: CPU threads for TFLite. Defaults to None: all cores.
@@ -481,8 +481,8 @@ def main(argv=None) -> int:
     """
     parser = argparse.ArgumentParser(
         prog="cifar-predict",
-        description="Classify images with a CIFAR-10 model (default: the one notebook 04 or "
-        "cifar-train trained, else the one shipped in models/).",
+        description="Classify images with a CIFAR-10 model (default: the one shipped in "
+        "models/, else the one notebook 04 or cifar-train trained).",
     )
     parser.add_argument(
         "images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads)"

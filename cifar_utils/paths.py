@@ -151,27 +151,46 @@ def show_all_tf_logs() -> bool:
 _default_runs_dir = runs_dir  # the parameter below shadows the function's name
 
 
-def find_trained_model(runs_dir=None):
+def find_trained_model(runs_dir=None, prefer="shipped"):
     """The model later notebooks and tools should use, and where it came from.
 
-    Looks for the fast model that notebook 04 or `cifar-train` saved
-    (`runs/fast/best.keras`), then the baseline's, then the model shipped in the
-    repository's `models/`.
+    Two places hold one: the model shipped in the repository's `models/` (what every
+    learner has, on Colab too) and the runs folder, where notebook 04 or `cifar-train`
+    saved theirs (`runs/fast/best.keras`, else the baseline's). `prefer` says which
+    place to look in first; the other is the fallback.
 
     Args:
         runs_dir: the runs folder. Defaults to None: `paths.runs_dir()`.
+        prefer: "shipped" or "trained" (notebook 04's). Defaults to "shipped".
 
     Returns:
         `(path, description)`, or `(None, reason)` when there is none (for example a
         package installed without the repository); the caller then trains a small model.
     """
+    if prefer not in ("shipped", "trained"):
+        raise ValueError(f"prefer must be 'shipped' or 'trained'; received {prefer!r}.")
     folder = Path(runs_dir) if runs_dir is not None else _default_runs_dir()
-    for name in TRAINED_RUNS:
-        candidate = folder / name / "best.keras"
-        if candidate.exists():
-            return candidate, f"trained by notebook 04 or cifar-train ({_shown(candidate)})"
-    if SHIPPED_MODEL.exists():
-        return SHIPPED_MODEL, f"shipped with the repository ({_shown(SHIPPED_MODEL)})"
+    trained = next(
+        (
+            folder / name / "best.keras"
+            for name in TRAINED_RUNS
+            if (folder / name / "best.keras").exists()
+        ),
+        None,
+    )
+    found = {
+        "trained": trained
+        and (trained, f"trained by notebook 04 or cifar-train ({_shown(trained)})"),
+        "shipped": SHIPPED_MODEL.exists()
+        and (SHIPPED_MODEL, f"shipped with the repository ({_shown(SHIPPED_MODEL)})"),
+    }
+    other = "trained" if prefer == "shipped" else "shipped"
+    if found[prefer]:
+        return found[prefer]
+    if found[other]:
+        path, why = found[other]
+        missing = "none shipped" if prefer == "shipped" else f"none trained in {_shown(folder)}"
+        return path, f"{why}; {missing}"
     return None, f"no trained model in {_shown(folder)} and none shipped at {_shown(SHIPPED_MODEL)}"
 
 

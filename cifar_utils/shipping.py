@@ -70,12 +70,18 @@ def ship_model(model, output_dir, x_test, y_test, data_variant, command, run_dir
 
 
 def load_or_train(
-    model_path=None, runs_dir=None, x_train=None, y_train=None, seed=0, num_images=2000
+    model_path=None,
+    runs_dir=None,
+    x_train=None,
+    y_train=None,
+    seed=0,
+    num_images=2000,
+    prefer="shipped",
 ):
     """A trained model for the later notebooks, which never fail for lack of one.
 
-    Loads `model_path` when given, else `paths.find_trained_model(runs_dir)`, in
-    Keras's safe mode. When there is none, trains a small fast_net (widths 16/32/32,
+    Loads `model_path` when given, else `paths.find_trained_model(runs_dir, prefer)`,
+    in Keras's safe mode. When there is none, trains a small fast_net (widths 16/32/32,
     2 epochs on `num_images` training images) so the notebook can go on.
 
     Args:
@@ -85,6 +91,8 @@ def load_or_train(
         y_train: their labels.
         seed: seed of the fallback's subset, split and weights. Defaults to 0.
         num_images: training images for the fallback. Defaults to 2,000.
+        prefer: look first for the "shipped" model or the one notebook 04 "trained".
+            Defaults to "shipped".
 
     Returns:
         `(model, description of where it came from)`.
@@ -92,7 +100,7 @@ def load_or_train(
     if model_path is not None:
         path, source = Path(model_path), f"given as {model_path}"
     else:
-        path, source = paths.find_trained_model(runs_dir)
+        path, source = paths.find_trained_model(runs_dir, prefer)
     if path is not None:
         return storage.load_model(path), source
     if x_train is None:

@@ -118,24 +118,31 @@ def test_show_all_tf_logs(monkeypatch, value, expected):
 # --- finding the trained model ------------------------------------------------------------
 
 
-def test_find_trained_model_prefers_notebook_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(paths, "SHIPPED_MODEL", tmp_path / "models" / "fast_net.keras")
-    path, why = paths.find_trained_model(tmp_path / "runs")
-    assert path is None and "no trained model" in why
+def test_find_trained_model_takes_the_preferred_place_then_the_other(tmp_path, monkeypatch):
+    shipped = tmp_path / "models" / "fast_net.keras"
+    monkeypatch.setattr(paths, "SHIPPED_MODEL", shipped)
+    runs = tmp_path / "runs"
+    for prefer in ("shipped", "trained"):
+        path, why = paths.find_trained_model(runs, prefer)
+        assert path is None and "no trained model" in why
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "fast_net.keras").write_bytes(b"x")
-    path, why = paths.find_trained_model(tmp_path / "runs")
-    assert path == tmp_path / "models" / "fast_net.keras" and "shipped" in why
-    (tmp_path / "runs" / "baseline_cnn").mkdir(parents=True)
-    (tmp_path / "runs" / "baseline_cnn" / "best.keras").write_bytes(b"x")
-    assert (
-        paths.find_trained_model(tmp_path / "runs")[0]
-        == tmp_path / "runs" / "baseline_cnn" / "best.keras"
-    )
-    (tmp_path / "runs" / "fast").mkdir(parents=True)
-    (tmp_path / "runs" / "fast" / "best.keras").write_bytes(b"x")
-    path, why = paths.find_trained_model(tmp_path / "runs")  # the fast recipe's first
-    assert path == tmp_path / "runs" / "fast" / "best.keras" and "notebook 04" in why
+    shipped.write_bytes(b"x")
+    path, why = paths.find_trained_model(runs, prefer="trained")  # none trained: the shipped one
+    assert path == shipped and "shipped" in why and "none trained in" in why
+    (runs / "baseline_cnn").mkdir(parents=True)
+    (runs / "baseline_cnn" / "best.keras").write_bytes(b"x")
+    assert paths.find_trained_model(runs, "trained")[0] == runs / "baseline_cnn" / "best.keras"
+    (runs / "fast").mkdir(parents=True)
+    (runs / "fast" / "best.keras").write_bytes(b"x")
+    path, why = paths.find_trained_model(runs, "trained")  # the fast recipe's first
+    assert path == runs / "fast" / "best.keras" and "notebook 04" in why
+    path, why = paths.find_trained_model(runs)  # by default the model every learner has
+    assert path == shipped and why.startswith("shipped with the repository")
+    shipped.unlink()
+    path, why = paths.find_trained_model(runs)
+    assert path == runs / "fast" / "best.keras" and "none shipped" in why
+    with pytest.raises(ValueError, match="prefer must be 'shipped' or 'trained'; received 'mine'"):
+        paths.find_trained_model(runs, "mine")
 
 
 def test_find_trained_model_looks_below_the_repository_root_whatever_the_working_directory(
@@ -153,7 +160,7 @@ def test_find_trained_model_looks_below_the_repository_root_whatever_the_working
     (elsewhere / "runs" / "baseline_cnn" / "best.keras").write_bytes(b"x")
     for cwd in (repo, repo / "notebooks", elsewhere):
         monkeypatch.chdir(cwd)
-        path, why = paths.find_trained_model()
+        path, why = paths.find_trained_model(prefer="trained")
         assert path.resolve() == repo / "runs" / "fast" / "best.keras", cwd
         assert "cifar-train" in why
     monkeypatch.setenv("CIFAR_OUTPUT_DIR", str(tmp_path / "explicit"))  # an explicit folder wins
