@@ -11,12 +11,17 @@ environments without TensorFlow that `scripts/test_backends.sh` makes (.cache/ve
 .cache/venv-torch), or the `--python NAME=PATH` given. Each backend takes the precision
 and compilation `device.setup_devices()` chooses for it (TensorFlow: mixed_bfloat16 on a CPU
 with AVX512_BF16 or AMX; JAX: float32 with XLA; PyTorch: float32, eager); `jax-bfloat16`
-forces mixed_bfloat16 on JAX, to see whether the CPU's bfloat16 pays there too.
+forces mixed_bfloat16 on JAX, to see whether the CPU's bfloat16 pays there too;
+`tensorflow-in-model` moves the augmentation into the model as `train` does on a GPU under
+JAX or PyTorch (random flips in place of alternating flip), to measure what that costs:
+
+    python benchmarks/backends.py --runs tensorflow,tensorflow-in-model \
+        --results-name backends_augment_in_model
 
 Recorded per run: the whole train() call's wall time, each epoch's seconds (the first
 includes tracing or compilation), validation accuracy, test accuracy on the offline copy
 and on the lossless first 1,000 official test images (no TTA), and peak memory (VmHWM).
-Results go to benchmarks/results/backends{,_quick}.{json,md}.
+Results go to benchmarks/results/backends{,_quick}.{json,md} (or `--results-name`).
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-# run name -> (KERAS_BACKEND, forced precision or None: setup_devices' choice)
+# run name -> (KERAS_BACKEND, forced precision or None: setup_devices' choice, augmentation
+# inside the model (random flips, as on a GPU) instead of the pipeline's alternating flip)
 RUNS = {
-    "tensorflow": ("tensorflow", None),
-    "jax": ("jax", None),
-    "torch": ("torch", None),
-    "jax-bfloat16": ("jax", "mixed_bfloat16"),
+    "tensorflow": ("tensorflow", None, False),
+    "jax": ("jax", None, False),
+    "torch": ("torch", None, False),
+    "jax-bfloat16": ("jax", "mixed_bfloat16", False),
+    "tensorflow-in-model": ("tensorflow", None, True),
 }
 RECIPE = {"name": "fast", "widths": [32, 128, 128], "epochs": 2}
 QUICK = {"name": "fast", "widths": [16, 32, 32], "epochs": 1, "images": 2_000}
@@ -76,8 +83,10 @@ def worker(run: str, quick: bool, seed: int, out: Path) -> None:
             y_test[:1000],
         )
     (x_train, y_train), (x_val, y_val) = data.split_train_val(x, y, seed=seed)
-    precision = RUNS[run][1]
-    setup = device.setup_devices(mixed_precision=precision if precision else "auto", verbose=False)
+    _, precision, in_model = RUNS[run]
+    setup = device.setup_devices(
+        mixed_precision=precision if precision else "auto", augment_in_model=in_model, verbose=False
+    )
     epochs = []
 
     class EpochClock(keras.callbacks.Callback):
@@ -110,6 +119,7 @@ def worker(run: str, quick: bool, seed: int, out: Path) -> None:
         "backend": keras.backend.backend(),
         "precision": setup.precision_policy,
         "jit_compile": setup.jit_compile,
+        "augmentation_in_model": result.run["augmentation_in_model"],
         "recipe": result.recipe.to_dict(),
         "train_call_seconds": round(train_seconds, 1),
         "epoch_seconds": epochs,
@@ -178,12 +188,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--python", action="append", default=[], metavar="BACKEND=PATH")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--results-name", default="backends", help="file name of the results (default backends)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.worker, args.quick, args.seed, args.out)
         return 0
+    if not args.results_name or Path(args.results_name).name != args.results_name:
+        parser.error(
+            f"--results-name must be a file name, no folders; received {args.results_name!r}"
+        )
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     unknown = [r for r in runs if r not in RUNS]
     if unknown:
@@ -230,8 +247,8 @@ def main(argv=None) -> int:
     suffix = "_quick" if args.quick else ""
     args.results_dir.mkdir(parents=True, exist_ok=True)
     text = report(results, args.quick)
-    atomic_write_text(args.results_dir / f"backends{suffix}.md", text)
-    atomic_write_json(args.results_dir / f"backends{suffix}.json", {"runs": results})
+    atomic_write_text(args.results_dir / f"{args.results_name}{suffix}.md", text)
+    atomic_write_json(args.results_dir / f"{args.results_name}{suffix}.json", {"runs": results})
     print(text)
     return 0 if all("error" not in r for r in results) else 1
 
