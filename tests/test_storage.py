@@ -112,14 +112,24 @@ def test_remove_stale_temporaries_removes_only_their_names(tmp_path):
 
 
 def test_custom_objects_are_the_registered_ones():
-    from cifar_utils.custom_objects import CUSTOM_OBJECTS, PiecewiseLinear, ScaledBias
+    from cifar_utils.custom_objects import (
+        CUSTOM_OBJECTS,
+        PiecewiseLinear,
+        ScaledBias,
+        ShiftFlip,
+        Temperature,
+    )
 
     assert storage.CUSTOM_OBJECTS is CUSTOM_OBJECTS
-    assert CUSTOM_OBJECTS == {
-        keras.saving.get_registered_name(cls): cls for cls in (ScaledBias, PiecewiseLinear)
+    classes = (ScaledBias, ShiftFlip, Temperature, PiecewiseLinear)
+    assert CUSTOM_OBJECTS == {keras.saving.get_registered_name(cls): cls for cls in classes}
+    # The names saved files record: renaming them would orphan every saved model.
+    assert set(CUSTOM_OBJECTS) == {
+        "cifar_utils>ScaledBias",
+        "cifar_utils>ShiftFlip",
+        "cifar_utils>Temperature",
+        "cifar_utils>PiecewiseLinear",
     }
-    # The names the shipped model's file records: renaming them would orphan every saved model.
-    assert set(CUSTOM_OBJECTS) == {"cifar_utils>ScaledBias", "cifar_utils>PiecewiseLinear"}
 
 
 REPO = Path(__file__).resolve().parents[1]
