@@ -227,5 +227,6 @@ class PiecewiseLinear(keras.optimizers.schedules.LearningRateSchedule):
 
 # Every custom object a model of this package can hold, under its registered name.
 CUSTOM_OBJECTS = {
-    f"cifar_utils>{cls.__name__}": cls for cls in (ScaledBias, ShiftFlip, PiecewiseLinear)
+    f"cifar_utils>{cls.__name__}": cls
+    for cls in (ScaledBias, ShiftFlip, Temperature, PiecewiseLinear)
 }
