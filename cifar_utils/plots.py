@@ -619,7 +619,11 @@ def plot_predictions(images, predictions, titles=None, save_to=None):
 
 
 def plot_export_comparison(table, save_to=None):
-    """Bar charts of the export formats: file size, accuracy and batched speed.
+    """Bar charts of the export formats: what differs between them.
+
+    File size; the share of images whose top class differs from the reference model
+    (1 - agreement: accuracy itself barely moves between formats, so the answers that
+    change are what to look at); batched throughput; and the latency of one image.
 
     Args:
         table: the DataFrame of `export.compare_formats` (with speed columns).
@@ -629,29 +633,27 @@ def plot_export_comparison(table, save_to=None):
         The matplotlib Figure.
     """
     columns = [
-        ("size_mb", "file size (MB)", "{:.1f}"),
-        ("accuracy", "test accuracy", "{:.3f}"),
+        ("size_mb", "file size (MB)", "{:.2f}"),
+        ("changed_pct", "top class differs from Keras (% of images)", "{:.2f}"),
         ("images_per_second", "images / second (batched)", "{:,.0f}"),
+        ("latency_ms", "latency of one image (ms)", "{:.2f}"),
     ]
-    missing = [c for c, _, _ in columns if c not in table.columns]
+    needed = ["size_mb", "agreement", "images_per_second", "latency_ms"]
+    missing = [c for c in needed if c not in table.columns]
     if missing:
         raise ValueError(
             f"the table lacks the columns {missing}; use compare_formats(..., speed=True)"
         )
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    values = table.assign(changed_pct=100 * (1 - table["agreement"]))
+    fig, axes = plt.subplots(1, len(columns), figsize=(15, 3.2))
     names = [str(i) for i in table.index]
     for ax, (column, title, fmt) in zip(axes, columns):
-        bars = ax.barh(names[::-1], table[column].to_numpy()[::-1], color="#1f77b4")
-        ax.bar_label(
-            bars,
-            labels=[fmt.format(v) for v in table[column].to_numpy()[::-1]],
-            padding=3,
-            fontsize=8,
-        )
-        ax.set_title(title)
+        shown = values[column].to_numpy(dtype=float)[::-1]
+        bars = ax.barh(names[::-1], shown, color="#1f77b4")
+        ax.bar_label(bars, labels=[fmt.format(v) for v in shown], padding=3, fontsize=8)
+        ax.set_title(title, fontsize=10)
         ax.spines[["top", "right"]].set_visible(False)
-        # Every axis starts at zero, accuracy too: the bar labels carry the small differences.
-        ax.set_xlim(0, float(table[column].max()) * 1.25)
+        ax.set_xlim(0, max(float(np.nanmax(shown)), 1e-9) * 1.3)  # bars from zero
     for ax in axes[1:]:
         ax.set_yticklabels([])
     fig.tight_layout()

@@ -174,17 +174,25 @@ def test_deployment_figures(images, tmp_path):
         plots.plot_predictions(x[:3], preds)
 
     table = pd.DataFrame(
-        {"size_mb": [8.0, 2.0], "accuracy": [0.88, 0.879], "images_per_second": [900.0, 3000.0]},
+        {
+            "size_mb": [8.0, 2.0],
+            "accuracy": [0.88, 0.879],
+            "agreement": [1.0, 0.985],
+            "images_per_second": [900.0, 3000.0],
+            "latency_ms": [3.0, 0.5],
+        },
         index=pd.Index(["keras", "tflite_int8"], name="format"),
     )
     fig = plots.plot_export_comparison(table, save_to=tmp_path / "c.png")
     assert [ax.get_title() for ax in fig.axes] == [
         "file size (MB)",
-        "test accuracy",
+        "top class differs from Keras (% of images)",
         "images / second (batched)",
+        "latency of one image (ms)",
     ]
     assert [p.get_width() for p in fig.axes[2].patches] == [3000.0, 900.0]
-    assert [ax.get_xlim()[0] for ax in fig.axes] == [0, 0, 0]  # accuracy starts at zero too
+    assert [p.get_width() for p in fig.axes[1].patches] == pytest.approx([1.5, 0.0])
+    assert [ax.get_xlim()[0] for ax in fig.axes] == [0, 0, 0, 0]
     with pytest.raises(ValueError, match="images_per_second"):
         plots.plot_export_comparison(table.drop(columns="images_per_second"))
 
