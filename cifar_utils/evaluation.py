@@ -345,7 +345,9 @@ def with_temperature(model, temperature):
     probs = model.outputs[0]
     if isinstance(model.layers[-1], Temperature):  # replace, do not stack
         probs = model.layers[-1].input
-    return keras.Model(model.inputs, layer(probs), name=model.name)
+    # one tensor for a one-input model, so that exports take the image, not a list of one
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, layer(probs), name=model.name)
 
 
 def temperature_of(model) -> float:

@@ -225,6 +225,7 @@ def test_with_temperature_travels_with_the_model(tmp_path):
     np.testing.assert_allclose(
         calibrated.predict(x, verbose=0), evaluation.apply_temperature(probs, 1.7), atol=1e-5
     )
+    assert not isinstance(calibrated.input, list)  # one image tensor, as exports expect
     calibrated.save(tmp_path / "calibrated.keras")
     loaded = storage.load_model(tmp_path / "calibrated.keras")
     assert evaluation.temperature_of(loaded) == pytest.approx(1.7)
