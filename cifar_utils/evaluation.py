@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cifar_utils.custom_objects import Temperature
 from cifar_utils.data import CLASS_NAMES
 
 TTA_MODES = (False, True, "flip", "multicrop")
@@ -339,8 +340,6 @@ def with_temperature(model, temperature):
     """
     import keras
 
-    from cifar_utils.custom_objects import Temperature
-
     layer = Temperature(temperature, name="temperature")  # checks the value
     probs = model.outputs[0]
     if isinstance(model.layers[-1], Temperature):  # replace, do not stack
@@ -352,8 +351,6 @@ def with_temperature(model, temperature):
 
 def temperature_of(model) -> float:
     """The temperature a model's last layer applies: 1.0 when it has none."""
-    from cifar_utils.custom_objects import Temperature
-
     last = model.layers[-1] if getattr(model, "layers", None) else None
     return last.temperature if isinstance(last, Temperature) else 1.0
 
