@@ -121,6 +121,8 @@ def train_main(argv=None) -> int:
             source.variant,
             command,
             run_dir=result.output_dir,
+            x_val=x_val,
+            y_val=y_val,
         )
         print(f"shipped {target}; see {target.parent / 'MODEL_CARD.md'}")
     return 0

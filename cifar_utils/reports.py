@@ -98,6 +98,7 @@ def write_model_card(
     command,
     saved=None,
     lossless=None,
+    calibration=None,
 ):
     """Writes MODEL_CARD.md next to a shipped model, from the run's history.json.
 
@@ -115,6 +116,9 @@ def write_model_card(
         lossless: (accuracy, accuracy with flip TTA) on the first 1,000
             official test images, lossless (`data.load_lossless_test_sample`).
             Defaults to None: no such row.
+        calibration: the temperature shipped inside the model, as `shipping.ship_model`
+            fits it: {"temperature", "val_images", "test_ece_before", "test_ece_after"}.
+            Defaults to None: the card says the probabilities are as trained.
 
     Returns:
         The card's path.
@@ -125,13 +129,15 @@ def write_model_card(
     model_path = Path(model_path)
     size_mb = model_path.stat().st_size / 1e6
     if run.get("val_images"):
+        last = (saved.get("history") or {}).get("val_accuracy") or [run["best_val_accuracy"]]
         validation = (
-            f"| best validation accuracy | {run['best_val_accuracy']:.4f} on {run['val_images']:,} "
-            "images split from the training set |"
+            f"| validation accuracy | {last[-1]:.4f} at the last epoch, the one shipped (best "
+            f"{run['best_val_accuracy']:.4f}), on {run['val_images']:,} images split from the "
+            "training set |"
         )
         test_use = (
             "The test set was used once, after training, for the accuracies above; the\n"
-            "validation images chose nothing but the saved epoch."
+            "validation images chose nothing" + (" but the temperature." if calibration else ".")
         )
     else:
         validation = (
@@ -140,6 +146,18 @@ def write_model_card(
         test_use = (
             "No test image chose anything: the model is the last epoch of a run of fixed\n"
             "length, and the test accuracies above were measured on it afterwards."
+        )
+    if calibration is None:
+        temperature_row = (
+            "| temperature | none: the probabilities are as trained "
+            "(no held-out images to fit one on) |"
+        )
+    else:
+        temperature_row = (
+            f"| temperature | {calibration['temperature']:.3f}, fitted on the "
+            f"{calibration['val_images']:,} validation images and applied inside the model: "
+            f"test ECE {calibration['test_ece_before']:.4f} as trained, "
+            f"{calibration['test_ece_after']:.4f} calibrated (no TTA) |"
         )
     lossless_row = (
         ""
@@ -159,6 +177,7 @@ The best model of the "{recipe["name"]}" recipe ({recipe["arch"]}), shipped so t
 | output | probabilities over {", ".join(CLASS_NAMES)} |
 | test accuracy ({data_variant}) | {test_accuracy:.4f} (with flip TTA: {test_accuracy_tta:.4f}) |
 {lossless_row}{validation}
+{temperature_row}
 | training data | {run["train_images"]:,} CIFAR-10 training images ({data_variant}) |
 | epochs, training time | {run["epochs"]}, {run["train_seconds"]:.0f} s |
 | hardware | {hardware_text(run)}, precision {run["precision"]} |

@@ -19,7 +19,18 @@ from cifar_utils.recipes import get_recipe
 from cifar_utils.training import train
 
 
-def ship_model(model, output_dir, x_test, y_test, data_variant, command, run_dir=None, saved=None):
+def ship_model(
+    model,
+    output_dir,
+    x_test,
+    y_test,
+    data_variant,
+    command,
+    run_dir=None,
+    saved=None,
+    x_val=None,
+    y_val=None,
+):
     """Copies a trained model into `output_dir` as `ARCH.keras`, with a model card.
 
     The test set is used here once, after training, for the card's accuracies (with and
@@ -36,6 +47,12 @@ def ship_model(model, output_dir, x_test, y_test, data_variant, command, run_dir
         command: the command that reproduces the model.
         run_dir: the training run's folder, whose history.json describes the run.
         saved: that history.json's contents ({"run": ..., "recipe": ...}) instead of `run_dir`.
+        x_val: the run's validation images, never trained on. Given, a temperature is fitted
+            on them (`evaluation.fit_temperature`) and shipped inside the model, so that
+            `Classifier`, `cifar-predict` and the web demo show calibrated confidences.
+            Defaults to None: a model trained on every image ships as trained, since a
+            temperature fitted on its own training images would make it overconfident.
+        y_val: their labels.
 
     Returns:
         The shipped model's path.
@@ -46,6 +63,12 @@ def ship_model(model, output_dir, x_test, y_test, data_variant, command, run_dir
     # An uncompiled float32 copy: the optimiser's state (as large as the weights) is not
     # shipped, and a model trained under mixed precision on a GPU runs fast on a CPU too.
     shipped = float32_copy(model)
+    calibration = None
+    if x_val is not None:
+        # One view per image, as Classifier serves it (no TTA); the test set stays unseen.
+        as_trained = shipped
+        temperature = evaluation.fit_temperature(evaluation.predict_probs(shipped, x_val), y_val)
+        shipped = evaluation.with_temperature(shipped, temperature)
     storage.atomic_save_model(shipped, target)
     # The file's own accuracy, computed outside any distribution strategy (across machines,
     # only the first worker ships, and a prediction under the strategy would wait for the rest).
@@ -63,8 +86,25 @@ def ship_model(model, output_dir, x_test, y_test, data_variant, command, run_dir
                     evaluation.accuracy(shipped, x_lossless, y_lossless, tta=tta)
                     for tta in (False, True)
                 ]
+    if x_val is not None:  # the test set's ECE before and after, for the card
+        test_probs = evaluation.predict_probs(as_trained, x_test)
+        calibration = {
+            "temperature": temperature,
+            "val_images": len(x_val),
+            "test_ece_before": evaluation.calibration(test_probs, y_test)[0],
+            "test_ece_after": evaluation.calibration(
+                evaluation.apply_temperature(test_probs, temperature), y_test
+            )[0],
+        }
     reports.write_model_card(
-        None, target, *accuracies, data_variant, command, saved=saved, lossless=lossless
+        None,
+        target,
+        *accuracies,
+        data_variant,
+        command,
+        saved=saved,
+        lossless=lossless,
+        calibration=calibration,
     )
     return target
 

@@ -117,6 +117,22 @@ def test_model_card_shows_the_run_facts(card_dir):
     )
     card = card_path.read_text()
     assert "| first 1,000 official test images, lossless | 0.9300 (with flip TTA: 0.9456) |" in card
+    assert "| temperature | none: the probabilities are as trained" in card
+
+    calibration = {
+        "temperature": 1.23456,
+        "val_images": 5000,
+        "test_ece_before": 0.1912,
+        "test_ece_after": 0.0123,
+    }
+    reports.write_model_card(
+        card_dir, card_dir / "net.keras", 0.9, 0.9, "offline copy", "c", calibration=calibration
+    )
+    card = card_path.read_text()
+    assert (
+        "| temperature | 1.235, fitted on the 5,000 validation images and applied inside the "
+        "model: test ECE 0.1912 as trained, 0.0123 calibrated (no TTA) |"
+    ) in card
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from cifar_utils import (
     cli,
     compiling,
     device,
+    evaluation,
     lr_finder,
     models,
     paths,
@@ -31,7 +32,7 @@ from cifar_utils import (
     storage,
     training,
 )
-from cifar_utils.custom_objects import ShiftFlip
+from cifar_utils.custom_objects import CUSTOM_OBJECTS, ShiftFlip
 
 TINY = dict(
     arch="baseline_cnn",
@@ -363,6 +364,41 @@ def test_ship_model_writes_model_and_card(tmp_path, tiny_data):
     np.testing.assert_allclose(
         loaded.predict(xv, verbose=0), result.model.predict(xv, verbose=0), atol=0.02
     )
+    # Without held-out images there is nothing honest to fit a temperature on.
+    assert "| temperature | none" in card and evaluation.temperature_of(loaded) == 1.0
+
+
+def test_ship_model_calibrates_on_the_validation_images(tmp_path, tiny_data):
+    x, y, xv, yv = tiny_data
+    result = training.train(
+        tiny_recipe(epochs=1), x, y, xv, yv, output_dir=tmp_path / "run", verbose=0
+    )
+    x_val, y_val, x_test, y_test = xv[: len(xv) // 2], yv[: len(yv) // 2], xv, yv
+    target = shipping.ship_model(
+        result.model,
+        tmp_path / "models",
+        x_test,
+        y_test,
+        "offline copy",
+        "c",
+        run_dir=tmp_path / "run",
+        x_val=x_val,
+        y_val=y_val,
+    )
+    loaded = keras.saving.load_model(target, safe_mode=True, custom_objects=CUSTOM_OBJECTS)
+    as_trained = models.float32_copy(result.model)
+    # The temperature the validation images give, fitted on one view per image as served.
+    expected = evaluation.fit_temperature(as_trained.predict(x_val, verbose=0), y_val)
+    assert evaluation.temperature_of(loaded) == pytest.approx(expected, rel=1e-4)
+    assert expected != pytest.approx(1.0)  # a temperature that does something
+    np.testing.assert_allclose(
+        loaded.predict(x_test, verbose=0),
+        evaluation.apply_temperature(as_trained.predict(x_test, verbose=0), expected),
+        atol=1e-5,
+    )
+    card = (tmp_path / "models" / "MODEL_CARD.md").read_text()
+    assert f"| temperature | {expected:.3f}, fitted on the {len(x_val)} validation images" in card
+    assert "chose nothing but the temperature" in card
 
 
 def test_load_or_train_never_leaves_a_notebook_without_a_model(tmp_path, monkeypatch):
