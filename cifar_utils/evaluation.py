@@ -349,6 +349,26 @@ def with_temperature(model, temperature):
     return keras.Model(inputs, layer(probs), name=model.name)
 
 
+def without_temperature(model):
+    """The model as trained: its last `Temperature` layer taken off (the model itself if none).
+
+        shipped = cifar_utils.load_model("models/fast_net.keras")
+        raw = evaluation.without_temperature(shipped)  # to measure or refit the calibration
+
+    Args:
+        model: a functional Keras model ending in probabilities.
+
+    Returns:
+        A `keras.Model` sharing the model's layers and weights.
+    """
+    import keras
+
+    if not isinstance(model.layers[-1], Temperature):
+        return model
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, model.layers[-1].input, name=model.name)
+
+
 def temperature_of(model) -> float:
     """The temperature a model's last layer applies: 1.0 when it has none."""
     last = model.layers[-1] if getattr(model, "layers", None) else None

@@ -235,6 +235,10 @@ def test_with_temperature_travels_with_the_model(tmp_path):
     np.testing.assert_allclose(
         again.predict(x, verbose=0), evaluation.apply_temperature(probs, 0.8), atol=1e-5
     )
+    raw = evaluation.without_temperature(again)  # the model as trained, for refitting
+    assert evaluation.temperature_of(raw) == 1.0 and not isinstance(raw.input, list)
+    np.testing.assert_allclose(raw.predict(x, verbose=0), probs, atol=1e-6)
+    assert evaluation.without_temperature(model) is model
     for bad in (0, -1.0):
         with pytest.raises(ValueError, match="temperature must be positive; received"):
             evaluation.with_temperature(model, bad)
