@@ -62,8 +62,11 @@ def ship_model(
     target = Path(output_dir) / f"{saved['recipe']['arch']}.keras"
     # An uncompiled float32 copy: the optimiser's state (as large as the weights) is not
     # shipped, and a model trained under mixed precision on a GPU runs fast on a CPU too.
-    shipped = float32_copy(model)
+    # A model that already carries a temperature ships (or is refitted) as trained.
+    shipped = evaluation.without_temperature(float32_copy(model))
     calibration = None
+    if (x_val is None) != (y_val is None):
+        raise ValueError("ship_model needs both x_val and y_val, or neither.")
     if x_val is not None:
         # One view per image, as Classifier serves it (no TTA); the test set stays unseen.
         as_trained = shipped
