@@ -341,12 +341,10 @@ def with_temperature(model, temperature):
     import keras
 
     layer = Temperature(temperature, name="temperature")  # checks the value
-    probs = model.outputs[0]
-    if isinstance(model.layers[-1], Temperature):  # replace, do not stack
-        probs = model.layers[-1].input
+    model = without_temperature(model)  # replace, do not stack
     # one tensor for a one-input model, so that exports take the image, not a list of one
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs, layer(probs), name=model.name)
+    return keras.Model(inputs, layer(model.outputs[0]), name=model.name)
 
 
 def without_temperature(model):

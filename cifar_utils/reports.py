@@ -148,12 +148,8 @@ def write_model_card(
             "length, and the test accuracies above were measured on it afterwards."
         )
     if calibration is None:
-        temperature_row = "| temperature | none: the probabilities are as trained |"
-        if not run.get("val_images"):
-            temperature_row = (
-                "| temperature | none: the probabilities are as trained "
-                "(no held-out images to fit one on) |"
-            )
+        why = "" if run.get("val_images") else " (no held-out images to fit one on)"
+        temperature_row = f"| temperature | none: the probabilities are as trained{why} |"
     else:
         temperature_row = (
             f"| temperature | {calibration['temperature']:.3f}, fitted on the "

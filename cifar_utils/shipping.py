@@ -57,6 +57,8 @@ def ship_model(
     Returns:
         The shipped model's path.
     """
+    if (x_val is None) != (y_val is None):
+        raise ValueError("ship_model needs both x_val and y_val, or neither.")
     if saved is None:
         saved = json.loads((Path(run_dir) / "history.json").read_text())
     target = Path(output_dir) / f"{saved['recipe']['arch']}.keras"
@@ -65,8 +67,6 @@ def ship_model(
     # A model that already carries a temperature ships (or is refitted) as trained.
     shipped = evaluation.without_temperature(float32_copy(model))
     calibration = None
-    if (x_val is None) != (y_val is None):
-        raise ValueError("ship_model needs both x_val and y_val, or neither.")
     if x_val is not None:
         # One view per image, as Classifier serves it (no TTA); the test set stays unseen.
         as_trained = shipped
