@@ -390,8 +390,9 @@ def build_fast_net(
         logit_scale: multiplies the logits; a small scale keeps early
             predictions soft. Defaults to 1/9.
         bias_scale: batch-norm shifts are `ScaledBias` layers with this scale,
-            so they learn `bias_scale**2` times faster than the weights
-            (airbench: 64 times, `bias_scale=8`, as the "fast" recipe uses).
+            so under SGD they learn `bias_scale**2` times faster than the
+            weights (airbench: 64 times, `bias_scale=8`, as the SGD "fast"
+            recipe uses); under Adam only `bias_scale` times.
             Defaults to 1: plain batch-norm shifts.
         activation: "relu" or "gelu" (airbench's; slower on a CPU). Defaults
             to "relu".

@@ -74,8 +74,9 @@ RECIPES = {
     "fast": dict(
         arch="fast_net",
         model_kwargs={
-            # Batch-norm shifts learn 8**2 = 64 times faster than the weights (airbench). With
-            # the decay below: +0.5 points (flip TTA +0.7) at half width after 4 epochs.
+            # Batch-norm shifts learn 8**2 = 64 times faster than the weights under SGD
+            # (airbench). With the decay below: +0.5 points (flip TTA +0.7) at half width
+            # after 4 epochs.
             "bias_scale": 8,
             # airbench's start: PyTorch's smaller default kernels, and every 3x3 convolution's
             # first filters as identities. Measured: validation -0.04 points, +0.4 with flip TTA
