@@ -386,13 +386,16 @@ def last_conv_layer(model) -> str:
     raise ValueError(f"model {model.name!r} has no layer with a 4-D (image-like) output.")
 
 
-def grad_cam(model, images, layer_name=None, class_index=None):
+def grad_cam(model, images, layer_name=None, class_index=None, upsample=True):
     """Grad-CAM heatmaps: where in each image the evidence for a class lies.
 
     Gradients of the class score (the "logits" layer when the model has one,
     else the output) with respect to a convolutional layer's feature maps are
     averaged over space to weight each map; the weighted sum, through a ReLU,
     is upsampled to the image size and scaled to [0, 1] (Selvaraju et al., 2017).
+    The map has the layer's resolution (3 x 3 for fast_net's last layer): with
+    `upsample=False` it comes back at that resolution, one value per cell, so that a
+    figure can show the cells instead of a bilinear blur.
 
     Args:
         model: a Keras model taking images.
@@ -400,9 +403,11 @@ def grad_cam(model, images, layer_name=None, class_index=None):
         layer_name: the convolutional layer. Defaults to None: `last_conv_layer`.
         class_index: the class to explain, an int or one per image. Defaults to
             None: each image's predicted class.
+        upsample: resize the maps bilinearly to the image size. Defaults to True;
+            False returns them at the layer's resolution, shape `(N, h, w)`.
 
     Returns:
-        A float32 array of heatmaps, shape `(N, H, W)`, values in [0, 1].
+        A float32 array of heatmaps, shape `(N, H, W)` (or `(N, h, w)`), values in [0, 1].
     """
     import keras
 
@@ -428,10 +433,11 @@ def grad_cam(model, images, layer_name=None, class_index=None):
         targets = np.broadcast_to(np.asarray(class_index), (len(images),)).astype(np.int64)
     features, grads = _features_and_grads(model, feature_layer, score_output, images, targets)
     weights = np.mean(grads, axis=(1, 2), keepdims=True)
-    cam = np.maximum(np.sum(weights * features, axis=-1), 0.0)[..., None]
-    cam = keras.ops.convert_to_numpy(
-        keras.ops.image.resize(cam, images.shape[1:3], interpolation="bilinear")
-    )[..., 0]
+    cam = np.maximum(np.sum(weights * features, axis=-1), 0.0)
+    if upsample:
+        cam = keras.ops.convert_to_numpy(
+            keras.ops.image.resize(cam[..., None], images.shape[1:3], interpolation="bilinear")
+        )[..., 0]
     peak = np.max(cam, axis=(1, 2), keepdims=True)
     return (cam / np.maximum(peak, 1e-12)).astype(np.float32)
 

@@ -157,6 +157,26 @@ def test_grad_cam_shape_and_range_for_every_builder(arch):
     assert evaluation.grad_cam(model, images, class_index=2).shape == (3, 32, 32)
 
 
+def test_grad_cam_without_upsampling_is_the_layers_map():
+    from cifar_utils import models
+
+    keras.utils.set_random_seed(0)
+    model = models.build_fast_net(widths=(8, 16, 16))
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype("float32")
+    layer = "group2_relu2"
+    h, w = model.get_layer(layer).output.shape[1:3]
+    raw = evaluation.grad_cam(model, images, layer_name=layer, upsample=False)
+    assert raw.shape == (3, h, w) and raw.dtype == np.float32 and (h, w) != (32, 32)
+    assert raw.min() >= 0.0 and raw.max() <= 1.0
+    # the default map is this one resized bilinearly (a linear step) and scaled to [0, 1]
+    resized = keras.ops.convert_to_numpy(
+        keras.ops.image.resize(raw[..., None], (32, 32), interpolation="bilinear")
+    )[..., 0]
+    resized /= np.maximum(resized.max(axis=(1, 2), keepdims=True), 1e-12)
+    heat = evaluation.grad_cam(model, images, layer_name=layer)
+    np.testing.assert_allclose(heat, resized, atol=1e-5)
+
+
 def test_grad_cam_errors():
     from cifar_utils import models
 
