@@ -13,7 +13,10 @@ environment variable alone cannot hide them. This module does two things, once, 
 `cifar_utils` is imported (`cifar_utils/__init__.py` calls `quiet_tensorflow()`):
 
 1. `TF_CPP_MIN_LOG_LEVEL` defaults to "1" (TensorFlow's C++ INFO lines off; warnings and
-   errors still shown). A value you set yourself is kept.
+   errors still shown). A value you set yourself is kept. And one Python warning is dropped
+   (`KerasRetracingFilter`): TensorFlow's "N out of the last M calls to <function
+   TensorFlowTrainer._make_function...> triggered tf.function retracing" when it is about
+   Keras's own step functions, which every model shares (see the class).
 2. In a Jupyter kernel, and in the course's commands (`cifar-train`, `cifar-predict`,
    `cifar-demo`, or `python -m` of their modules), file descriptor 2 goes through a filter
    that drops the lines matching `NOISE` (each one a known, harmless message, listed below
@@ -28,6 +31,7 @@ Set `CIFAR_TF_LOGS=1` before importing `cifar_utils` to see everything TensorFlo
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import re
 import select
@@ -200,6 +204,27 @@ def install_filter() -> bool:
     return True
 
 
+class KerasRetracingFilter(logging.Filter):
+    """Drops TensorFlow's retracing warning about Keras's own training and test step functions.
+
+    TensorFlow counts the traces of a `tf.function` by the code of the Python function it
+    wraps, and every Keras model's `fit`, `evaluate` and `predict` wrap the same inner
+    function (`TensorFlowTrainer._make_function.<locals>.multi_step_on_iterator`). Each new
+    model traces its own functions once; build a few models in a row that each run only a
+    few steps (a race of architectures, a budget's timing trials, any quick-mode run) and
+    TensorFlow reports "5 out of the last 23 calls ... triggered tf.function retracing",
+    although no function was traced twice (tensorflow/tensorflow#42441). Retracing warnings
+    about any other function pass through.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            "triggered tf.function retracing" in message
+            and "TensorFlowTrainer._make_function" in message
+        )
+
+
 def quiet_tensorflow() -> None:
     """Applies this module's two measures; call before TensorFlow is imported.
 
@@ -208,5 +233,8 @@ def quiet_tensorflow() -> None:
     if paths.show_all_tf_logs():
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    tf_logger = logging.getLogger("tensorflow")  # TensorFlow's Python logger (tf.get_logger())
+    if not any(isinstance(f, KerasRetracingFilter) for f in tf_logger.filters):
+        tf_logger.addFilter(KerasRetracingFilter())
     if _in_jupyter_kernel() or _running_a_command():
         install_filter()

@@ -158,3 +158,51 @@ def test_the_commands_print_no_tensorflow_start_up_lines(tmp_path):
         proc.stderr.strip().splitlines()[-1]
         == "cifar-predict: 1 of 1 files could not be classified"
     )
+
+
+def _tf_warning(message):
+    import logging
+
+    return logging.LogRecord("tensorflow", logging.WARNING, __file__, 1, message, None, None)
+
+
+KERAS_RETRACING = (
+    "5 out of the last 23 calls to <function TensorFlowTrainer._make_function.<locals>."
+    "multi_step_on_iterator at 0x7f8bfa425e40> triggered tf.function retracing. Tracing is "
+    "expensive and the excessive number of tracings could be due to (1) creating @tf.function "
+    "repeatedly in a loop, ..."
+)
+
+
+def test_retracing_filter_drops_only_keras_step_functions():
+    """Notebook 04's race printed KERAS_RETRACING in quick mode: five models, one trace each."""
+    keep = tf_logs.KerasRetracingFilter().filter
+    assert not keep(_tf_warning(KERAS_RETRACING))
+    other = KERAS_RETRACING.replace("TensorFlowTrainer._make_function.<locals>.", "my_")
+    assert keep(_tf_warning(other))  # a retracing warning about your own function still shows
+    assert keep(_tf_warning("some other TensorFlow warning"))
+
+
+def test_quiet_tensorflow_installs_the_retracing_filter_once(monkeypatch):
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    monkeypatch.setattr(logger, "filters", [])
+    tf_logs.quiet_tensorflow()
+    tf_logs.quiet_tensorflow()
+    assert sum(isinstance(f, tf_logs.KerasRetracingFilter) for f in logger.filters) == 1
+
+
+def test_keras_models_built_in_a_row_print_no_retracing_warning(caplog):
+    """Six tiny models, each fitted for a step, as the race and quick mode do."""
+    import keras
+    import numpy as np
+
+    tf_logs.quiet_tensorflow()
+    x, y = np.zeros((4, 3), "float32"), np.zeros((4, 1), "float32")
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        for _ in range(6):
+            model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+            model.compile(optimizer="sgd", loss="mse")
+            model.fit(x, y, epochs=1, verbose=0, validation_data=(x, y))
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
