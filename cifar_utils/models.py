@@ -503,8 +503,10 @@ TRANSFER_BASES = {
     # name -> (keras.applications constructor, (scale, offset) of its expected input
     # from pixels in [0, 255], smallest input side). A Rescaling layer does what the
     # base's preprocess_input does, so the model loads in safe mode (no Lambda layer).
-    # Only networks whose weights Keras downloads with a published SHA-256 (`file_hash`)
-    # and checks before loading: MobileNetV2's download has none, so it is not offered.
+    # Only networks whose weights Keras downloads with a published hash (`file_hash`: an
+    # MD5 digest for these two, a check against a corrupted or swapped file, weaker than
+    # SHA-256 against a deliberate forgery) and checks before loading: MobileNetV2's
+    # download has none, so it is not offered.
     "mobilenet_v3_small": ("MobileNetV3Small", (1.0, 0.0), 32),  # rescales inside itself
     "efficientnet_b0": ("EfficientNetB0", (1.0, 0.0), 32),  # normalises inside itself
 }
@@ -535,8 +537,8 @@ def build_transfer(
         num_classes: number of classes. Defaults to 10.
         base: a key of `TRANSFER_BASES`. Defaults to "mobilenet_v3_small".
         weights: "imagenet" (downloaded once into the Keras cache, needs
-            internet the first time; Keras checks the file's SHA-256 against the
-            published one and downloads again rather than load a file that
+            internet the first time; Keras checks the file's MD5 digest against
+            the published one and downloads again rather than load a file that
             differs) or None (random weights, to test the code path offline).
             Defaults to "imagenet".
         image_size: side the images are resized to. Defaults to 96.
