@@ -157,8 +157,9 @@ def main() -> int:
         return RESTART
     if shutil.which("nvidia-smi") is None:
         print(
-            "No GPU in this runtime: notebooks 04 and 06 took about 15 minutes each on 2 CPU cores "
-            "(measured on an AMD EPYC); pick Runtime -> Change runtime type -> GPU for them."
+            "No GPU in this runtime: notebooks 04 and 06 took about 20 and 22 minutes on 2 CPU "
+            "cores (measured on an Intel Xeon); pick Runtime -> Change runtime type -> GPU "
+            "for them."
         )
     return 0
 
